@@ -1,0 +1,199 @@
+//! Shared helpers for the integration tests: scratch trees, the real `ostree` CLI,
+//! and running the `livefs` binary.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use tempfile::TempDir;
+
+/// The repository modes livefs reads, as `ostree init --mode` spells them.
+pub const MODES: [&str; 4] = ["bare", "bare-user", "bare-user-only", "archive"];
+
+pub fn scratch() -> TempDir {
+    tempfile::Builder::new().prefix("livefs-test-").tempdir().expect("cannot create a scratch directory")
+}
+
+/// Runs the real `ostree` CLI; a failure fails the test with its stderr.
+pub fn ostree(args: &[&str]) -> String {
+    let out = Command::new("ostree").args(args).output().expect("cannot run ostree: is it installed?");
+    assert!(out.status.success(), "ostree {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("ostree printed non-UTF-8")
+}
+
+/// Runs the `ostree` CLI and returns its whole output, successful or not.
+pub fn ostree_output(args: &[&str]) -> Output {
+    Command::new("ostree").args(args).output().expect("cannot run ostree")
+}
+
+pub fn livefs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_livefs")).args(args).output().expect("cannot run livefs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Creates a repository of `mode` under `dir` and returns its path.
+pub fn init_repo(dir: &Path, mode: &str) -> PathBuf {
+    let repo = dir.join(format!("repo-{mode}"));
+    ostree(&["init", &format!("--repo={}", repo.display()), &format!("--mode={mode}")]);
+    repo
+}
+
+/// Commits `tree` to `branch` and returns the commit checksum.
+pub fn commit(repo: &Path, branch: &str, tree: &Path, subject: &str) -> String {
+    ostree(&[
+        "commit",
+        &format!("--repo={}", repo.display()),
+        "-b",
+        branch,
+        "-s",
+        subject,
+        "--add-metadata-string=version=1.0",
+        &format!("--tree=dir={}", tree.display()),
+    ])
+    .trim()
+    .to_string()
+}
+
+pub fn write(path: &Path, content: &[u8]) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, content).unwrap();
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+}
+
+pub fn link(path: &Path, target: &str) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    symlink(target, path).unwrap();
+}
+
+pub fn setxattr(path: &Path, name: &str, value: &[u8]) {
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).unwrap();
+}
+
+pub fn rm(path: &Path) {
+    let m = std::fs::symlink_metadata(path).unwrap();
+    if m.is_dir() {
+        std::fs::remove_dir_all(path).unwrap();
+    } else {
+        std::fs::remove_file(path).unwrap();
+    }
+}
+
+/// Copies a tree with `cp -a` (owners, modes, xattrs, symlinks preserved).
+pub fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(st.success());
+}
+
+/// Tree A of the interop set: every kind of entry the format has.
+pub fn build_tree_a(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    chmod(root, 0o755);
+    write(&root.join("usr/bin/app"), b"#!/bin/sh\necho v1\n");
+    chmod(&root.join("usr/bin/app"), 0o755);
+    write(&root.join("usr/bin/su-helper"), b"setuid v1");
+    chmod(&root.join("usr/bin/su-helper"), 0o4755);
+    write(&root.join("usr/lib/libfoo.so.1"), &vec![7u8; 3 << 20]);
+    write(&root.join("usr/lib/empty"), b"");
+    link(&root.join("usr/lib/libfoo.so"), "libfoo.so.1");
+    link(&root.join("usr/lib/abs-link"), "/usr/bin/app");
+    link(&root.join("usr/lib/dangling"), "does/not/exist");
+    write(&root.join("usr/share/doc/readme"), b"readme v1");
+    write(&root.join("usr/share/doc/with space.txt"), b"spaces");
+    write(&root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"), b"non-ascii");
+    write(&root.join("usr/share/owned"), b"owned");
+    chown(&root.join("usr/share/owned"), 1000, 1000);
+    write(&root.join("usr/share/xattr-file"), b"x");
+    setxattr(&root.join("usr/share/xattr-file"), "user.test", b"one");
+    write(&root.join("usr/share/will-be-dir"), b"file now");
+    write(&root.join("usr/share/was-dir/inner"), b"inner");
+    write(&root.join("usr/share/will-be-link"), b"file now");
+    write(&root.join("usr/share/modedir/f"), b"f");
+    write(&root.join("usr/share/removed-tree/a/b/c"), b"c");
+    write(&root.join("usr/share/removed-tree/d"), b"d");
+    write(&root.join("usr/share/removed-file"), b"gone");
+    let mut deep = root.join("usr/deep");
+    for i in 0..40 {
+        deep = deep.join(format!("level{i}"));
+    }
+    write(&deep.join("leaf"), b"leaf v1");
+    write(&root.join("etc/config"), b"key=1\n");
+    std::fs::create_dir_all(root.join("var/empty-dir")).unwrap();
+}
+
+/// Tree B: tree A with one change of every kind (root metadata unchanged).
+pub fn mutate_to_b(root: &Path) {
+    write(&root.join("usr/bin/app"), b"#!/bin/sh\necho v2\n");
+    chmod(&root.join("usr/bin/su-helper"), 0o755);
+    write(&root.join("usr/bin/new-setuid"), b"new setuid");
+    chmod(&root.join("usr/bin/new-setuid"), 0o4711);
+    write(&root.join("usr/lib/libfoo.so.1"), &vec![8u8; 3 << 20]);
+    write(&root.join("usr/lib/big-new"), &vec![9u8; (1 << 20) + 17]);
+    write(&root.join("usr/lib/empty2"), b"");
+    rm(&root.join("usr/lib/abs-link"));
+    link(&root.join("usr/lib/abs-link"), "/usr/bin/other");
+    link(&root.join("usr/lib/new-rel"), "../bin/app");
+    write(&root.join("usr/share/doc/readme"), b"readme v2");
+    write(&root.join("usr/share/doc/with space.txt"), b"spaces v2");
+    write(&root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"), b"non-ascii v2");
+    write(&root.join("usr/share/doc/new \u{fc}ber.txt"), b"new");
+    chown(&root.join("usr/share/owned"), 1001, 1002);
+    setxattr(&root.join("usr/share/xattr-file"), "user.test", b"two");
+    rm(&root.join("usr/share/will-be-dir"));
+    write(&root.join("usr/share/will-be-dir/child"), b"child");
+    rm(&root.join("usr/share/was-dir"));
+    write(&root.join("usr/share/was-dir"), b"now a file");
+    rm(&root.join("usr/share/will-be-link"));
+    link(&root.join("usr/share/will-be-link"), "doc/readme");
+    chmod(&root.join("usr/share/modedir"), 0o700);
+    rm(&root.join("usr/share/removed-tree"));
+    rm(&root.join("usr/share/removed-file"));
+    write(&root.join("usr/share/added-tree/x/y/z"), b"z");
+    write(&root.join("usr/share/added-tree/w"), b"w");
+    std::fs::create_dir_all(root.join("usr/share/added-tree/empty")).unwrap();
+    let mut deep = root.join("usr/deep");
+    for i in 0..40 {
+        deep = deep.join(format!("level{i}"));
+    }
+    write(&deep.join("leaf"), b"leaf v2");
+    write(&deep.join("level40/new-leaf"), b"deeper");
+    write(&root.join("etc/config"), b"key=2\n");
+}
+
+/// A repository of `mode` holding tree A (branch `tree-a`) and tree B (branch `tree-b`).
+pub struct InteropRepo {
+    pub dir: TempDir,
+    pub repo: PathBuf,
+    pub a: String,
+    pub b: String,
+}
+
+pub fn interop_repo(mode: &str) -> InteropRepo {
+    let dir = scratch();
+    let tree = dir.path().join("tree");
+    build_tree_a(&tree);
+    let repo = init_repo(dir.path(), mode);
+    let a = commit(&repo, "tree-a", &tree, "tree A");
+    mutate_to_b(&tree);
+    let b = commit(&repo, "tree-b", &tree, "tree B");
+    InteropRepo { dir, repo, a, b }
+}
