@@ -110,7 +110,11 @@ fn cmd_diff(
     if json || stat {
         let report = diff.report(&repo)?;
         if json {
-            let doc = DiffJson { from: a, to: b, report };
+            let doc = DiffJson {
+                from: a,
+                to: b,
+                report,
+            };
             serde_json::to_writer_pretty(&mut out, &doc).context("cannot write output")?;
             writeln!(out)?;
         } else {

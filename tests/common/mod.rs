@@ -13,23 +13,39 @@ pub use tempfile::TempDir;
 pub const MODES: [&str; 4] = ["bare", "bare-user", "bare-user-only", "archive"];
 
 pub fn scratch() -> TempDir {
-    tempfile::Builder::new().prefix("livefs-test-").tempdir().expect("cannot create a scratch directory")
+    tempfile::Builder::new()
+        .prefix("livefs-test-")
+        .tempdir()
+        .expect("cannot create a scratch directory")
 }
 
 /// Runs the real `ostree` CLI; a failure fails the test with its stderr.
 pub fn ostree(args: &[&str]) -> String {
-    let out = Command::new("ostree").args(args).output().expect("cannot run ostree: is it installed?");
-    assert!(out.status.success(), "ostree {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ostree")
+        .args(args)
+        .output()
+        .expect("cannot run ostree: is it installed?");
+    assert!(
+        out.status.success(),
+        "ostree {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("ostree printed non-UTF-8")
 }
 
 /// Runs the `ostree` CLI and returns its whole output, successful or not.
 pub fn ostree_output(args: &[&str]) -> Output {
-    Command::new("ostree").args(args).output().expect("cannot run ostree")
+    Command::new("ostree")
+        .args(args)
+        .output()
+        .expect("cannot run ostree")
 }
 
 pub fn livefs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_livefs")).args(args).output().expect("cannot run livefs")
+    Command::new(env!("CARGO_BIN_EXE_livefs"))
+        .args(args)
+        .output()
+        .expect("cannot run livefs")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -43,7 +59,11 @@ pub fn stderr(o: &Output) -> String {
 /// Creates a repository of `mode` under `dir` and returns its path.
 pub fn init_repo(dir: &Path, mode: &str) -> PathBuf {
     let repo = dir.join(format!("repo-{mode}"));
-    ostree(&["init", &format!("--repo={}", repo.display()), &format!("--mode={mode}")]);
+    ostree(&[
+        "init",
+        &format!("--repo={}", repo.display()),
+        &format!("--mode={mode}"),
+    ]);
     repo
 }
 
@@ -100,7 +120,12 @@ pub fn rm(path: &Path) {
 
 /// Copies a tree with `cp -a` (owners, modes, xattrs, symlinks preserved).
 pub fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -119,7 +144,10 @@ pub fn build_tree_a(root: &Path) {
     link(&root.join("usr/lib/dangling"), "does/not/exist");
     write(&root.join("usr/share/doc/readme"), b"readme v1");
     write(&root.join("usr/share/doc/with space.txt"), b"spaces");
-    write(&root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"), b"non-ascii");
+    write(
+        &root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"),
+        b"non-ascii",
+    );
     write(&root.join("usr/share/owned"), b"owned");
     chown(&root.join("usr/share/owned"), 1000, 1000);
     write(&root.join("usr/share/xattr-file"), b"x");
@@ -154,7 +182,10 @@ pub fn mutate_to_b(root: &Path) {
     link(&root.join("usr/lib/new-rel"), "../bin/app");
     write(&root.join("usr/share/doc/readme"), b"readme v2");
     write(&root.join("usr/share/doc/with space.txt"), b"spaces v2");
-    write(&root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"), b"non-ascii v2");
+    write(
+        &root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"),
+        b"non-ascii v2",
+    );
     write(&root.join("usr/share/doc/new \u{fc}ber.txt"), b"new");
     chown(&root.join("usr/share/owned"), 1001, 1002);
     setxattr(&root.join("usr/share/xattr-file"), "user.test", b"two");
@@ -196,4 +227,146 @@ pub fn interop_repo(mode: &str) -> InteropRepo {
     mutate_to_b(&tree);
     let b = commit(&repo, "tree-b", &tree, "tree B");
     InteropRepo { dir, repo, a, b }
+}
+
+/// A minimal GVariant encoder for crafting objects that `ostree` would never write
+/// (hostile names, malformed framing), so the reader's refusals can be tested.
+pub mod craft {
+    use sha2::{Digest, Sha256};
+    use std::path::Path;
+
+    fn width(size: usize) -> usize {
+        match size {
+            0..=0xff => 1,
+            0x100..=0xffff => 2,
+            _ => 4,
+        }
+    }
+
+    fn pad(v: &mut Vec<u8>, align: usize) {
+        while v.len() % align != 0 {
+            v.push(0);
+        }
+    }
+
+    /// A member of a structure: its bytes, alignment and whether its size varies.
+    pub struct Part<'a>(pub &'a [u8], pub usize, pub bool);
+
+    pub fn structure(parts: &[Part]) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut ends = Vec::new();
+        for (i, Part(data, align, var)) in parts.iter().enumerate() {
+            pad(&mut body, *align);
+            body.extend_from_slice(data);
+            if *var && i + 1 < parts.len() {
+                ends.push(body.len());
+            }
+        }
+        let mut w = 1;
+        while width(body.len() + w * ends.len()) > w {
+            w *= 2;
+        }
+        for e in ends.iter().rev() {
+            body.extend_from_slice(&(*e as u64).to_le_bytes()[..w]);
+        }
+        body
+    }
+
+    pub fn array(elems: &[Vec<u8>], align: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut ends = Vec::new();
+        for e in elems {
+            pad(&mut body, align);
+            body.extend_from_slice(e);
+            ends.push(body.len());
+        }
+        if elems.is_empty() {
+            return body;
+        }
+        let mut w = 1;
+        while width(body.len() + w * ends.len()) > w {
+            w *= 2;
+        }
+        for e in ends {
+            body.extend_from_slice(&(e as u64).to_le_bytes()[..w]);
+        }
+        body
+    }
+
+    pub fn string(s: &[u8]) -> Vec<u8> {
+        let mut v = s.to_vec();
+        v.push(0);
+        v
+    }
+
+    /// A dirtree with entries in the given order (sorted or not, names unchecked).
+    pub fn dirtree(files: &[(&[u8], [u8; 32])], dirs: &[(&[u8], [u8; 32], [u8; 32])]) -> Vec<u8> {
+        let f: Vec<Vec<u8>> = files
+            .iter()
+            .map(|(n, c)| structure(&[Part(&string(n), 1, true), Part(c, 1, true)]))
+            .collect();
+        let d: Vec<Vec<u8>> = dirs
+            .iter()
+            .map(|(n, t, m)| {
+                structure(&[
+                    Part(&string(n), 1, true),
+                    Part(t, 1, true),
+                    Part(m, 1, true),
+                ])
+            })
+            .collect();
+        structure(&[Part(&array(&f, 1), 1, true), Part(&array(&d, 1), 1, true)])
+    }
+
+    pub fn dirmeta(uid: u32, gid: u32, mode: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&uid.to_be_bytes());
+        v.extend_from_slice(&gid.to_be_bytes());
+        v.extend_from_slice(&mode.to_be_bytes());
+        v
+    }
+
+    /// A commit with no metadata, the given parent, and the given root.
+    pub fn commit(
+        parent: Option<[u8; 32]>,
+        subject: &str,
+        tree: [u8; 32],
+        meta: [u8; 32],
+    ) -> Vec<u8> {
+        let parent = parent.map(|p| p.to_vec()).unwrap_or_default();
+        structure(&[
+            Part(&[], 8, true),
+            Part(&parent, 1, true),
+            Part(&[], 1, true),
+            Part(&string(subject.as_bytes()), 1, true),
+            Part(&string(b""), 1, true),
+            Part(&1_700_000_000u64.to_be_bytes(), 8, false),
+            Part(&tree, 1, true),
+            Part(&meta, 1, true),
+        ])
+    }
+
+    pub fn sha(data: &[u8]) -> [u8; 32] {
+        Sha256::digest(data).into()
+    }
+
+    pub fn hex(c: &[u8; 32]) -> String {
+        c.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Stores `data` as an object of extension `ext` named by its sha256 (or by
+    /// `name` when given, to plant a wrong-checksum object).
+    pub fn store(repo: &Path, ext: &str, data: &[u8], name: Option<[u8; 32]>) -> [u8; 32] {
+        let c = name.unwrap_or_else(|| sha(data));
+        let h = hex(&c);
+        let dir = repo.join("objects").join(&h[..2]);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{}.{ext}", &h[2..])), data).unwrap();
+        c
+    }
+
+    /// Points `refs/heads/NAME` at a commit.
+    pub fn set_ref(repo: &Path, name: &str, c: &[u8; 32]) {
+        std::fs::write(repo.join("refs/heads").join(name), format!("{}\n", hex(c))).unwrap();
+    }
 }
