@@ -427,20 +427,7 @@ fn read_archive_header(mut f: File) -> std::io::Result<Vec<u8>> {
 }
 
 fn fgetxattr_vec(fd: &OwnedFd, name: &str) -> anyhow::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rustix::fs::fgetxattr(fd, name, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => {
-                let n = rustix::fs::fgetxattr(fd, name, &mut [])?;
-                buf.resize(n.max(buf.len() * 2), 0);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    grow(|buf| rustix::fs::fgetxattr(fd, name, buf))
 }
 
 /// All xattrs of a path (not following a final symlink), sorted by name as OSTree
