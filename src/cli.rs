@@ -42,6 +42,35 @@ enum Command {
         /// The new revision.
         to: String,
     },
+    /// Turn a directory holding one commit's content into the next commit's, in place.
+    ///
+    /// Only the difference is written; each file is replaced atomically; an
+    /// interrupted run is finished by running the same command again.
+    ApplyTree {
+        /// The OSTree repository.
+        #[arg(long, default_value = DEFAULT_REPO)]
+        repo: PathBuf,
+        /// The commit the directory holds now.
+        #[arg(long)]
+        from: String,
+        /// The commit the directory must hold afterwards.
+        #[arg(long)]
+        to: String,
+        /// The directory of the commits that TARGET_DIR holds, e.g. /usr.
+        #[arg(long, default_value = "/")]
+        subpath: String,
+        /// Check and print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable report: every path by kind, counts, bytes, time.
+        #[arg(long)]
+        json: bool,
+        /// Overwrite paths that differ from what the source commit has.
+        #[arg(long)]
+        force: bool,
+        /// The directory to update.
+        target: PathBuf,
+    },
 }
 
 /// Runs the command line; errors become one line on stderr and exit status 1.
@@ -58,29 +87,22 @@ pub fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Diff {
-            repo,
-            json,
-            stat,
-            from,
-            to,
-        } => cmd_diff(&repo, json, stat, &from, &to),
+        Command::Diff { repo, json, stat, from, to } => cmd_diff(&repo, json, stat, &from, &to),
+        Command::ApplyTree { repo, from, to, subpath, dry_run, json, force, target } => {
+            cmd_apply_tree(&ApplyTreeArgs { repo, from, to, subpath, dry_run, json, force, target })
+        }
     }
 }
 
 fn open_rev(repo: &Repo, rev: &str) -> anyhow::Result<crate::repo::Checksum> {
     let c = repo.resolve_rev(rev)?;
     if repo.is_partial(c) {
-        eprintln!(
-            "livefs: warning: commit {c} ('{rev}') is partial: some of its objects may be missing"
-        );
+        eprintln!("livefs: warning: commit {c} ('{rev}') is partial: some of its objects may be missing");
     }
     Ok(c)
 }
@@ -94,13 +116,7 @@ struct DiffJson {
     report: crate::diff::Report,
 }
 
-fn cmd_diff(
-    repo: &std::path::Path,
-    json: bool,
-    stat: bool,
-    from: &str,
-    to: &str,
-) -> anyhow::Result<()> {
+fn cmd_diff(repo: &std::path::Path, json: bool, stat: bool, from: &str, to: &str) -> anyhow::Result<()> {
     let repo = Repo::open(repo)?;
     let a = open_rev(&repo, from)?;
     let b = open_rev(&repo, to)?;
@@ -110,11 +126,7 @@ fn cmd_diff(
     if json || stat {
         let report = diff.report(&repo)?;
         if json {
-            let doc = DiffJson {
-                from: a,
-                to: b,
-                report,
-            };
+            let doc = DiffJson { from: a, to: b, report };
             serde_json::to_writer_pretty(&mut out, &doc).context("cannot write output")?;
             writeln!(out)?;
         } else {
@@ -122,6 +134,101 @@ fn cmd_diff(
         }
     } else {
         diff.write_ostree_format(&mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+struct ApplyTreeArgs {
+    repo: PathBuf,
+    from: String,
+    to: String,
+    subpath: String,
+    dry_run: bool,
+    json: bool,
+    force: bool,
+    target: PathBuf,
+}
+
+/// `livefs apply-tree --json`.
+#[derive(serde::Serialize)]
+struct ApplyJson<'a> {
+    from: crate::repo::Checksum,
+    to: crate::repo::Checksum,
+    subpath: &'a str,
+    target: String,
+    dry_run: bool,
+    #[serde(flatten)]
+    report: crate::apply::Report,
+    bytes_to_write: u64,
+    elapsed_ms: f64,
+}
+
+fn cmd_apply_tree(args: &ApplyTreeArgs) -> anyhow::Result<()> {
+    use crate::diff::TreeRoot;
+    let started = std::time::Instant::now();
+    let repo = Repo::open(&args.repo)?;
+    let a = open_rev(&repo, &args.from)?;
+    let b = open_rev(&repo, &args.to)?;
+    let ca = repo.read_commit(a).with_context(|| format!("cannot read commit {a}"))?;
+    let cb = repo.read_commit(b).with_context(|| format!("cannot read commit {b}"))?;
+    let ra = TreeRoot::of_subpath(&repo, &ca, &args.subpath).with_context(|| format!("in commit {a}"))?;
+    let rb = TreeRoot::of_subpath(&repo, &cb, &args.subpath).with_context(|| format!("in commit {b}"))?;
+    let diff = Diff::trees(&repo, ra, rb)?;
+    let plan = crate::plan::Plan::new(&repo, &diff)?;
+    let target_name = args.target.display().to_string();
+    let root = rustix::fs::open(
+        &args.target,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .with_context(|| format!("cannot open target directory {target_name}"))?;
+    let status = crate::plan::preflight(&repo, &plan, std::os::fd::AsFd::as_fd(&root), &target_name, args.force)?;
+    let report = if args.dry_run {
+        crate::apply::Report::of_plan(&repo, &plan, &status)?
+    } else {
+        crate::apply::execute(&repo, &plan, &status, std::os::fd::AsFd::as_fd(&root))?
+    };
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.json {
+        let doc = ApplyJson {
+            from: a,
+            to: b,
+            subpath: &args.subpath,
+            target: target_name,
+            dry_run: args.dry_run,
+            report,
+            bytes_to_write: plan.total.bytes,
+            elapsed_ms,
+        };
+        serde_json::to_writer_pretty(&mut out, &doc).context("cannot write output")?;
+        writeln!(out)?;
+    } else if args.dry_run {
+        write!(out, "{}", plan.describe(&status))?;
+        writeln!(
+            out,
+            "{} operations, {} to write (dry run: nothing changed)",
+            plan.ops.len(),
+            crate::diff::human_bytes(plan.total.bytes)
+        )?;
+    } else {
+        let c = &report.counts;
+        let resumed = match report.already_done {
+            0 => String::new(),
+            n => format!(" ({n} operations were already done by an interrupted run)"),
+        };
+        writeln!(
+            out,
+            "{target_name}: {} added ({} directories), {} replaced, {} removed; {} written in {:.0} ms{resumed}",
+            c.added_files + c.added_dirs,
+            c.added_dirs,
+            c.replaced_files + c.replaced_dirs,
+            c.removed_files + c.removed_dirs,
+            crate::diff::human_bytes(report.bytes_written),
+            elapsed_ms
+        )?;
     }
     out.flush()?;
     Ok(())

@@ -43,8 +43,8 @@ pub struct Modified {
 /// The difference between two trees, in `ostree diff` order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diff {
-    /// The root directory's dirmeta, (from, to), when it changed.
-    pub root_meta: Option<(Checksum, Checksum)>,
+    /// The two roots, when the root directory's own metadata changed.
+    pub root_meta: Option<(TreeRoot, TreeRoot)>,
     pub modified: Vec<Modified>,
     /// Removed paths; a removed directory is one entry (its contents are implied).
     pub removed: Vec<Node>,
@@ -59,6 +59,24 @@ pub struct TreeRoot {
     pub meta: Checksum,
 }
 
+impl TreeRoot {
+    /// The root of a commit's tree.
+    pub fn of_commit(commit: &crate::repo::Commit) -> TreeRoot {
+        TreeRoot { tree: commit.root_tree, meta: commit.root_meta }
+    }
+
+    /// The directory at `subpath` (e.g. `/usr`) inside a commit's tree.
+    pub fn of_subpath(repo: &Repo, commit: &crate::repo::Commit, subpath: &str) -> anyhow::Result<TreeRoot> {
+        let mut root = TreeRoot::of_commit(commit);
+        for component in subpath.split('/').filter(|c| !c.is_empty()) {
+            let t = repo.read_dirtree(root.tree)?;
+            let d = t.find_dir(component).with_context(|| format!("{subpath} is not a directory in the commit"))?;
+            root = TreeRoot { tree: d.tree, meta: d.meta };
+        }
+        Ok(root)
+    }
+}
+
 /// Trees deeper than this are refused: PATH_MAX allows no more, and a hostile
 /// repository must not be able to exhaust the stack.
 const MAX_DEPTH: usize = 2048;
@@ -68,7 +86,7 @@ impl Diff {
     pub fn trees(repo: &Repo, from: TreeRoot, to: TreeRoot) -> anyhow::Result<Diff> {
         let mut d = Diff::default();
         if from.meta != to.meta {
-            d.root_meta = Some((from.meta, to.meta));
+            d.root_meta = Some((from, to));
         }
         let mut path = String::from("/");
         d.walk(repo, from.tree, to.tree, &mut path, 0)?;
@@ -77,132 +95,68 @@ impl Diff {
 
     /// Diffs the root trees of two commits.
     pub fn commits(repo: &Repo, from: Checksum, to: Checksum) -> anyhow::Result<Diff> {
-        let a = repo
-            .read_commit(from)
-            .with_context(|| format!("cannot read commit {from}"))?;
-        let b = repo
-            .read_commit(to)
-            .with_context(|| format!("cannot read commit {to}"))?;
+        let a = repo.read_commit(from).with_context(|| format!("cannot read commit {from}"))?;
+        let b = repo.read_commit(to).with_context(|| format!("cannot read commit {to}"))?;
         Diff::trees(
             repo,
-            TreeRoot {
-                tree: a.root_tree,
-                meta: a.root_meta,
-            },
-            TreeRoot {
-                tree: b.root_tree,
-                meta: b.root_meta,
-            },
+            TreeRoot { tree: a.root_tree, meta: a.root_meta },
+            TreeRoot { tree: b.root_tree, meta: b.root_meta },
         )
     }
 
     pub fn is_empty(&self) -> bool {
-        self.root_meta.is_none()
-            && self.modified.is_empty()
-            && self.removed.is_empty()
-            && self.added.is_empty()
+        self.root_meta.is_none() && self.modified.is_empty() && self.removed.is_empty() && self.added.is_empty()
     }
 
-    fn walk(
-        &mut self,
-        repo: &Repo,
-        a: Checksum,
-        b: Checksum,
-        path: &mut String,
-        depth: usize,
-    ) -> anyhow::Result<()> {
+    fn walk(&mut self, repo: &Repo, a: Checksum, b: Checksum, path: &mut String, depth: usize) -> anyhow::Result<()> {
         if a == b {
             return Ok(());
         }
         if depth > MAX_DEPTH {
             bail!("tree is deeper than {MAX_DEPTH} levels at {path}");
         }
-        let ta = repo
-            .read_dirtree(a)
-            .with_context(|| format!("cannot read directory {path}"))?;
-        let tb = repo
-            .read_dirtree(b)
-            .with_context(|| format!("cannot read directory {path}"))?;
+        let ta = repo.read_dirtree(a).with_context(|| format!("cannot read directory {path}"))?;
+        let tb = repo.read_dirtree(b).with_context(|| format!("cannot read directory {path}"))?;
         let base = path.len();
         for f in ta.files() {
             push(path, base, f.name);
             let from = NodeKind::File(f.checksum);
             if let Some(g) = tb.find_file(f.name) {
                 if g.checksum != f.checksum {
-                    self.modified.push(Modified {
-                        path: path.clone(),
-                        from,
-                        to: NodeKind::File(g.checksum),
-                    });
+                    self.modified.push(Modified { path: path.clone(), from, to: NodeKind::File(g.checksum) });
                 }
             } else if let Some(e) = tb.find_dir(f.name) {
-                let to = NodeKind::Dir {
-                    tree: e.tree,
-                    meta: e.meta,
-                };
-                self.modified.push(Modified {
-                    path: path.clone(),
-                    from,
-                    to,
-                });
+                let to = NodeKind::Dir { tree: e.tree, meta: e.meta };
+                self.modified.push(Modified { path: path.clone(), from, to });
             } else {
-                self.removed.push(Node {
-                    path: path.clone(),
-                    kind: from,
-                });
+                self.removed.push(Node { path: path.clone(), kind: from });
             }
         }
         for d in ta.dirs() {
             push(path, base, d.name);
-            let from = NodeKind::Dir {
-                tree: d.tree,
-                meta: d.meta,
-            };
+            let from = NodeKind::Dir { tree: d.tree, meta: d.meta };
             if let Some(e) = tb.find_dir(d.name) {
                 if e.meta != d.meta {
-                    let to = NodeKind::Dir {
-                        tree: e.tree,
-                        meta: e.meta,
-                    };
-                    self.modified.push(Modified {
-                        path: path.clone(),
-                        from,
-                        to,
-                    });
+                    let to = NodeKind::Dir { tree: e.tree, meta: e.meta };
+                    self.modified.push(Modified { path: path.clone(), from, to });
                 }
                 self.walk(repo, d.tree, e.tree, path, depth + 1)?;
             } else if let Some(g) = tb.find_file(d.name) {
-                self.modified.push(Modified {
-                    path: path.clone(),
-                    from,
-                    to: NodeKind::File(g.checksum),
-                });
+                self.modified.push(Modified { path: path.clone(), from, to: NodeKind::File(g.checksum) });
             } else {
-                self.removed.push(Node {
-                    path: path.clone(),
-                    kind: from,
-                });
+                self.removed.push(Node { path: path.clone(), kind: from });
             }
         }
         for f in tb.files() {
             if ta.find_file(f.name).is_none() && ta.find_dir(f.name).is_none() {
                 push(path, base, f.name);
-                self.added.push(Node {
-                    path: path.clone(),
-                    kind: NodeKind::File(f.checksum),
-                });
+                self.added.push(Node { path: path.clone(), kind: NodeKind::File(f.checksum) });
             }
         }
         for d in tb.dirs() {
             if ta.find_file(d.name).is_none() && ta.find_dir(d.name).is_none() {
                 push(path, base, d.name);
-                self.added.push(Node {
-                    path: path.clone(),
-                    kind: NodeKind::Dir {
-                        tree: d.tree,
-                        meta: d.meta,
-                    },
-                });
+                self.added.push(Node { path: path.clone(), kind: NodeKind::Dir { tree: d.tree, meta: d.meta } });
                 self.add_all(repo, d.tree, path, depth + 1)?;
             }
         }
@@ -211,36 +165,19 @@ impl Diff {
     }
 
     /// Lists a whole added subtree, in `ostree diff` order.
-    fn add_all(
-        &mut self,
-        repo: &Repo,
-        tree: Checksum,
-        path: &mut String,
-        depth: usize,
-    ) -> anyhow::Result<()> {
+    fn add_all(&mut self, repo: &Repo, tree: Checksum, path: &mut String, depth: usize) -> anyhow::Result<()> {
         if depth > MAX_DEPTH {
             bail!("tree is deeper than {MAX_DEPTH} levels at {path}");
         }
-        let t = repo
-            .read_dirtree(tree)
-            .with_context(|| format!("cannot read directory {path}"))?;
+        let t = repo.read_dirtree(tree).with_context(|| format!("cannot read directory {path}"))?;
         let base = path.len();
         for f in t.files() {
             push(path, base, f.name);
-            self.added.push(Node {
-                path: path.clone(),
-                kind: NodeKind::File(f.checksum),
-            });
+            self.added.push(Node { path: path.clone(), kind: NodeKind::File(f.checksum) });
         }
         for d in t.dirs() {
             push(path, base, d.name);
-            self.added.push(Node {
-                path: path.clone(),
-                kind: NodeKind::Dir {
-                    tree: d.tree,
-                    meta: d.meta,
-                },
-            });
+            self.added.push(Node { path: path.clone(), kind: NodeKind::Dir { tree: d.tree, meta: d.meta } });
             self.add_all(repo, d.tree, path, depth + 1)?;
         }
         path.truncate(base);
@@ -267,10 +204,7 @@ impl Diff {
 
     /// Resolves every entry's type and size: what `--json` and `--stat` show.
     pub fn report(&self, repo: &Repo) -> anyhow::Result<Report> {
-        let mut r = Report {
-            root_metadata_changed: self.root_meta.is_some(),
-            ..Default::default()
-        };
+        let mut r = Report { root_metadata_changed: self.root_meta.is_some(), ..Default::default() };
         if self.root_meta.is_some() {
             r.summary.modified_dirs += 1;
         }
@@ -282,11 +216,7 @@ impl Diff {
                 EntryType::Directory => r.summary.modified_dirs += 1,
                 _ => r.summary.modified_files += 1,
             }
-            r.modified.push(ModifiedEntry {
-                path: m.path.clone(),
-                from,
-                to,
-            });
+            r.modified.push(ModifiedEntry { path: m.path.clone(), from, to });
         }
         for n in &self.removed {
             let t = entry_type(repo, &n.kind, &n.path)?;
@@ -294,10 +224,7 @@ impl Diff {
                 EntryType::Directory => r.summary.removed_dirs += 1,
                 _ => r.summary.removed_files += 1,
             }
-            r.removed.push(Entry {
-                path: n.path.clone(),
-                r#type: t,
-            });
+            r.removed.push(Entry { path: n.path.clone(), r#type: t });
         }
         for n in &self.added {
             let t = entry_type(repo, &n.kind, &n.path)?;
@@ -309,10 +236,7 @@ impl Diff {
                 }
                 _ => {}
             }
-            r.added.push(Entry {
-                path: n.path.clone(),
-                r#type: t,
-            });
+            r.added.push(Entry { path: n.path.clone(), r#type: t });
         }
         Ok(r)
     }
@@ -327,20 +251,13 @@ fn push(path: &mut String, base: usize, name: &str) {
 }
 
 fn file_size(repo: &Repo, c: Checksum, path: &str) -> anyhow::Result<u64> {
-    Ok(repo
-        .read_file_meta(c)
-        .with_context(|| format!("cannot read file {path}"))?
-        .size())
+    Ok(repo.read_file_meta(c).with_context(|| format!("cannot read file {path}"))?.size())
 }
 
 fn entry_type(repo: &Repo, kind: &NodeKind, path: &str) -> anyhow::Result<EntryType> {
     Ok(match kind {
         NodeKind::Dir { .. } => EntryType::Directory,
-        NodeKind::File(c) => match repo
-            .read_file_meta(*c)
-            .with_context(|| format!("cannot read file {path}"))?
-            .kind
-        {
+        NodeKind::File(c) => match repo.read_file_meta(*c).with_context(|| format!("cannot read file {path}"))?.kind {
             FileKind::Regular { .. } => EntryType::File,
             FileKind::Symlink { .. } => EntryType::Symlink,
         },
@@ -356,9 +273,7 @@ fn bytes_of(repo: &Repo, kind: &NodeKind, path: &str) -> anyhow::Result<u64> {
             let mut stack = vec![*tree];
             let mut total = 0;
             while let Some(t) = stack.pop() {
-                let t = repo
-                    .read_dirtree(t)
-                    .with_context(|| format!("cannot read directory {path}"))?;
+                let t = repo.read_dirtree(t).with_context(|| format!("cannot read directory {path}"))?;
                 for f in t.files() {
                     total += file_size(repo, f.checksum, path)?;
                 }

@@ -43,9 +43,7 @@ fn offset_size(size: usize) -> usize {
 
 /// Reads the little-endian framing offset of width `width` at `pos`.
 fn read_offset(data: &[u8], pos: usize, width: usize) -> Result<usize> {
-    let bytes = data
-        .get(pos..pos + width)
-        .ok_or(Error("framing offset out of bounds"))?;
+    let bytes = data.get(pos..pos + width).ok_or(Error("framing offset out of bounds"))?;
     let mut v: u64 = 0;
     for (i, b) in bytes.iter().enumerate() {
         v |= u64::from(*b) << (8 * i);
@@ -76,16 +74,10 @@ pub const VAR8: Member = Member::Var { align: 8 };
 /// Splits a structure into its members' byte ranges.
 ///
 /// `N` is the number of members; the result borrows from `data`.
-pub fn structure<'a, const N: usize>(
-    data: &'a [u8],
-    members: [Member; N],
-) -> Result<[&'a [u8]; N]> {
+pub fn structure<'a, const N: usize>(data: &'a [u8], members: [Member; N]) -> Result<[&'a [u8]; N]> {
     let osz = offset_size(data.len());
     // Number of framing offsets = variable-size members that are not last.
-    let n_frames = members[..N.saturating_sub(1)]
-        .iter()
-        .filter(|m| matches!(m, Member::Var { .. }))
-        .count();
+    let n_frames = members[..N.saturating_sub(1)].iter().filter(|m| matches!(m, Member::Var { .. })).count();
     let frames_len = n_frames
         .checked_mul(osz)
         .filter(|&l| l <= data.len())
@@ -99,10 +91,8 @@ pub fn structure<'a, const N: usize>(
         match *m {
             Member::Fixed { size, align } => {
                 pos = align_up(pos, align);
-                let end = pos
-                    .checked_add(size)
-                    .filter(|&e| e <= body_end)
-                    .ok_or(Error("fixed-size member out of bounds"))?;
+                let end =
+                    pos.checked_add(size).filter(|&e| e <= body_end).ok_or(Error("fixed-size member out of bounds"))?;
                 out[i] = &data[pos..end];
                 pos = end;
             }
@@ -140,13 +130,7 @@ impl<'a> VarArray<'a> {
     /// Parses the framing of an array whose elements align to `align`.
     pub fn new(data: &'a [u8], align: usize) -> Result<Self> {
         if data.is_empty() {
-            return Ok(VarArray {
-                data,
-                osz: 0,
-                table: 0,
-                len: 0,
-                align,
-            });
+            return Ok(VarArray { data, osz: 0, table: 0, len: 0, align });
         }
         let osz = offset_size(data.len());
         let table = read_offset(data, data.len() - osz, osz)?;
@@ -157,13 +141,7 @@ impl<'a> VarArray<'a> {
         if table_len % osz != 0 || table_len == 0 {
             return Err(Error("array offset table has a bad size"));
         }
-        Ok(VarArray {
-            data,
-            osz,
-            table,
-            len: table_len / osz,
-            align,
-        })
+        Ok(VarArray { data, osz, table, len: table_len / osz, align })
     }
 
     pub fn len(&self) -> usize {
@@ -182,10 +160,7 @@ impl<'a> VarArray<'a> {
         let start = if i == 0 {
             0
         } else {
-            align_up(
-                read_offset(self.data, self.table + (i - 1) * self.osz, self.osz)?,
-                self.align,
-            )
+            align_up(read_offset(self.data, self.table + (i - 1) * self.osz, self.osz)?, self.align)
         };
         let end = read_offset(self.data, self.table + i * self.osz, self.osz)?;
         if start > end || end > self.table {
@@ -224,10 +199,7 @@ pub fn u64_be(data: &[u8]) -> Result<u64> {
 
 /// Splits a `v` into its value bytes and its type string.
 pub fn variant(data: &[u8]) -> Result<(&[u8], &[u8])> {
-    let sep = data
-        .iter()
-        .rposition(|&b| b == 0)
-        .ok_or(Error("variant lacks its type separator"))?;
+    let sep = data.iter().rposition(|&b| b == 0).ok_or(Error("variant lacks its type separator"))?;
     let ty = &data[sep + 1..];
     if ty.is_empty() {
         return Err(Error("variant has an empty type"));

@@ -2,9 +2,16 @@
 //!
 //! The library is layered by concern: [`gvariant`] decodes the serialisation,
 //! [`repo`] reads a repository (objects, refs, revisions), [`diff`] compares two
-//! trees, and [`cli`] is the command-line surface on top.
+//! trees, [`plan`] turns a diff into checked operations, [`checkout`] writes and
+//! inspects entries of a live tree, [`apply`] executes a plan, and [`cli`] is the
+//! command-line surface on top.
 
+pub mod apply;
+pub mod checkout;
 pub mod cli;
 pub mod diff;
+pub mod fault;
 pub mod gvariant;
+pub mod plan;
 pub mod repo;
+pub mod xattrs;

@@ -11,24 +11,12 @@ use std::path::Path;
 fn diff_fails(repo: &Path, from: &str, to: &str, want: &str) -> String {
     let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), from, to]);
     let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected failure, got {:?}: {err}",
-        out.status
-    );
+    assert_eq!(out.status.code(), Some(1), "expected failure, got {:?}: {err}", out.status);
     assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| !l.starts_with("livefs: warning:"))
-        .collect();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("livefs: warning:")).collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
     assert!(lines[0].starts_with("livefs: error: "), "{err}");
-    assert!(
-        lines[0].contains(want),
-        "error {:?} does not mention {want:?}",
-        lines[0]
-    );
+    assert!(lines[0].contains(want), "error {:?} does not mention {want:?}", lines[0]);
     assert!(out.stdout.is_empty(), "printed output despite the error");
     err
 }
@@ -46,21 +34,12 @@ fn small_repo(mode: &str) -> (TempDir, std::path::PathBuf, String, String) {
 }
 
 fn object_path(repo: &Path, checksum: &str, ext: &str) -> std::path::PathBuf {
-    repo.join("objects")
-        .join(&checksum[..2])
-        .join(format!("{}.{ext}", &checksum[2..]))
+    repo.join("objects").join(&checksum[..2]).join(format!("{}.{ext}", &checksum[2..]))
 }
 
 fn root_tree_of(repo: &Path, commit: &str) -> String {
     // `ostree show --print-metadata-key` does not show the tree; ls-tree via rev-parse:
-    let out = ostree(&[
-        "ls",
-        &format!("--repo={}", repo.display()),
-        "-C",
-        "-d",
-        commit,
-        "/",
-    ]);
+    let out = ostree(&["ls", &format!("--repo={}", repo.display()), "-C", "-d", commit, "/"]);
     // "d00755 0 0 0 TREE META /"
     out.split_whitespace().nth(4).unwrap().to_string()
 }
@@ -72,20 +51,10 @@ fn truncated_garbage_and_wrong_checksum_objects() {
     let good = std::fs::read(&commit_path).unwrap();
 
     std::fs::write(&commit_path, &good[..good.len() / 2]).unwrap();
-    diff_fails(
-        &repo,
-        "main^",
-        "main",
-        &format!("object {b}.commit is corrupt"),
-    );
+    diff_fails(&repo, "main^", "main", &format!("object {b}.commit is corrupt"));
 
     std::fs::write(&commit_path, b"\xff garbage \x00\x01").unwrap();
-    diff_fails(
-        &repo,
-        "main^",
-        "main",
-        &format!("object {b}.commit is corrupt"),
-    );
+    diff_fails(&repo, "main^", "main", &format!("object {b}.commit is corrupt"));
     std::fs::write(&commit_path, &good).unwrap();
 
     // A dirtree replaced by another valid dirtree: the content no longer matches the name.
@@ -93,12 +62,7 @@ fn truncated_garbage_and_wrong_checksum_objects() {
     let tree_a = root_tree_of(&repo, "main^");
     let other = std::fs::read(object_path(&repo, &tree_a, "dirtree")).unwrap();
     std::fs::write(object_path(&repo, &tree, "dirtree"), other).unwrap();
-    diff_fails(
-        &repo,
-        "main^",
-        "main",
-        &format!("object {tree}.dirtree is corrupt"),
-    );
+    diff_fails(&repo, "main^", "main", &format!("object {tree}.dirtree is corrupt"));
 }
 
 #[test]
@@ -106,12 +70,7 @@ fn missing_objects_are_named() {
     let (_d, repo, _a, b) = small_repo("archive");
     let tree = root_tree_of(&repo, &b);
     std::fs::remove_file(object_path(&repo, &tree, "dirtree")).unwrap();
-    diff_fails(
-        &repo,
-        "main^",
-        "main",
-        &format!("object {tree}.dirtree is missing"),
-    );
+    diff_fails(&repo, "main^", "main", &format!("object {tree}.dirtree is missing"));
     std::fs::remove_file(object_path(&repo, &b, "commit")).unwrap();
     diff_fails(&repo, "main^", &b, &format!("object {b}.commit is missing"));
 }
@@ -123,10 +82,7 @@ fn partial_commit_is_reported() {
     std::fs::remove_file(object_path(&repo, &tree, "dirtree")).unwrap();
     write(&repo.join(format!("state/{b}.commitpartial")), b"");
     let err = diff_fails(&repo, "main^", "main", "commit is partial");
-    assert!(
-        err.contains(&format!("livefs: warning: commit {b} ('main') is partial")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("livefs: warning: commit {b} ('main') is partial")), "{err}");
 }
 
 #[test]
@@ -148,39 +104,14 @@ fn bad_refs_and_prefixes() {
         .unwrap();
     let common_len = x.bytes().zip(y.bytes()).take_while(|(a, b)| a == b).count();
     let prefix = &x[..common_len];
-    diff_fails(
-        &repo,
-        prefix,
-        "main",
-        &format!("refspec '{prefix}' is ambiguous"),
-    );
+    diff_fails(&repo, prefix, "main", &format!("refspec '{prefix}' is ambiguous"));
     diff_fails(&repo, "main", "nosuchref", "refspec 'nosuchref' not found");
-    diff_fails(
-        &repo,
-        "origin:nosuch",
-        "main",
-        "refspec 'origin:nosuch' not found",
-    );
-    diff_fails(
-        &repo,
-        "../../etc/passwd",
-        "main",
-        "invalid refspec '../../etc/passwd'",
-    );
+    diff_fails(&repo, "origin:nosuch", "main", "refspec 'origin:nosuch' not found");
+    diff_fails(&repo, "../../etc/passwd", "main", "invalid refspec '../../etc/passwd'");
     let first = &commits[0];
-    diff_fails(
-        &repo,
-        &format!("{first}^"),
-        "main",
-        &format!("commit {first} has no parent"),
-    );
+    diff_fails(&repo, &format!("{first}^"), "main", &format!("commit {first} has no parent"));
     let absent = "0".repeat(64);
-    diff_fails(
-        &repo,
-        &absent,
-        "main",
-        &format!("object {absent}.commit is missing"),
-    );
+    diff_fails(&repo, &absent, "main", &format!("object {absent}.commit is missing"));
     write(&repo.join("refs/heads/broken"), b"not a checksum\n");
     diff_fails(&repo, "broken", "main", "ref file");
 }
@@ -189,27 +120,13 @@ fn bad_refs_and_prefixes() {
 fn unsupported_repositories() {
     let (_d, repo, _a, _b) = small_repo("bare");
     let config = std::fs::read_to_string(repo.join("config")).unwrap();
-    std::fs::write(
-        repo.join("config"),
-        config.replace("mode=bare", "mode=weird"),
-    )
-    .unwrap();
+    std::fs::write(repo.join("config"), config.replace("mode=bare", "mode=weird")).unwrap();
     diff_fails(&repo, "main^", "main", "unknown mode 'weird'");
     std::fs::write(repo.join("config"), format!("{config}parent=/some/where\n")).unwrap();
-    diff_fails(
-        &repo,
-        "main^",
-        "main",
-        "parent repository (parent=/some/where)",
-    );
+    diff_fails(&repo, "main^", "main", "parent repository (parent=/some/where)");
     std::fs::remove_file(repo.join("config")).unwrap();
     diff_fails(&repo, "main^", "main", "is not an OSTree repository");
-    diff_fails(
-        Path::new("/nonexistent/repo"),
-        "a",
-        "b",
-        "cannot open repository /nonexistent/repo",
-    );
+    diff_fails(Path::new("/nonexistent/repo"), "a", "b", "cannot open repository /nonexistent/repo");
 }
 
 /// Crafted trees with hostile or malformed entries are refused, naming the object.
@@ -219,63 +136,20 @@ fn hostile_and_malformed_trees() {
     let meta = craft::store(&repo, "dirmeta", &craft::dirmeta(0, 0, 0o40755), None);
     let empty_tree = craft::store(&repo, "dirtree", &craft::dirtree(&[], &[]), None);
     let file = [0x11u8; 32];
-    let base_tree = craft::store(
-        &repo,
-        "dirtree",
-        &craft::dirtree(&[(b"ok", file)], &[]),
-        None,
-    );
-    let base = craft::store(
-        &repo,
-        "commit",
-        &craft::commit(None, "base", base_tree, meta),
-        None,
-    );
+    let base_tree = craft::store(&repo, "dirtree", &craft::dirtree(&[(b"ok", file)], &[]), None);
+    let base = craft::store(&repo, "commit", &craft::commit(None, "base", base_tree, meta), None);
     craft::set_ref(&repo, "base", &base);
 
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (
-            craft::dirtree(&[(b"..", file)], &[]),
-            "invalid file name \"..\"",
-        ),
-        (
-            craft::dirtree(&[(b"a/b", file)], &[]),
-            "invalid file name \"a/b\"",
-        ),
-        (
-            craft::dirtree(&[(b"", file)], &[]),
-            "invalid file name \"\"",
-        ),
-        (
-            craft::dirtree(&[], &[(b".", empty_tree, meta)]),
-            "invalid file name \".\"",
-        ),
-        (
-            craft::dirtree(&[(b"\xffbad", file)], &[]),
-            "invalid file name",
-        ),
-        (
-            craft::dirtree(&[(b"b", file), (b"a", file)], &[]),
-            "not sorted",
-        ),
-        (
-            craft::dirtree(&[(b"x", file)], &[(b"x", empty_tree, meta)]),
-            "both a file and a directory",
-        ),
-        (
-            craft::dirtree(&[(b"short", [0u8; 32])], &[])
-                .split_at(40)
-                .0
-                .to_vec(),
-            "malformed",
-        ),
-        (
-            craft::structure(&[
-                Part(&craft::array(&[b"noterm".to_vec()], 1), 1, true),
-                Part(&[], 1, true),
-            ]),
-            "malformed",
-        ),
+        (craft::dirtree(&[(b"..", file)], &[]), "invalid file name \"..\""),
+        (craft::dirtree(&[(b"a/b", file)], &[]), "invalid file name \"a/b\""),
+        (craft::dirtree(&[(b"", file)], &[]), "invalid file name \"\""),
+        (craft::dirtree(&[], &[(b".", empty_tree, meta)]), "invalid file name \".\""),
+        (craft::dirtree(&[(b"\xffbad", file)], &[]), "invalid file name"),
+        (craft::dirtree(&[(b"b", file), (b"a", file)], &[]), "not sorted"),
+        (craft::dirtree(&[(b"x", file)], &[(b"x", empty_tree, meta)]), "both a file and a directory"),
+        (craft::dirtree(&[(b"short", [0u8; 32])], &[]).split_at(40).0.to_vec(), "malformed"),
+        (craft::structure(&[Part(&craft::array(&[b"noterm".to_vec()], 1), 1, true), Part(&[], 1, true)]), "malformed"),
     ];
     for (i, (tree_bytes, want)) in cases.into_iter().enumerate() {
         let tree = craft::store(&repo, "dirtree", &tree_bytes, None);
@@ -283,62 +157,29 @@ fn hostile_and_malformed_trees() {
         let c = craft::store(&repo, "commit", &c, None);
         craft::set_ref(&repo, "hostile", &c);
         let err = diff_fails(&repo, "base", "hostile", want);
-        assert!(
-            err.contains(&format!("{}.dirtree", craft::hex(&tree))),
-            "case {i}: {err}"
-        );
+        assert!(err.contains(&format!("{}.dirtree", craft::hex(&tree))), "case {i}: {err}");
     }
 
     // A dirmeta that is not a directory is refused by the reader.
     let bad_meta = craft::store(&repo, "dirmeta", &craft::dirmeta(0, 0, 0o100644), None);
     let r = livefs::repo::Repo::open(&repo).unwrap();
-    let err = format!(
-        "{:#}",
-        r.read_dirmeta(livefs::repo::Checksum(bad_meta))
-            .unwrap_err()
-    );
-    assert!(
-        err.contains("is malformed: dirmeta mode is not a directory"),
-        "{err}"
-    );
+    let err = format!("{:#}", r.read_dirmeta(livefs::repo::Checksum(bad_meta)).unwrap_err());
+    assert!(err.contains("is malformed: dirmeta mode is not a directory"), "{err}");
     let junk = craft::store(&repo, "commit", b"\x00\x01\x02", None);
     craft::set_ref(&repo, "junk", &junk);
-    diff_fails(
-        &repo,
-        "base",
-        "junk",
-        &format!("object {}.commit is malformed", craft::hex(&junk)),
-    );
+    diff_fails(&repo, "base", "junk", &format!("object {}.commit is malformed", craft::hex(&junk)));
 }
 
 #[test]
 fn bare_file_object_of_wrong_type() {
     let (_d, repo, _a, b) = small_repo("bare");
-    let out = ostree(&[
-        "ls",
-        &format!("--repo={}", repo.display()),
-        "-C",
-        &b,
-        "/sub/f",
-    ]);
+    let out = ostree(&["ls", &format!("--repo={}", repo.display()), "-C", &b, "/sub/f"]);
     let file = out.split_whitespace().nth(4).unwrap().to_string();
     let p = object_path(&repo, &file, "file");
     std::fs::remove_file(&p).unwrap();
     std::fs::create_dir(&p).unwrap();
-    let out = livefs(&[
-        "diff",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--json",
-        "main^",
-        "main",
-    ]);
+    let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "--json", "main^", "main"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(
-        err.contains(&format!(
-            "object {file}.file is malformed: not a regular file or symlink"
-        )),
-        "{err}"
-    );
+    assert!(err.contains(&format!("object {file}.file is malformed: not a regular file or symlink")), "{err}");
 }

@@ -9,21 +9,12 @@ fn assert_same_as_ostree(repo: &std::path::Path, from: &str, to: &str) {
     let want = ostree(&["diff", &r, from, to]);
     let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), from, to]);
     assert!(out.status.success(), "livefs diff failed: {}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        want,
-        "livefs diff {from} {to} differs from ostree diff"
-    );
+    assert_eq!(stdout(&out), want, "livefs diff {from} {to} differs from ostree diff");
 }
 
 fn interop(mode: &str) {
     let r = interop_repo(mode);
-    let diff = ostree(&[
-        "diff",
-        &format!("--repo={}", r.repo.display()),
-        "tree-a",
-        "tree-b",
-    ]);
+    let diff = ostree(&["diff", &format!("--repo={}", r.repo.display()), "tree-a", "tree-b"]);
     // The test set must really exercise every kind of change.
     for line in [
         "M    /usr/share/will-be-dir",
@@ -32,10 +23,7 @@ fn interop(mode: &str) {
         "D    /usr/share/removed-tree",
         "A    /usr/share/added-tree/x/y/z",
     ] {
-        assert!(
-            diff.contains(line),
-            "{mode}: ostree diff lacks {line:?}:\n{diff}"
-        );
+        assert!(diff.contains(line), "{mode}: ostree diff lacks {line:?}:\n{diff}");
     }
     assert_same_as_ostree(&r.repo, "tree-a", "tree-b");
     assert_same_as_ostree(&r.repo, "tree-b", "tree-a");
@@ -78,10 +66,7 @@ fn root_metadata_change_is_reported() {
         write(&tree.join("g"), b"2");
         commit(&repo, "m", &tree, "two");
         let ostree_out = ostree(&["diff", &format!("--repo={}", repo.display()), "m^", "m"]);
-        assert!(
-            !ostree_out.contains("M    /\n"),
-            "ostree now reports the root; update the README"
-        );
+        assert!(!ostree_out.contains("M    /\n"), "ostree now reports the root; update the README");
         let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "m^", "m"]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(stdout(&out), format!("M    /\n{ostree_out}"), "mode {mode}");
@@ -103,14 +88,7 @@ fn json_and_stat_report_types_counts_and_bytes() {
     link(&tree.join("sub/link"), "new");
     commit(&repo, "m", &tree, "two");
 
-    let out = livefs(&[
-        "diff",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--json",
-        "m^",
-        "m",
-    ]);
+    let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "--json", "m^", "m"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["bytes_to_write"], 1500);
@@ -121,38 +99,19 @@ fn json_and_stat_report_types_counts_and_bytes() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| {
-            (
-                e["path"].as_str().unwrap().into(),
-                e["type"].as_str().unwrap().into(),
-            )
-        })
+        .map(|e| (e["path"].as_str().unwrap().into(), e["type"].as_str().unwrap().into()))
         .collect();
     assert_eq!(
         added,
-        [
-            ("/sub", "directory"),
-            ("/sub/link", "symlink"),
-            ("/sub/new", "file")
-        ]
-        .map(|(p, t)| (p.to_string(), t.to_string()))
+        [("/sub", "directory"), ("/sub/link", "symlink"), ("/sub/new", "file")]
+            .map(|(p, t)| (p.to_string(), t.to_string()))
     );
     assert_eq!(v["summary"]["added_files"], 2);
     assert_eq!(v["summary"]["added_dirs"], 1);
     assert_eq!(v["from"].as_str().unwrap().len(), 64);
 
-    let out = livefs(&[
-        "diff",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--stat",
-        "m^",
-        "m",
-    ]);
-    assert_eq!(
-        stdout(&out),
-        "1 modified, 1 removed, 3 added (4 files, 1 directories); 1.5 KiB to write\n"
-    );
+    let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "--stat", "m^", "m"]);
+    assert_eq!(stdout(&out), "1 modified, 1 removed, 3 added (4 files, 1 directories); 1.5 KiB to write\n");
 }
 
 /// Revisions: full checksum, unique prefix, local ref, remote ref, mirror ref,
@@ -168,14 +127,8 @@ fn revisions_resolve_like_ostree() {
         commits.push(commit(&repo, "main", &tree, &format!("c{i}")));
     }
     let c = |s: &str| s.to_string();
-    write(
-        &repo.join("refs/remotes/origin/os/stable"),
-        format!("{}\n", commits[1]).as_bytes(),
-    );
-    write(
-        &repo.join("refs/mirrors/mirror/os/old"),
-        format!("{}\n", commits[0]).as_bytes(),
-    );
+    write(&repo.join("refs/remotes/origin/os/stable"), format!("{}\n", commits[1]).as_bytes());
+    write(&repo.join("refs/mirrors/mirror/os/old"), format!("{}\n", commits[0]).as_bytes());
     let r = format!("--repo={}", repo.display());
     for (rev, want) in [
         (c("main"), &commits[2]),
@@ -187,23 +140,12 @@ fn revisions_resolve_like_ostree() {
         (c("origin/os/stable"), &commits[1]),
         (c("mirror/os/old"), &commits[0]),
     ] {
-        let out = livefs(&[
-            "diff",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--json",
-            &rev,
-            &rev,
-        ]);
+        let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "--json", &rev, &rev]);
         assert!(out.status.success(), "{rev}: {}", stderr(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["from"].as_str().unwrap(), want, "{rev}");
         if !rev.starts_with("mirror/") {
-            assert_eq!(
-                ostree(&["rev-parse", &r, &rev]).trim(),
-                want,
-                "ostree disagrees on {rev}"
-            );
+            assert_eq!(ostree(&["rev-parse", &r, &rev]).trim(), want, "ostree disagrees on {rev}");
         }
     }
 }

@@ -119,12 +119,8 @@ fn seeds() -> Vec<Vec<u8>> {
             let data = std::fs::read(&e).unwrap();
             if mode == "bare-user" {
                 // The metadata xattr is an object format of its own.
-                if let Ok(x) = livefs::repo::read_xattrs(&e) {
-                    out.extend(
-                        x.into_iter()
-                            .filter(|(n, _)| n == b"user.ostreemeta")
-                            .map(|(_, v)| v),
-                    );
+                if let Ok(x) = livefs::xattrs::of_path(&e) {
+                    out.extend(x.into_iter().filter(|(n, _)| n == b"user.ostreemeta").map(|(_, v)| v));
                 }
                 if !e.extension().is_some_and(|x| x == "file") {
                     out.push(data);
@@ -168,14 +164,8 @@ fn seeds_decode() {
 
 #[test]
 fn random_and_mutated_bytes_never_panic() {
-    let seed: u64 = std::env::var("LIVEFS_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_1234);
-    let iters: usize = std::env::var("LIVEFS_FUZZ_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let seed: u64 = std::env::var("LIVEFS_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234);
+    let iters: usize = std::env::var("LIVEFS_FUZZ_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let seeds = seeds();
     let mut rng = Rng(seed | 1);
     let mut checksum = 0usize;

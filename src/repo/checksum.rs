@@ -25,9 +25,7 @@ impl Checksum {
 
     /// Whether `s` is a full, lowercase, 64-character checksum, as OSTree requires.
     pub fn is_valid_hex(s: &str) -> bool {
-        s.len() == 64
-            && s.bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        s.len() == 64 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
     }
 }
 

@@ -12,7 +12,7 @@ mod refs;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -20,9 +20,7 @@ use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 pub use checksum::Checksum;
-pub use objects::{
-    Commit, DirEntry, DirMeta, DirTree, FileEntry, FileKind, FileMeta, ObjectError, Xattrs,
-};
+pub use objects::{Commit, DirEntry, DirMeta, DirTree, FileEntry, FileKind, FileMeta, ObjectError, Xattrs};
 
 /// How a repository stores its file objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -101,34 +99,20 @@ pub struct Repo {
 }
 
 fn open_dir_at(base: &OwnedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(
-        base,
-        rel,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    rustix::fs::openat(base, rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
 }
 
 impl Repo {
     /// Opens the repository at `path`, reading its `config`.
     pub fn open(path: &Path) -> anyhow::Result<Repo> {
-        let dir = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .with_context(|| format!("cannot open repository {}", path.display()))?;
+        let dir = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("cannot open repository {}", path.display()))?;
         let config = match read_at(&dir, "config") {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!(
-                    "{} is not an OSTree repository: it has no config file",
-                    path.display()
-                )
+                bail!("{} is not an OSTree repository: it has no config file", path.display())
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {}/config", path.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}/config", path.display())),
         };
         let config = String::from_utf8_lossy(&config);
         let core = ini_section(&config, "core");
@@ -142,21 +126,12 @@ impl Repo {
             // OSTree's default when no mode is written is bare.
             None => RepoMode::Bare,
             Some(m) => RepoMode::parse(m).with_context(|| {
-                format!(
-                    "repository {} has unknown mode '{m}' (in {}/config)",
-                    path.display(),
-                    path.display()
-                )
+                format!("repository {} has unknown mode '{m}' (in {}/config)", path.display(), path.display())
             })?,
         };
-        let objects = open_dir_at(&dir, "objects")
-            .with_context(|| format!("cannot open {}/objects", path.display()))?;
-        Ok(Repo {
-            path: path.to_path_buf(),
-            dir,
-            objects,
-            mode,
-        })
+        let objects =
+            open_dir_at(&dir, "objects").with_context(|| format!("cannot open {}/objects", path.display()))?;
+        Ok(Repo { path: path.to_path_buf(), dir, objects, mode })
     }
 
     pub fn path(&self) -> &Path {
@@ -201,10 +176,7 @@ impl Repo {
     /// Whether any commit is partial: a missing object is then expected, and said so.
     fn any_partial(&self) -> bool {
         std::fs::read_dir(self.path.join("state"))
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".commitpartial"))
-            })
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".commitpartial")))
             .unwrap_or(false)
     }
 
@@ -225,20 +197,17 @@ impl Repo {
 
     pub fn read_commit(&self, checksum: Checksum) -> anyhow::Result<Commit> {
         let data = self.read_verified(checksum, ObjectType::Commit)?;
-        Commit::parse(&data)
-            .map_err(|e| RepoError::Malformed(self.name(checksum, ObjectType::Commit), e).into())
+        Commit::parse(&data).map_err(|e| RepoError::Malformed(self.name(checksum, ObjectType::Commit), e).into())
     }
 
     pub fn read_dirtree(&self, checksum: Checksum) -> anyhow::Result<DirTree> {
         let data = self.read_verified(checksum, ObjectType::DirTree)?;
-        DirTree::parse(data)
-            .map_err(|e| RepoError::Malformed(self.name(checksum, ObjectType::DirTree), e).into())
+        DirTree::parse(data).map_err(|e| RepoError::Malformed(self.name(checksum, ObjectType::DirTree), e).into())
     }
 
     pub fn read_dirmeta(&self, checksum: Checksum) -> anyhow::Result<DirMeta> {
         let data = self.read_verified(checksum, ObjectType::DirMeta)?;
-        DirMeta::parse(&data)
-            .map_err(|e| RepoError::Malformed(self.name(checksum, ObjectType::DirMeta), e).into())
+        DirMeta::parse(&data).map_err(|e| RepoError::Malformed(self.name(checksum, ObjectType::DirMeta), e).into())
     }
 
     /// Reads a file object's metadata (type, size, owner, mode, xattrs, symlink
@@ -256,44 +225,22 @@ impl Repo {
         };
         let meta = match self.mode {
             RepoMode::Bare | RepoMode::BareUserOnly => {
-                let st =
-                    rustix::fs::statat(&self.objects, &rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(not_found)?;
+                let st = rustix::fs::statat(&self.objects, &rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(not_found)?;
                 let kind = match st.st_mode & objects::S_IFMT {
                     objects::S_IFLNK => {
-                        let t = rustix::fs::readlinkat(&self.objects, &rel, Vec::new())
-                            .map_err(not_found)?;
-                        FileKind::Symlink {
-                            target: objects::utf8_target(t.as_bytes()).map_err(malformed)?,
-                        }
+                        let t = rustix::fs::readlinkat(&self.objects, &rel, Vec::new()).map_err(not_found)?;
+                        FileKind::Symlink { target: objects::utf8_target(t.as_bytes()).map_err(malformed)? }
                     }
-                    objects::S_IFREG => FileKind::Regular {
-                        size: st.st_size as u64,
-                    },
-                    _ => {
-                        return Err(malformed(ObjectError::Invalid(
-                            "not a regular file or symlink",
-                        )))
-                    }
+                    objects::S_IFREG => FileKind::Regular { size: st.st_size as u64 },
+                    _ => return Err(malformed(ObjectError::Invalid("not a regular file or symlink"))),
                 };
                 if self.mode == RepoMode::Bare {
-                    let xattrs = read_xattrs(&self.path.join("objects").join(&rel))
+                    let xattrs = crate::xattrs::of_path(&self.path.join("objects").join(&rel))
                         .with_context(|| format!("cannot read xattrs of object {name}"))?;
-                    FileMeta {
-                        kind,
-                        uid: st.st_uid,
-                        gid: st.st_gid,
-                        mode: st.st_mode,
-                        xattrs,
-                    }
+                    FileMeta { kind, uid: st.st_uid, gid: st.st_gid, mode: st.st_mode, xattrs }
                 } else {
-                    FileMeta {
-                        kind,
-                        uid: 0,
-                        gid: 0,
-                        mode: st.st_mode,
-                        xattrs: Vec::new(),
-                    }
+                    FileMeta { kind, uid: 0, gid: 0, mode: st.st_mode, xattrs: Vec::new() }
                 }
             }
             RepoMode::BareUser => {
@@ -304,47 +251,56 @@ impl Repo {
                     Mode::empty(),
                 )
                 .map_err(not_found)?;
-                let raw = fgetxattr_vec(&fd, "user.ostreemeta")
+                let raw = crate::xattrs::get_fd(fd.as_fd(), "user.ostreemeta")
                     .with_context(|| format!("object {name} has no user.ostreemeta xattr"))?;
-                let (uid, gid, mode, xattrs) =
-                    objects::parse_ostreemeta(&raw).map_err(malformed)?;
+                let (uid, gid, mode, xattrs) = objects::parse_ostreemeta(&raw).map_err(malformed)?;
                 let kind = if mode & objects::S_IFMT == objects::S_IFLNK {
                     let mut content = Vec::new();
-                    File::from(fd)
-                        .read_to_end(&mut content)
-                        .with_context(|| format!("cannot read object {name}"))?;
+                    File::from(fd).read_to_end(&mut content).with_context(|| format!("cannot read object {name}"))?;
                     let target = content.strip_suffix(&[0]).unwrap_or(&content);
-                    FileKind::Symlink {
-                        target: objects::utf8_target(target).map_err(malformed)?,
-                    }
+                    FileKind::Symlink { target: objects::utf8_target(target).map_err(malformed)? }
                 } else {
-                    FileKind::Regular {
-                        size: rustix::fs::fstat(&fd).map_err(not_found)?.st_size as u64,
-                    }
+                    FileKind::Regular { size: rustix::fs::fstat(&fd).map_err(not_found)?.st_size as u64 }
                 };
-                FileMeta {
-                    kind,
-                    uid,
-                    gid,
-                    mode,
-                    xattrs,
-                }
+                FileMeta { kind, uid, gid, mode, xattrs }
             }
             RepoMode::Archive => {
-                let fd = rustix::fs::openat(
-                    &self.objects,
-                    &rel,
-                    OFlags::RDONLY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(not_found)?;
-                let header = read_archive_header(File::from(fd))
-                    .with_context(|| format!("cannot read object {name}"))?;
+                let fd = rustix::fs::openat(&self.objects, &rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(not_found)?;
+                let header =
+                    read_archive_header(&mut File::from(fd)).with_context(|| format!("cannot read object {name}"))?;
                 objects::parse_archive_header(&header).map_err(malformed)?.0
             }
         };
         meta.check_mode().map_err(malformed)?;
         Ok(meta)
+    }
+
+    /// Opens a file object for checkout: its metadata and a stream of its content.
+    pub fn open_file(&self, checksum: Checksum) -> anyhow::Result<(FileMeta, Content)> {
+        let meta = self.read_file_meta(checksum)?;
+        if meta.is_symlink() {
+            return Ok((meta, Content::Symlink));
+        }
+        let name = self.name(checksum, ObjectType::File);
+        let fd = rustix::fs::openat(
+            &self.objects,
+            Self::rel_path(&name),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::NOENT => self.missing(name),
+            e => anyhow::Error::new(e).context(format!("cannot open object {name}")),
+        })?;
+        let mut file = File::from(fd);
+        if self.mode != RepoMode::Archive {
+            return Ok((meta, Content::Raw(file)));
+        }
+        // Skip the header (already decoded) to reach the raw deflate stream.
+        read_archive_header(&mut file).with_context(|| format!("cannot read object {name}"))?;
+        let stream = flate2::read::DeflateDecoder::new(std::io::BufReader::with_capacity(128 << 10, file));
+        Ok((meta, Content::Deflate(Box::new(stream))))
     }
 
     /// Full checksums of the commit objects whose hex name starts with `prefix`.
@@ -353,10 +309,7 @@ impl Repo {
         let dirs: Vec<String> = if prefix.len() >= 2 {
             vec![prefix[..2].to_string()]
         } else {
-            (0..=255u8)
-                .map(|b| format!("{b:02x}"))
-                .filter(|d| d.starts_with(prefix))
-                .collect()
+            (0..=255u8).map(|b| format!("{b:02x}")).filter(|d| d.starts_with(prefix)).collect()
         };
         for d in dirs {
             let rest = prefix.get(2..).unwrap_or("");
@@ -394,14 +347,20 @@ impl Repo {
     }
 }
 
+/// A file object's content, ready to stream into a checkout.
+pub enum Content {
+    /// Bare modes: the object file itself (its content is the file's content), so
+    /// it can be copied with `copy_file_range` (a reflink where the filesystem can).
+    Raw(File),
+    /// Archive mode: the inflated stream.
+    Deflate(Box<flate2::read::DeflateDecoder<std::io::BufReader<File>>>),
+    /// Symlinks have no content; the target is in the metadata.
+    Symlink,
+}
+
 /// Reads a whole file relative to a directory fd.
 fn read_at(dir: &OwnedFd, rel: &str) -> std::io::Result<Vec<u8>> {
-    let fd = rustix::fs::openat(
-        dir,
-        rel,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )?;
+    let fd = rustix::fs::openat(dir, rel, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
     let mut f = File::from(fd);
     let mut buf = Vec::with_capacity(f.metadata().map(|m| m.len() as usize).unwrap_or(0));
     f.read_to_end(&mut buf)?;
@@ -409,55 +368,18 @@ fn read_at(dir: &OwnedFd, rel: &str) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads an archive `.filez` header: the u32 length, the padding and the header.
-fn read_archive_header(mut f: File) -> std::io::Result<Vec<u8>> {
+fn read_archive_header(f: &mut File) -> std::io::Result<Vec<u8>> {
     let mut head = [0u8; 8];
     f.read_exact(&mut head)?;
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     // A header holds a symlink target and xattrs: far below this bound in practice.
     if len > 16 << 20 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "file header length is implausible",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "file header length is implausible"));
     }
     let mut out = head.to_vec();
     out.resize(8 + len, 0);
     f.read_exact(&mut out[8..])?;
     Ok(out)
-}
-
-fn fgetxattr_vec(fd: &OwnedFd, name: &str) -> anyhow::Result<Vec<u8>> {
-    grow(|buf| rustix::fs::fgetxattr(fd, name, buf))
-}
-
-/// All xattrs of a path (not following a final symlink), sorted by name as OSTree
-/// orders them.
-pub fn read_xattrs(path: &Path) -> anyhow::Result<Xattrs> {
-    let list = grow(|buf| rustix::fs::llistxattr(path, buf))?;
-    let mut out = Vec::new();
-    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let cname = std::ffi::CString::new(name)?;
-        let value = grow(|buf| rustix::fs::lgetxattr(path, cname.as_c_str(), buf))?;
-        out.push((name.to_vec(), value));
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Calls a size-probing xattr syscall until the buffer is large enough.
-fn grow(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> anyhow::Result<Vec<u8>> {
-    loop {
-        let n = f(&mut [])?;
-        let mut buf = vec![0u8; n];
-        match f(&mut buf) {
-            Ok(m) => {
-                buf.truncate(m);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// The `key=value` pairs of one `[section]` of an ini file such as a repo `config`.

@@ -38,8 +38,7 @@ fn checksum(b: &[u8]) -> Result<Checksum> {
 /// Checks an entry name from a dirtree the way OSTree does, plus UTF-8 (OSTree
 /// refuses to commit non-UTF-8 names).
 pub fn validate_name(name: &[u8]) -> Result<&str> {
-    let s = std::str::from_utf8(name)
-        .map_err(|_| ObjectError::BadName(String::from_utf8_lossy(name).into_owned()))?;
+    let s = std::str::from_utf8(name).map_err(|_| ObjectError::BadName(String::from_utf8_lossy(name).into_owned()))?;
     if s.is_empty() || s == "." || s == ".." || s.contains('/') {
         return Err(ObjectError::BadName(s.to_string()));
     }
@@ -47,10 +46,7 @@ pub fn validate_name(name: &[u8]) -> Result<&str> {
 }
 
 fn owned_xattrs(data: &[u8]) -> Result<Xattrs> {
-    Ok(gv::xattrs(data)?
-        .into_iter()
-        .map(|(n, v)| (n.to_vec(), v.to_vec()))
-        .collect())
+    Ok(gv::xattrs(data)?.into_iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect())
 }
 
 /// A commit object `(a{sv}aya(say)sstayay)`.
@@ -90,9 +86,7 @@ impl Commit {
         for el in VarArray::new(related, 1)?.iter() {
             gv::structure(el?, [VAR1, VAR1])?;
         }
-        let text = |b: &[u8]| -> Result<String> {
-            Ok(String::from_utf8_lossy(gv::string(b)?).into_owned())
-        };
+        let text = |b: &[u8]| -> Result<String> { Ok(String::from_utf8_lossy(gv::string(b)?).into_owned()) };
         let mut metadata = Vec::new();
         for el in VarArray::new(meta, 8)?.iter() {
             let [key, value] = gv::structure(el?, [VAR1, VAR8])?;
@@ -100,9 +94,7 @@ impl Commit {
             let value = if ty == b"s" {
                 MetaValue::String(text(value)?)
             } else {
-                MetaValue::Other {
-                    r#type: String::from_utf8_lossy(ty).into_owned(),
-                }
+                MetaValue::Other { r#type: String::from_utf8_lossy(ty).into_owned() }
             };
             metadata.push((text(key)?, value));
         }
@@ -195,10 +187,7 @@ impl DirTree {
         }
         let tree = DirTree { bytes, files, dirs };
         if let Some(dup) = tree.files().find(|f| tree.find_dir(f.name).is_some()) {
-            return Err(ObjectError::BadName(format!(
-                "{} (both a file and a directory)",
-                dup.name
-            )));
+            return Err(ObjectError::BadName(format!("{} (both a file and a directory)", dup.name)));
         }
         Ok(tree)
     }
@@ -218,46 +207,26 @@ impl DirTree {
 
     /// Files (regular files and symlinks), sorted by name.
     pub fn files(&self) -> impl ExactSizeIterator<Item = FileEntry<'_>> + '_ {
-        self.files.iter().map(|(r, c)| FileEntry {
-            name: self.name(r),
-            checksum: *c,
-        })
+        self.files.iter().map(|(r, c)| FileEntry { name: self.name(r), checksum: *c })
     }
 
     /// Subdirectories, sorted by name.
     pub fn dirs(&self) -> impl ExactSizeIterator<Item = DirEntry<'_>> + '_ {
-        self.dirs.iter().map(|(r, t, m)| DirEntry {
-            name: self.name(r),
-            tree: *t,
-            meta: *m,
-        })
+        self.dirs.iter().map(|(r, t, m)| DirEntry { name: self.name(r), tree: *t, meta: *m })
     }
 
     /// Looks up a file by name (binary search: entries are sorted).
     pub fn find_file(&self, name: &str) -> Option<FileEntry<'_>> {
-        let i = self
-            .files
-            .binary_search_by(|(r, _)| self.name(r).cmp(name))
-            .ok()?;
+        let i = self.files.binary_search_by(|(r, _)| self.name(r).cmp(name)).ok()?;
         let (r, c) = &self.files[i];
-        Some(FileEntry {
-            name: self.name(r),
-            checksum: *c,
-        })
+        Some(FileEntry { name: self.name(r), checksum: *c })
     }
 
     /// Looks up a subdirectory by name (binary search: entries are sorted).
     pub fn find_dir(&self, name: &str) -> Option<DirEntry<'_>> {
-        let i = self
-            .dirs
-            .binary_search_by(|(r, _, _)| self.name(r).cmp(name))
-            .ok()?;
+        let i = self.dirs.binary_search_by(|(r, _, _)| self.name(r).cmp(name)).ok()?;
         let (r, t, m) = &self.dirs[i];
-        Some(DirEntry {
-            name: self.name(r),
-            tree: *t,
-            meta: *m,
-        })
+        Some(DirEntry { name: self.name(r), tree: *t, meta: *m })
     }
 }
 
@@ -283,12 +252,7 @@ impl DirMeta {
         if mode & S_IFMT != S_IFDIR {
             return Err(ObjectError::Invalid("dirmeta mode is not a directory"));
         }
-        Ok(DirMeta {
-            uid: gv::u32_be(uid)?,
-            gid: gv::u32_be(gid)?,
-            mode,
-            xattrs: owned_xattrs(xattrs)?,
-        })
+        Ok(DirMeta { uid: gv::u32_be(uid)?, gid: gv::u32_be(gid)?, mode, xattrs: owned_xattrs(xattrs)? })
     }
 }
 
@@ -340,38 +304,22 @@ impl FileMeta {
 /// The `(uuua(ayay))` stored in `user.ostreemeta` by bare-user repositories.
 pub fn parse_ostreemeta(data: &[u8]) -> Result<(u32, u32, u32, Xattrs)> {
     let [uid, gid, mode, xattrs] = gv::structure(data, [U32, U32, U32, VAR1])?;
-    Ok((
-        gv::u32_be(uid)?,
-        gv::u32_be(gid)?,
-        gv::u32_be(mode)?,
-        owned_xattrs(xattrs)?,
-    ))
+    Ok((gv::u32_be(uid)?, gv::u32_be(gid)?, gv::u32_be(mode)?, owned_xattrs(xattrs)?))
 }
 
 /// Header of an archive-mode `.filez` object: u32 BE length, 4 zero bytes, then
 /// `(tuuuusa(ayay))`. Returns the metadata and the offset of the deflate stream.
 pub fn parse_archive_header(data: &[u8]) -> Result<(FileMeta, usize)> {
     let (header, end) = split_sized_header(data)?;
-    let [size, uid, gid, mode, _rdev, target, xattrs] =
-        gv::structure(header, [U64, U32, U32, U32, U32, VAR1, VAR1])?;
+    let [size, uid, gid, mode, _rdev, target, xattrs] = gv::structure(header, [U64, U32, U32, U32, U32, VAR1, VAR1])?;
     let mode = gv::u32_be(mode)?;
     let target = gv::string(target)?;
     let kind = if mode & S_IFMT == S_IFLNK {
-        FileKind::Symlink {
-            target: utf8_target(target)?,
-        }
+        FileKind::Symlink { target: utf8_target(target)? }
     } else {
-        FileKind::Regular {
-            size: gv::u64_be(size)?,
-        }
+        FileKind::Regular { size: gv::u64_be(size)? }
     };
-    let meta = FileMeta {
-        kind,
-        uid: gv::u32_be(uid)?,
-        gid: gv::u32_be(gid)?,
-        mode,
-        xattrs: owned_xattrs(xattrs)?,
-    };
+    let meta = FileMeta { kind, uid: gv::u32_be(uid)?, gid: gv::u32_be(gid)?, mode, xattrs: owned_xattrs(xattrs)? };
     meta.check_mode()?;
     Ok((meta, end))
 }
@@ -379,9 +327,7 @@ pub fn parse_archive_header(data: &[u8]) -> Result<(FileMeta, usize)> {
 /// Splits "u32 BE length ‖ 4 zero bytes ‖ header" and returns the header and the
 /// offset just past it.
 fn split_sized_header(data: &[u8]) -> Result<(&[u8], usize)> {
-    let len = data
-        .get(..4)
-        .ok_or(ObjectError::Invalid("truncated file header"))?;
+    let len = data.get(..4).ok_or(ObjectError::Invalid("truncated file header"))?;
     let len = gv::u32_be(len)? as usize;
     let end = 8usize.checked_add(len).filter(|&e| e <= data.len());
     let end = end.ok_or(ObjectError::Invalid("truncated file header"))?;
@@ -393,8 +339,7 @@ fn split_sized_header(data: &[u8]) -> Result<(&[u8], usize)> {
 
 /// Symlink targets are strings in OSTree; refuse non-UTF-8 like OSTree does.
 pub fn utf8_target(b: &[u8]) -> Result<String> {
-    let s =
-        std::str::from_utf8(b).map_err(|_| ObjectError::Invalid("symlink target is not UTF-8"))?;
+    let s = std::str::from_utf8(b).map_err(|_| ObjectError::Invalid("symlink target is not UTF-8"))?;
     if s.is_empty() {
         return Err(ObjectError::Invalid("empty symlink target"));
     }
@@ -486,10 +431,7 @@ mod tests {
 
     #[test]
     fn xattrs_roundtrip() {
-        let x: Xattrs = vec![
-            (b"user.a".to_vec(), b"1".to_vec()),
-            (b"user.b".to_vec(), vec![0; 300]),
-        ];
+        let x: Xattrs = vec![(b"user.a".to_vec(), b"1".to_vec()), (b"user.b".to_vec(), vec![0; 300])];
         let ser = serialize_xattrs(&x);
         assert_eq!(owned_xattrs(&ser).unwrap(), x);
     }

@@ -21,19 +21,10 @@ fn read_ref_file(path: &Path) -> anyhow::Result<Option<Checksum>> {
     match std::fs::read_to_string(path) {
         Ok(s) => {
             let s = s.trim_end();
-            let c = s
-                .parse()
-                .with_context(|| format!("ref file {} is corrupt", path.display()))?;
+            let c = s.parse().with_context(|| format!("ref file {} is corrupt", path.display()))?;
             Ok(Some(c))
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
-            ) =>
-        {
-            Ok(None)
-        }
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read ref {}", path.display())),
     }
 }
@@ -42,12 +33,7 @@ pub(super) fn resolve(repo: &Repo, rev: &str) -> anyhow::Result<Checksum> {
     if Checksum::is_valid_hex(rev) {
         return Ok(rev.parse()?);
     }
-    if !rev.is_empty()
-        && rev.len() < 64
-        && rev
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-    {
+    if !rev.is_empty() && rev.len() < 64 && rev.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
         let found = repo.commits_with_prefix(rev)?;
         match found.len() {
             0 => {}
@@ -58,9 +44,7 @@ pub(super) fn resolve(repo: &Repo, rev: &str) -> anyhow::Result<Checksum> {
     if let Some(base) = rev.strip_suffix('^') {
         let c = resolve(repo, base)?;
         let commit = repo.read_commit(c)?;
-        return commit
-            .parent
-            .ok_or_else(|| RepoError::NoParent(c, rev.to_string()).into());
+        return commit.parent.ok_or_else(|| RepoError::NoParent(c, rev.to_string()).into());
     }
     let refs = repo.path().join("refs");
     let candidates = match rev.split_once(':') {
@@ -74,11 +58,7 @@ pub(super) fn resolve(repo: &Repo, rev: &str) -> anyhow::Result<Checksum> {
             if !valid_ref(rev) {
                 return Err(RepoError::InvalidRef(rev.to_string()).into());
             }
-            vec![
-                refs.join("heads").join(rev),
-                refs.join("remotes").join(rev),
-                refs.join("mirrors").join(rev),
-            ]
+            vec![refs.join("heads").join(rev), refs.join("remotes").join(rev), refs.join("mirrors").join(rev)]
         }
     };
     for path in candidates {

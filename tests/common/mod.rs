@@ -13,39 +13,23 @@ pub use tempfile::TempDir;
 pub const MODES: [&str; 4] = ["bare", "bare-user", "bare-user-only", "archive"];
 
 pub fn scratch() -> TempDir {
-    tempfile::Builder::new()
-        .prefix("livefs-test-")
-        .tempdir()
-        .expect("cannot create a scratch directory")
+    tempfile::Builder::new().prefix("livefs-test-").tempdir().expect("cannot create a scratch directory")
 }
 
 /// Runs the real `ostree` CLI; a failure fails the test with its stderr.
 pub fn ostree(args: &[&str]) -> String {
-    let out = Command::new("ostree")
-        .args(args)
-        .output()
-        .expect("cannot run ostree: is it installed?");
-    assert!(
-        out.status.success(),
-        "ostree {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("ostree").args(args).output().expect("cannot run ostree: is it installed?");
+    assert!(out.status.success(), "ostree {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("ostree printed non-UTF-8")
 }
 
 /// Runs the `ostree` CLI and returns its whole output, successful or not.
 pub fn ostree_output(args: &[&str]) -> Output {
-    Command::new("ostree")
-        .args(args)
-        .output()
-        .expect("cannot run ostree")
+    Command::new("ostree").args(args).output().expect("cannot run ostree")
 }
 
 pub fn livefs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_livefs"))
-        .args(args)
-        .output()
-        .expect("cannot run livefs")
+    Command::new(env!("CARGO_BIN_EXE_livefs")).args(args).output().expect("cannot run livefs")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -59,11 +43,7 @@ pub fn stderr(o: &Output) -> String {
 /// Creates a repository of `mode` under `dir` and returns its path.
 pub fn init_repo(dir: &Path, mode: &str) -> PathBuf {
     let repo = dir.join(format!("repo-{mode}"));
-    ostree(&[
-        "init",
-        &format!("--repo={}", repo.display()),
-        &format!("--mode={mode}"),
-    ]);
+    ostree(&["init", &format!("--repo={}", repo.display()), &format!("--mode={mode}")]);
     repo
 }
 
@@ -120,12 +100,7 @@ pub fn rm(path: &Path) {
 
 /// Copies a tree with `cp -a` (owners, modes, xattrs, symlinks preserved).
 pub fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
     assert!(st.success());
 }
 
@@ -144,10 +119,7 @@ pub fn build_tree_a(root: &Path) {
     link(&root.join("usr/lib/dangling"), "does/not/exist");
     write(&root.join("usr/share/doc/readme"), b"readme v1");
     write(&root.join("usr/share/doc/with space.txt"), b"spaces");
-    write(
-        &root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"),
-        b"non-ascii",
-    );
+    write(&root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"), b"non-ascii");
     write(&root.join("usr/share/owned"), b"owned");
     chown(&root.join("usr/share/owned"), 1000, 1000);
     write(&root.join("usr/share/xattr-file"), b"x");
@@ -182,10 +154,7 @@ pub fn mutate_to_b(root: &Path) {
     link(&root.join("usr/lib/new-rel"), "../bin/app");
     write(&root.join("usr/share/doc/readme"), b"readme v2");
     write(&root.join("usr/share/doc/with space.txt"), b"spaces v2");
-    write(
-        &root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"),
-        b"non-ascii v2",
-    );
+    write(&root.join("usr/share/doc/caf\u{e9} \u{65e5}\u{672c}.txt"), b"non-ascii v2");
     write(&root.join("usr/share/doc/new \u{fc}ber.txt"), b"new");
     chown(&root.join("usr/share/owned"), 1001, 1002);
     setxattr(&root.join("usr/share/xattr-file"), "user.test", b"two");
@@ -301,19 +270,11 @@ pub mod craft {
 
     /// A dirtree with entries in the given order (sorted or not, names unchecked).
     pub fn dirtree(files: &[(&[u8], [u8; 32])], dirs: &[(&[u8], [u8; 32], [u8; 32])]) -> Vec<u8> {
-        let f: Vec<Vec<u8>> = files
-            .iter()
-            .map(|(n, c)| structure(&[Part(&string(n), 1, true), Part(c, 1, true)]))
-            .collect();
+        let f: Vec<Vec<u8>> =
+            files.iter().map(|(n, c)| structure(&[Part(&string(n), 1, true), Part(c, 1, true)])).collect();
         let d: Vec<Vec<u8>> = dirs
             .iter()
-            .map(|(n, t, m)| {
-                structure(&[
-                    Part(&string(n), 1, true),
-                    Part(t, 1, true),
-                    Part(m, 1, true),
-                ])
-            })
+            .map(|(n, t, m)| structure(&[Part(&string(n), 1, true), Part(t, 1, true), Part(m, 1, true)]))
             .collect();
         structure(&[Part(&array(&f, 1), 1, true), Part(&array(&d, 1), 1, true)])
     }
@@ -327,12 +288,7 @@ pub mod craft {
     }
 
     /// A commit with no metadata, the given parent, and the given root.
-    pub fn commit(
-        parent: Option<[u8; 32]>,
-        subject: &str,
-        tree: [u8; 32],
-        meta: [u8; 32],
-    ) -> Vec<u8> {
+    pub fn commit(parent: Option<[u8; 32]>, subject: &str, tree: [u8; 32], meta: [u8; 32]) -> Vec<u8> {
         let parent = parent.map(|p| p.to_vec()).unwrap_or_default();
         structure(&[
             Part(&[], 8, true),
@@ -369,4 +325,88 @@ pub mod craft {
     pub fn set_ref(repo: &Path, name: &str, c: &[u8; 32]) {
         std::fs::write(repo.join("refs/heads").join(name), format!("{}\n", hex(c))).unwrap();
     }
+}
+
+/// A canonical description of a tree, one line per entry: path, type, mode, uid,
+/// gid, xattrs, and content hash or symlink target (not times: see `mtimes`).
+/// Two trees are equal for livefs's purposes when their snapshots are.
+pub fn snapshot(root: &Path) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let p = root.join(&rel);
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let xattrs = livefs::xattrs::of_path(&p).unwrap();
+        let xattrs: Vec<String> = xattrs
+            .iter()
+            .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)))
+            .collect();
+        let what = if m.file_type().is_symlink() {
+            format!("-> {}", std::fs::read_link(&p).unwrap().display())
+        } else if m.is_file() {
+            let h = Sha256::digest(std::fs::read(&p).unwrap());
+            format!("sha256 {}", h.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        } else {
+            let mut children: Vec<_> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name()).collect();
+            children.sort();
+            stack.extend(children.into_iter().rev().map(|c| rel.join(c)));
+            String::new()
+        };
+        out.push(format!("/{} {:o} {}:{} [{}] {what}", rel.display(), m.mode(), m.uid(), m.gid(), xattrs.join(",")));
+    }
+    out.sort();
+    out
+}
+
+/// Paths of regular files and symlinks whose mtime is not 0.
+pub fn nonzero_mtimes(root: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if m.mtime() != 0 {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Asserts two snapshots are equal, showing the lines that differ.
+pub fn assert_same_tree(got: &Path, want: &Path) {
+    let (g, w) = (snapshot(got), snapshot(want));
+    if g != w {
+        let only_g: Vec<_> = g.iter().filter(|l| !w.contains(l)).collect();
+        let only_w: Vec<_> = w.iter().filter(|l| !g.contains(l)).collect();
+        panic!("trees differ:\n  only in {}:\n    {only_g:#?}\n  only in {}:\n    {only_w:#?}", got.display(), want.display());
+    }
+}
+
+/// `ostree checkout` of REV (optionally a subpath) into DEST, copying files (never
+/// hardlinking repository objects) unless `hardlink`.
+pub fn checkout(repo: &Path, rev: &str, subpath: Option<&str>, dest: &Path, hardlink: bool) {
+    let r = format!("--repo={}", repo.display());
+    let mut args = vec!["checkout".to_string(), r];
+    if let Some(s) = subpath {
+        args.push(format!("--subpath={s}"));
+    }
+    if !hardlink {
+        args.push("--force-copy".into());
+    }
+    args.push(rev.to_string());
+    args.push(dest.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ostree(&args);
+}
+
+/// Runs `livefs apply-tree` with extra arguments.
+pub fn apply_tree(repo: &Path, from: &str, to: &str, target: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["apply-tree", "--repo", repo.to_str().unwrap(), "--from", from, "--to", to];
+    args.extend_from_slice(extra);
+    args.push(target.to_str().unwrap());
+    livefs(&args)
 }

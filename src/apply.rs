@@ -1,0 +1,246 @@
+//! Executing a checked plan on a live tree, so that a running program never sees
+//! a half-written file and an interrupted run can always be finished by a rerun.
+//!
+//! - Files and symlinks are written under a temporary name in their destination
+//!   directory, complete with content, owner, mode, xattrs and mtime, their content
+//!   checked against the object checksum, then renamed over the old entry.
+//! - A change between a file and a directory builds the new entry under a temporary
+//!   name and swaps it in with `renameat2(RENAME_EXCHANGE)`.
+//! - A directory is removed by renaming it to a temporary name first, so the path
+//!   disappears at once and a half-removed tree is never visible under its name.
+//! - Temporary names are deterministic ([`checkout::tmp_name`]); leftovers of a
+//!   dead run are removed before anything else, and the preflight classifies each
+//!   operation as to do or already done, so every step is idempotent.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use anyhow::{bail, Context};
+use rustix::fs::{AtFlags, RenameFlags};
+use rustix::io::Errno;
+use serde::Serialize;
+
+use crate::checkout::{self, Entry};
+use crate::diff::{EntryType, NodeKind};
+use crate::fault;
+use crate::plan::{Op, OpKind, Plan, Status};
+use crate::repo::Repo;
+
+/// One path in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathEntry {
+    pub path: String,
+    pub r#type: EntryType,
+}
+
+/// Counts of what an apply did, by kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub added_files: usize,
+    pub added_dirs: usize,
+    pub replaced_files: usize,
+    pub replaced_dirs: usize,
+    pub removed_files: usize,
+    pub removed_dirs: usize,
+}
+
+/// What an apply did (or, for a dry run, would do): every path by kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub added: Vec<PathEntry>,
+    pub replaced: Vec<PathEntry>,
+    pub removed: Vec<PathEntry>,
+    pub counts: Counts,
+    /// Operations an earlier, interrupted run had already done.
+    pub already_done: usize,
+    pub bytes_written: u64,
+    /// Mutating syscalls made on the tree.
+    pub mutations: u64,
+}
+
+impl Report {
+    /// Lists every operation of the plan by kind.
+    pub fn of_plan(repo: &Repo, plan: &Plan, status: &[Status]) -> anyhow::Result<Report> {
+        let mut r = Report::default();
+        for (op, st) in plan.ops.iter().zip(status) {
+            if *st == Status::Done {
+                r.already_done += 1;
+            }
+            let t = op.entry_type(repo)?;
+            let dir = t == EntryType::Directory;
+            let e = PathEntry { path: op.path.clone(), r#type: t };
+            match op.kind {
+                OpKind::MakeDir | OpKind::AddFile => {
+                    *(if dir { &mut r.counts.added_dirs } else { &mut r.counts.added_files }) += 1;
+                    r.added.push(e);
+                }
+                OpKind::ReplaceFile | OpKind::ReplaceType | OpKind::SetDirMeta => {
+                    *(if dir { &mut r.counts.replaced_dirs } else { &mut r.counts.replaced_files }) += 1;
+                    r.replaced.push(e);
+                }
+                OpKind::Remove => {
+                    *(if dir { &mut r.counts.removed_dirs } else { &mut r.counts.removed_files }) += 1;
+                    r.removed.push(e);
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Opens each operation's parent directory, reusing the last one: operations on
+/// the same directory are adjacent, and holding one fd per directory could exhaust
+/// the fd limit on a large update.
+struct Parents<'a> {
+    root: BorrowedFd<'a>,
+    last: Option<(String, OwnedFd)>,
+}
+
+impl<'a> Parents<'a> {
+    fn get(&mut self, dir: &str) -> anyhow::Result<BorrowedFd<'_>> {
+        if self.last.as_ref().map(|(p, _)| p.as_str()) != Some(dir) {
+            let fd = checkout::open_dir(self.root, dir).with_context(|| format!("cannot open directory /{dir}"))?;
+            self.last = Some((dir.to_string(), fd));
+        }
+        match &self.last {
+            Some((_, fd)) => Ok(fd.as_fd()),
+            None => bail!("no directory open"),
+        }
+    }
+}
+
+/// Runs the operations whose status is [`Status::Todo`] (all of them for drifted
+/// paths too when the preflight was forced), phase by phase.
+pub fn execute(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<'_>) -> anyhow::Result<Report> {
+    let mut report = Report::of_plan(repo, plan, status)?;
+    let mut parents = Parents { root, last: None };
+    remove_leftovers(plan, &mut parents)?;
+    let todo: Vec<&Op> = plan.ops.iter().zip(status).filter(|(_, st)| **st != Status::Done).map(|(op, _)| op).collect();
+
+    for op in todo.iter().filter(|o| o.kind == OpKind::MakeDir) {
+        let (dir, name) = op.split();
+        let Some(NodeKind::Dir { meta, .. }) = op.to else { bail!("mkdir without a directory") };
+        let parent = parents.get(dir)?;
+        if !matches!(checkout::probe(parent, name)?.0, Entry::Absent | Entry::Dir) {
+            checkout::remove(parent, name)?;
+        }
+        checkout::make_dir(repo, parent, name, meta).with_context(|| format!("cannot create {}", op.path))?;
+    }
+
+    // Files: stage every new version under its temporary name, make them durable
+    // with one syncfs, then rename each into place.
+    let files: Vec<&&Op> = todo.iter().filter(|o| matches!(o.kind, OpKind::AddFile | OpKind::ReplaceFile)).collect();
+    for op in &files {
+        let (dir, name) = op.split();
+        let Some(NodeKind::File(c)) = op.to else { bail!("file operation without a file") };
+        let parent = parents.get(dir)?;
+        report.bytes_written += checkout::write_file(repo, parent, &checkout::tmp_name(name), c)
+            .with_context(|| format!("cannot write {}", op.path))?;
+    }
+    sync(root)?;
+    for op in &files {
+        let (dir, name) = op.split();
+        commit_entry(parents.get(dir)?, &checkout::tmp_name(name), name)
+            .with_context(|| format!("cannot replace {}", op.path))?;
+    }
+
+    for op in todo.iter().filter(|o| o.kind == OpKind::ReplaceType) {
+        let (dir, name) = op.split();
+        let parent = parents.get(dir)?;
+        let tmp = checkout::tmp_name(name);
+        report.bytes_written += match op.to {
+            Some(NodeKind::File(c)) => checkout::write_file(repo, parent, &tmp, c)?,
+            Some(NodeKind::Dir { tree, meta }) => {
+                let fd = checkout::make_dir(repo, parent, &tmp, meta)?;
+                checkout::populate(repo, fd.as_fd(), tree).with_context(|| format!("cannot write {}", op.path))?
+            }
+            None => bail!("type change without a target"),
+        };
+        sync(root)?;
+        commit_entry(parent, &tmp, name).with_context(|| format!("cannot replace {}", op.path))?;
+    }
+
+    for op in todo.iter().filter(|o| o.kind == OpKind::SetDirMeta) {
+        let (dir, name) = op.split();
+        let (Some(NodeKind::Dir { meta: from, .. }), Some(NodeKind::Dir { meta: to, .. })) = (op.from, op.to) else {
+            bail!("metadata change without directories");
+        };
+        let parent = parents.get(dir)?;
+        let fd = checkout::open_dir(parent, if name.is_empty() { "." } else { name })
+            .with_context(|| format!("{} is not a directory", op.path))?;
+        let (from, to) = (repo.read_dirmeta(from)?, repo.read_dirmeta(to)?);
+        let drop: Vec<Vec<u8>> = from
+            .xattrs
+            .iter()
+            .filter(|(k, _)| !to.xattrs.iter().any(|(n, _)| n == k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        checkout::set_dir_meta(fd.as_fd(), &to, &drop).with_context(|| format!("cannot change {}", op.path))?;
+    }
+
+    for op in todo.iter().filter(|o| o.kind == OpKind::Remove) {
+        let (dir, name) = op.split();
+        let parent = parents.get(dir)?;
+        match checkout::probe(parent, name)?.0 {
+            Entry::Absent => {}
+            Entry::Dir => {
+                // Out of sight first, then emptied: the path never shows a half-removed tree.
+                let tmp = checkout::tmp_name(name);
+                rustix::fs::renameat(parent, name, parent, &tmp)
+                    .with_context(|| format!("cannot remove {}", op.path))?;
+                fault::mutation();
+                checkout::remove(parent, &tmp).with_context(|| format!("cannot remove {}", op.path))?;
+            }
+            _ => {
+                rustix::fs::unlinkat(parent, name, AtFlags::empty())
+                    .with_context(|| format!("cannot remove {}", op.path))?;
+                fault::mutation();
+            }
+        }
+    }
+    sync(root)?;
+    report.mutations = fault::count();
+    Ok(report)
+}
+
+fn sync(root: BorrowedFd<'_>) -> anyhow::Result<()> {
+    rustix::fs::syncfs(root).context("cannot sync the target filesystem")
+}
+
+/// Moves the finished entry `tmp` to `name`: a plain rename replaces a file or
+/// symlink atomically; a file and a directory are swapped with `RENAME_EXCHANGE`
+/// and the old one, now under the temporary name, is removed.
+fn commit_entry(dir: BorrowedFd<'_>, tmp: &str, name: &str) -> anyhow::Result<()> {
+    match rustix::fs::renameat(dir, tmp, dir, name) {
+        Ok(()) => {
+            fault::mutation();
+            Ok(())
+        }
+        Err(Errno::ISDIR | Errno::NOTDIR | Errno::NOTEMPTY | Errno::EXIST) => {
+            rustix::fs::renameat_with(dir, tmp, dir, name, RenameFlags::EXCHANGE).context("cannot swap entries")?;
+            fault::mutation();
+            checkout::remove(dir, tmp)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes temporary entries an interrupted run left in the directories this plan
+/// touches.
+fn remove_leftovers(plan: &Plan, parents: &mut Parents<'_>) -> anyhow::Result<()> {
+    let mut dirs: Vec<&str> = plan.ops.iter().map(|op| op.split().0).collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    for dir in dirs {
+        let fd = match checkout::open_dir(parents.root, dir) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot open directory /{dir}")),
+        };
+        for name in checkout::list(fd.as_fd())? {
+            if name.starts_with(checkout::TMP_PREFIX) {
+                checkout::remove(fd.as_fd(), &name).with_context(|| format!("cannot remove leftover /{dir}/{name}"))?;
+            }
+        }
+    }
+    Ok(())
+}
