@@ -108,9 +108,19 @@ impl<'a> Parents<'a> {
     }
 }
 
-/// Runs the operations whose status is [`Status::Todo`] (all of them for drifted
-/// paths too when the preflight was forced), phase by phase.
+/// Runs the operations whose status is not [`Status::Done`] (drifted ones only
+/// reach here when the preflight was forced), phase by phase. On an error, the
+/// temporary entries written so far are removed; what was renamed into place stays,
+/// and a rerun finishes the job.
 pub fn execute(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<'_>) -> anyhow::Result<Report> {
+    let result = execute_phases(repo, plan, status, root);
+    if result.is_err() {
+        let _ = remove_leftovers(plan, &mut Parents { root, last: None });
+    }
+    result
+}
+
+fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<'_>) -> anyhow::Result<Report> {
     let mut report = Report::of_plan(repo, plan, status)?;
     let mut parents = Parents { root, last: None };
     remove_leftovers(plan, &mut parents)?;

@@ -307,7 +307,10 @@ fn cstr_name(name: &CStr) -> anyhow::Result<String> {
 /// Whether the directory open as `fd` has the owner, mode and xattrs of `meta`.
 pub fn dir_meta_matches(fd: BorrowedFd<'_>, meta: &DirMeta) -> anyhow::Result<bool> {
     let st = rustix::fs::fstat(fd)?;
-    Ok(st.st_uid == meta.uid && st.st_gid == meta.gid && st.st_mode == meta.mode && crate::xattrs::of_fd(fd)? == meta.xattrs)
+    Ok(st.st_uid == meta.uid
+        && st.st_gid == meta.gid
+        && st.st_mode == meta.mode
+        && crate::xattrs::of_fd(fd)? == meta.xattrs)
 }
 
 /// Whether `name` in `dir` is exactly `node` of the repository: type, owner, mode,

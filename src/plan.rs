@@ -238,9 +238,9 @@ pub enum Refusal {
     Drifted(Vec<(String, String)>),
     #[error("{} path(s) cannot be updated safely: {}", .0.len(), summarize(.0))]
     Unsafe(Vec<(String, String)>),
-    #[error("not enough space on {target}: the update needs {needed} bytes, {available} are available")]
+    #[error("not enough space on {target}: the update needs {needed} bytes, only {available} bytes are available")]
     NoSpace { target: String, needed: u64, available: u64 },
-    #[error("not enough inodes on {target}: the update creates {needed} entries, {available} are available")]
+    #[error("not enough inodes on {target}: the update creates {needed} entries, only {available} are available")]
     NoInodes { target: String, needed: u64, available: u64 },
 }
 

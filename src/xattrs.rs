@@ -41,7 +41,9 @@ fn collect(list: Vec<u8>, get: impl Fn(&CString) -> rustix::io::Result<Vec<u8>>)
             Ok(value) => out.push((name.to_vec(), value)),
             // Removed between the list and the read.
             Err(Errno::NODATA) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read xattr {}", cname.to_string_lossy()))),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot read xattr {}", cname.to_string_lossy())))
+            }
         }
     }
     out.sort();
@@ -51,9 +53,7 @@ fn collect(list: Vec<u8>, get: impl Fn(&CString) -> rustix::io::Result<Vec<u8>>)
 /// All xattrs of an open file or directory.
 pub fn of_fd(fd: BorrowedFd<'_>) -> anyhow::Result<Xattrs> {
     let list = read_sized(|| rustix::fs::flistxattr_query(fd), |b| rustix::fs::flistxattr(fd, b))?;
-    collect(list, |name| {
-        read_sized(|| rustix::fs::fgetxattr_query(fd, name), |b| rustix::fs::fgetxattr(fd, name, b))
-    })
+    collect(list, |name| read_sized(|| rustix::fs::fgetxattr_query(fd, name), |b| rustix::fs::fgetxattr(fd, name, b)))
 }
 
 /// All xattrs of a path, not following a final symlink.

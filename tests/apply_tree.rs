@@ -169,7 +169,10 @@ fn symlink_where_a_directory_is_expected() {
         assert_eq!(out.status.code(), Some(1));
         let err = stderr(&out);
         assert!(err.contains("cannot be updated safely"), "{err}");
-        assert!(err.contains("/usr/share/doc/readme (a symlink or non-directory where a directory is expected)"), "{err}");
+        assert!(
+            err.contains("/usr/share/doc/readme (a symlink or non-directory where a directory is expected)"),
+            "{err}"
+        );
         assert_eq!((snapshot(&target), snapshot(&elsewhere)), before);
     }
 }

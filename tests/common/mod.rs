@@ -382,7 +382,11 @@ pub fn assert_same_tree(got: &Path, want: &Path) {
     if g != w {
         let only_g: Vec<_> = g.iter().filter(|l| !w.contains(l)).collect();
         let only_w: Vec<_> = w.iter().filter(|l| !g.contains(l)).collect();
-        panic!("trees differ:\n  only in {}:\n    {only_g:#?}\n  only in {}:\n    {only_w:#?}", got.display(), want.display());
+        panic!(
+            "trees differ:\n  only in {}:\n    {only_g:#?}\n  only in {}:\n    {only_w:#?}",
+            got.display(),
+            want.display()
+        );
     }
 }
 
@@ -409,4 +413,13 @@ pub fn apply_tree(repo: &Path, from: &str, to: &str, target: &Path, extra: &[&st
     args.extend_from_slice(extra);
     args.push(target.to_str().unwrap());
     livefs(&args)
+}
+
+/// Runs a bash script as root in a private mount namespace, so it can mount
+/// scratch filesystems without touching the machine's mounts.
+pub fn in_mount_namespace(script: &str) -> Output {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-euo", "pipefail", "-c", script])
+        .output()
+        .expect("cannot run unshare")
 }
