@@ -10,15 +10,30 @@ use clap::{Parser, Subcommand};
 use crate::diff::Diff;
 use crate::repo::Repo;
 
-/// The running system's repository.
-const DEFAULT_REPO: &str = "/sysroot/ostree/repo";
-
 /// Apply an OSTree update to a running system, without a reboot.
 #[derive(Debug, Parser)]
 #[command(name = "livefs", version, about)]
 struct Cli {
+    /// The running system's root: deployments, /usr, /etc, /var and /run are found under it.
+    #[arg(long, global = true, default_value = "/")]
+    root: PathBuf,
+    /// The physical root holding ostree/ and boot/ [default: ROOT/sysroot].
+    #[arg(long, global = true)]
+    sysroot: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    fn paths(&self) -> crate::live::Paths {
+        let sysroot = self.sysroot.clone().unwrap_or_else(|| self.root.join("sysroot"));
+        crate::live::Paths { root: self.root.clone(), sysroot }
+    }
+
+    /// `--repo`, else the system's repository `SYSROOT/ostree/repo`.
+    fn repo(&self, repo: &Option<PathBuf>) -> PathBuf {
+        repo.clone().unwrap_or_else(|| self.paths().sysroot.join("ostree/repo"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -28,9 +43,9 @@ enum Command {
     /// Unlike `ostree diff`, a change of the root directory's own metadata is
     /// reported, as `M    /`.
     Diff {
-        /// The OSTree repository.
-        #[arg(long, default_value = DEFAULT_REPO)]
-        repo: PathBuf,
+        /// The OSTree repository [default: SYSROOT/ostree/repo].
+        #[arg(long)]
+        repo: Option<PathBuf>,
         /// Machine-readable output: every path with its type, counts, bytes to write.
         #[arg(long, conflicts_with = "stat")]
         json: bool,
@@ -47,9 +62,9 @@ enum Command {
     /// Only the difference is written; each file is replaced atomically; an
     /// interrupted run is finished by running the same command again.
     ApplyTree {
-        /// The OSTree repository.
-        #[arg(long, default_value = DEFAULT_REPO)]
-        repo: PathBuf,
+        /// The OSTree repository [default: SYSROOT/ostree/repo].
+        #[arg(long)]
+        repo: Option<PathBuf>,
         /// The commit the directory holds now.
         #[arg(long)]
         from: String,
@@ -71,6 +86,41 @@ enum Command {
         /// The directory to update.
         target: PathBuf,
     },
+    /// Show the booted, pending and live commits and the state of /usr.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the pending deployment (or --target) to the running /usr, now.
+    ///
+    /// By default only additions are applied; changing or removing existing
+    /// files needs --allow-replacement. The changes live in a transient overlay
+    /// that the next reboot discards. An interrupted apply is resumed by running
+    /// it again.
+    Apply {
+        /// The commit to apply [default: the pending deployment's].
+        #[arg(long)]
+        target: Option<String>,
+        /// Allow changing and removing existing files and directories in /usr.
+        #[arg(long)]
+        allow_replacement: bool,
+        /// Check and print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring the running /usr back to the booted commit's content.
+    Reset {
+        /// Check and print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the command line; errors become one line on stderr and exit status 1.
@@ -91,10 +141,33 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Diff { repo, json, stat, from, to } => cmd_diff(&repo, json, stat, &from, &to),
+    match &cli.command {
+        Command::Diff { repo, json, stat, from, to } => cmd_diff(&cli.repo(repo), *json, *stat, from, to),
         Command::ApplyTree { repo, from, to, subpath, dry_run, json, force, target } => {
-            cmd_apply_tree(&ApplyTreeArgs { repo, from, to, subpath, dry_run, json, force, target })
+            cmd_apply_tree(&ApplyTreeArgs {
+                repo: cli.repo(repo),
+                from: from.clone(),
+                to: to.clone(),
+                subpath: subpath.clone(),
+                dry_run: *dry_run,
+                json: *json,
+                force: *force,
+                target: target.clone(),
+            })
+        }
+        Command::Status { json } => cmd_status(&cli.paths(), *json),
+        Command::Apply { target, allow_replacement, dry_run, json } => {
+            let req = crate::live::Request {
+                target: target.clone(),
+                allow_replacement: *allow_replacement,
+                dry_run: *dry_run,
+            };
+            let outcome = crate::live::apply(&cli.paths(), &req)?;
+            print_outcome(&outcome, *json, "apply")
+        }
+        Command::Reset { dry_run, json } => {
+            let outcome = crate::live::reset(&cli.paths(), *dry_run)?;
+            print_outcome(&outcome, *json, "reset")
         }
     }
 }
@@ -228,6 +301,130 @@ fn cmd_apply_tree(args: &ApplyTreeArgs) -> anyhow::Result<()> {
             c.removed_files + c.removed_dirs,
             crate::diff::human_bytes(report.bytes_written),
             elapsed_ms
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn short(c: &crate::repo::Checksum) -> String {
+    c.to_hex()[..12].to_string()
+}
+
+fn describe_commit(c: &crate::live::CommitInfo) -> String {
+    let version = c.version.as_deref().map(|v| format!(" version {v}")).unwrap_or_default();
+    let subject = if c.subject.is_empty() { String::new() } else { format!(" \"{}\"", c.subject) };
+    let deployment = c.deployment.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+    format!("{}{version}{subject}{deployment}", short(&c.checksum))
+}
+
+fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
+    use crate::overlay::UsrState;
+    use crate::state::LiveState;
+    let st = crate::live::status(paths)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if json {
+        serde_json::to_writer_pretty(&mut out, &st).context("cannot write output")?;
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    writeln!(out, "Booted:      {}", describe_commit(&st.booted))?;
+    let pending = st.pending.as_ref().map(describe_commit).unwrap_or_else(|| "none".into());
+    writeln!(out, "Pending:     {pending}")?;
+    let live = match (&st.live, &st.state) {
+        (Some(l), _) => describe_commit(l),
+        (None, LiveState::Booted) => "none (/usr holds the booted commit)".into(),
+        (None, _) => "none".into(),
+    };
+    writeln!(out, "Live:        {live}")?;
+    if let Some((from, to)) = &st.in_progress {
+        writeln!(
+            out,
+            "In progress: {} -> {} (interrupted: run `livefs apply` to finish it, or `livefs reset`)",
+            short(&from.checksum),
+            short(&to.checksum)
+        )?;
+    }
+    let usr = match &st.usr {
+        UsrState::Locked => "read-only, not unlocked".to_string(),
+        UsrState::Livefs { read_only, .. } => {
+            format!("transient overlay (livefs), {}", if *read_only { "read-only" } else { "writable" })
+        }
+        UsrState::OstreeTransient { read_only, .. } => {
+            format!("ostree transient unlock, {}", if *read_only { "read-only" } else { "writable" })
+        }
+        UsrState::Hotfix => "ostree hotfix unlock (persistent)".to_string(),
+        UsrState::Other { description } => description.clone(),
+    };
+    writeln!(out, "/usr:        {usr}")?;
+    if let Some(o) = &st.overlay {
+        writeln!(
+            out,
+            "Overlay:     {} in {}, {} free",
+            crate::diff::human_bytes(o.bytes),
+            o.upper.display(),
+            crate::diff::human_bytes(o.free)
+        )?;
+    }
+    if let Some(c) = &st.changes {
+        writeln!(
+            out,
+            "Changes:     {} added, {} changed, {} removed (booted -> live, in /usr)",
+            c.added, c.changed, c.removed
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if json {
+        serde_json::to_writer_pretty(&mut out, o).context("cannot write output")?;
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    if o.resumed {
+        writeln!(out, "Resumed an interrupted apply.")?;
+    }
+    if o.dry_run {
+        write!(out, "{}", o.plan_text)?;
+    }
+    let c = &o.report.counts;
+    let what = format!(
+        "{} added ({} directories), {} replaced, {} removed",
+        c.added_files + c.added_dirs,
+        c.added_dirs,
+        c.replaced_files + c.replaced_dirs,
+        c.removed_files + c.removed_dirs
+    );
+    if o.dry_run {
+        writeln!(
+            out,
+            "Would {verb} {} -> {} in /usr: {what} (dry run: nothing changed)",
+            short(&o.from),
+            short(&o.to)
+        )?;
+    } else {
+        writeln!(
+            out,
+            "Applied {} -> {} to /usr: {what}; {} written.",
+            short(&o.from),
+            short(&o.to),
+            crate::diff::human_bytes(o.report.bytes_written)
+        )?;
+    }
+    for k in &o.kept {
+        writeln!(out, "Kept {k} (modules of the running kernel)")?;
+    }
+    if !o.dry_run && verb == "apply" {
+        writeln!(
+            out,
+            "Note: only /usr is updated; /etc, /var and services are not changed by this version of livefs."
         )?;
     }
     out.flush()?;

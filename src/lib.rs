@@ -3,8 +3,10 @@
 //! The library is layered by concern: [`gvariant`] decodes the serialisation,
 //! [`repo`] reads a repository (objects, refs, revisions), [`diff`] compares two
 //! trees, [`plan`] turns a diff into checked operations, [`checkout`] writes and
-//! inspects entries of a live tree, [`apply`] executes a plan, and [`cli`] is the
-//! command-line surface on top.
+//! inspects entries of a live tree, [`apply`] executes a plan; [`sysroot`] finds
+//! the deployments, [`overlay`] manages the transient `/usr` overlay, [`state`]
+//! keeps the live state, [`live`] drives them on a running system, and [`cli`] is
+//! the command-line surface on top.
 
 pub mod apply;
 pub mod checkout;
@@ -12,6 +14,10 @@ pub mod cli;
 pub mod diff;
 pub mod fault;
 pub mod gvariant;
+pub mod live;
+pub mod overlay;
 pub mod plan;
 pub mod repo;
+pub mod state;
+pub mod sysroot;
 pub mod xattrs;

@@ -264,6 +264,19 @@ pub fn preflight(
     target_name: &str,
     force: bool,
 ) -> anyhow::Result<Vec<Status>> {
+    preflight_at(repo, plan, root, root, target_name, force)
+}
+
+/// [`preflight`], with the free space measured on the filesystem of `space_at`
+/// (where the writes will land, e.g. an overlay's future upper directory).
+pub fn preflight_at(
+    repo: &Repo,
+    plan: &Plan,
+    root: BorrowedFd<'_>,
+    space_at: BorrowedFd<'_>,
+    target_name: &str,
+    force: bool,
+) -> anyhow::Result<Vec<Status>> {
     let made: std::collections::HashSet<&str> =
         plan.ops.iter().filter(|o| o.kind == OpKind::MakeDir).map(|o| o.path.trim_start_matches('/')).collect();
     let mut status = Vec::with_capacity(plan.ops.len());
@@ -310,7 +323,7 @@ pub fn preflight(
     if !drifted.is_empty() && !force {
         return Err(Refusal::Drifted(drifted).into());
     }
-    check_space(plan, &status, root, target_name)?;
+    check_space(plan, &status, space_at, target_name)?;
     Ok(status)
 }
 

@@ -341,6 +341,11 @@ impl Repo {
         refs::resolve(self, rev)
     }
 
+    /// Points the local ref `name` at `target` (`None` deletes it).
+    pub fn set_ref(&self, name: &str, target: Option<Checksum>) -> anyhow::Result<()> {
+        refs::set(self, name, target)
+    }
+
     /// All refs, as (name, checksum): local refs by name, remote ones as `REMOTE:NAME`.
     pub fn list_refs(&self) -> anyhow::Result<Vec<(String, Checksum)>> {
         refs::list(self)

@@ -69,6 +69,28 @@ pub(super) fn resolve(repo: &Repo, rev: &str) -> anyhow::Result<Checksum> {
     Err(RepoError::RefNotFound(rev.to_string()).into())
 }
 
+/// Points local ref `name` at `target`, or deletes it for `None`; atomic.
+pub(super) fn set(repo: &Repo, name: &str, target: Option<Checksum>) -> anyhow::Result<()> {
+    if !valid_ref(name) {
+        return Err(RepoError::InvalidRef(name.to_string()).into());
+    }
+    let path = repo.path().join("refs/heads").join(name);
+    match target {
+        None => match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove ref {}", path.display())),
+        },
+        Some(c) => {
+            let dir = path.parent().context("ref without a directory")?;
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
+            std::fs::write(&tmp, format!("{c}\n")).with_context(|| format!("cannot write ref {}", path.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("cannot write ref {}", path.display()))
+        }
+    }
+}
+
 pub(super) fn list(repo: &Repo) -> anyhow::Result<Vec<(String, Checksum)>> {
     let mut out = Vec::new();
     let refs = repo.path().join("refs");

@@ -1,0 +1,382 @@
+//! The running system: `livefs status`, `apply` and `reset` — the apply engine
+//! driven by the deployments, the transient overlay and the live state.
+//!
+//! An apply diffs `/usr` of the source (the live commit, else the booted one)
+//! against the target (the pending deployment, or `--target`), applies the
+//! replacement policy, checks the plan against the running `/usr`, and only then
+//! unlocks `/usr` (if needed), records *Applying*, writes through the private
+//! writable view, and records *Live*.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rustix::fs::{Mode, OFlags};
+use serde::Serialize;
+
+use crate::apply::{self, Report};
+use crate::diff::{Diff, TreeRoot};
+use crate::overlay::{self, UsrState};
+use crate::plan::{self, OpKind, Plan};
+use crate::repo::{Checksum, Repo};
+use crate::state::{self, LiveState, StateDir};
+use crate::sysroot::System;
+
+/// Where the running system is.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The running system's root, normally `/`.
+    pub root: PathBuf,
+    /// The physical root, normally `ROOT/sysroot`.
+    pub sysroot: PathBuf,
+}
+
+/// A commit as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitInfo {
+    pub checksum: Checksum,
+    pub version: Option<String>,
+    pub subject: String,
+    /// `OS CHECKSUM.SERIAL`, when a deployment holds the commit.
+    pub deployment: Option<String>,
+}
+
+fn commit_info(repo: &Repo, checksum: Checksum, system: &System) -> CommitInfo {
+    let commit = repo.read_commit(checksum).ok();
+    let deployment = [Some(&system.booted), system.pending.as_ref()]
+        .into_iter()
+        .flatten()
+        .chain(system.deployments.iter())
+        .find(|d| d.checksum == checksum)
+        .map(|d| format!("{} {}", d.osname, d.id()));
+    CommitInfo {
+        checksum,
+        version: commit.as_ref().and_then(|c| c.version().map(str::to_string)),
+        subject: commit.map(|c| c.subject).unwrap_or_default(),
+        deployment,
+    }
+}
+
+/// Counts of paths in `/usr` that differ between two commits.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChangeCounts {
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+}
+
+/// The overlay's upper directory and its filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverlayUsage {
+    pub upper: PathBuf,
+    pub bytes: u64,
+    pub free: u64,
+}
+
+/// What `livefs status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub booted: CommitInfo,
+    pub pending: Option<CommitInfo>,
+    pub live: Option<CommitInfo>,
+    pub in_progress: Option<(CommitInfo, CommitInfo)>,
+    pub state: LiveState,
+    pub usr: UsrState,
+    /// Booted → live (or → the interrupted target), in `/usr`.
+    pub changes: Option<ChangeCounts>,
+    pub overlay: Option<OverlayUsage>,
+}
+
+pub fn status(paths: &Paths) -> anyhow::Result<Status> {
+    let system = System::load(&paths.root, &paths.sysroot)?;
+    let repo = system.repo()?;
+    let state = StateDir::new(&paths.root).load(&system.booted.id())?;
+    let usr = UsrState::detect(&paths.root, &system.booted.path)?;
+    let booted = system.booted.checksum;
+    let (live, in_progress, compare_to) = match state {
+        LiveState::Booted => (None, None, None),
+        LiveState::Live { commit } => (Some(commit_info(&repo, commit, &system)), None, Some(commit)),
+        LiveState::Applying { from, to } => {
+            (None, Some((commit_info(&repo, from, &system), commit_info(&repo, to, &system))), Some(to))
+        }
+    };
+    let changes = match compare_to {
+        Some(c) => {
+            let d = usr_diff(&repo, booted, c)?;
+            Some(ChangeCounts { added: d.added.len(), changed: d.modified.len(), removed: d.removed.len() })
+        }
+        None => None,
+    };
+    let overlay = match usr.upper() {
+        Some(upper) => {
+            let (bytes, free) = overlay::upper_usage(upper)?;
+            Some(OverlayUsage { upper: upper.to_path_buf(), bytes, free })
+        }
+        None => None,
+    };
+    Ok(Status {
+        booted: commit_info(&repo, booted, &system),
+        pending: system.pending.as_ref().map(|p| commit_info(&repo, p.checksum, &system)),
+        live,
+        in_progress,
+        state,
+        usr,
+        changes,
+        overlay,
+    })
+}
+
+/// What `apply` and `reset` were asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The commit to apply; default: the pending deployment's.
+    pub target: Option<String>,
+    /// Allow changing and removing existing paths, not only adding.
+    pub allow_replacement: bool,
+    pub dry_run: bool,
+}
+
+/// What an apply or reset did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub from: Checksum,
+    pub to: Checksum,
+    pub dry_run: bool,
+    /// The state afterwards.
+    pub state: LiveState,
+    /// Whether an interrupted apply was resumed first.
+    pub resumed: bool,
+    #[serde(flatten)]
+    pub report: Report,
+    /// Paths the update would change that livefs keeps (the running kernel's modules).
+    pub kept: Vec<String>,
+    /// The plan, one operation per line (dry runs).
+    #[serde(skip)]
+    pub plan_text: String,
+}
+
+/// The paths of `/usr` that changes are limited to without --allow-replacement:
+/// additions anywhere, and anything under `usr/etc` (the defaults `/etc` is
+/// merged from, which no running program reads).
+fn is_usr_etc(path: &str) -> bool {
+    path == "/etc" || path.starts_with("/etc/")
+}
+
+/// Why livefs refused an apply before touching anything.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("nothing to apply: no pending deployment (deploy an update first, e.g. `rpm-ostree upgrade`, `bootc upgrade` or `ostree admin deploy`, or pass --target)")]
+    NoPending,
+    #[error(
+        "an interrupted apply to {to} must be finished first: run `livefs apply --target {to}`, or `livefs reset`"
+    )]
+    InterruptedOther { to: Checksum },
+    #[error("the update changes or removes {} existing path(s) in /usr (rerun with --allow-replacement to allow it): {}", .0.len(), list20(.0))]
+    Replacement(Vec<String>),
+}
+
+fn list20(paths: &[String]) -> String {
+    let shown: Vec<&str> = paths.iter().take(20).map(|p| p.as_str()).collect();
+    match paths.len().saturating_sub(20) {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
+}
+
+fn usr_diff(repo: &Repo, from: Checksum, to: Checksum) -> anyhow::Result<Diff> {
+    let a = repo.read_commit(from).with_context(|| format!("cannot read commit {from}"))?;
+    let b = repo.read_commit(to).with_context(|| format!("cannot read commit {to}"))?;
+    let ra = TreeRoot::of_subpath(repo, &a, "/usr").with_context(|| format!("in commit {from}"))?;
+    let rb = TreeRoot::of_subpath(repo, &b, "/usr").with_context(|| format!("in commit {to}"))?;
+    Diff::trees(repo, ra, rb)
+}
+
+/// The running kernel's release, whose `usr/lib/modules/RELEASE` is never removed.
+fn kernel_release() -> String {
+    rustix::system::uname().release().to_string_lossy().into_owned()
+}
+
+/// A system prepared for a transition: loaded, locked, its state known.
+struct Live {
+    paths: Paths,
+    system: System,
+    repo: Repo,
+    states: StateDir,
+    state: LiveState,
+    _lock: state::Lock,
+}
+
+impl Live {
+    fn open(paths: &Paths) -> anyhow::Result<Live> {
+        let states = StateDir::new(&paths.root);
+        let system = System::load(&paths.root, &paths.sysroot)?;
+        let lock = states.lock()?;
+        let repo = system.repo()?;
+        let state = states.load(&system.booted.id())?;
+        Ok(Live { paths: paths.clone(), system, repo, states, state, _lock: lock })
+    }
+
+    fn booted(&self) -> Checksum {
+        self.system.booted.checksum
+    }
+
+    /// Removes what earlier boots left: stale refs and overlay upper directories.
+    fn clean_stale(&self, usr: &UsrState) -> anyhow::Result<()> {
+        if self.state == LiveState::Booted {
+            pin(&self.repo, LiveState::Booted);
+        }
+        overlay::remove_stale_uppers(&self.paths.root, usr.upper())
+    }
+
+    fn save(&mut self, state: LiveState) -> anyhow::Result<()> {
+        self.states.save(&self.system.booted.id(), state)?;
+        pin(&self.repo, state);
+        self.state = state;
+        Ok(())
+    }
+
+    /// Plans `from` → `to` in `/usr`, applying the policy.
+    fn plan(&self, from: Checksum, to: Checksum, allow_replacement: bool) -> anyhow::Result<(Plan, Vec<String>)> {
+        let diff = usr_diff(&self.repo, from, to)?;
+        let mut plan = Plan::new(&self.repo, &diff)?;
+        let modules = format!("/lib/modules/{}", kernel_release());
+        let mut kept = Vec::new();
+        plan.ops.retain(|op| {
+            let under = op.path == modules || op.path.starts_with(&format!("{modules}/"));
+            let keep = under && !matches!(op.kind, OpKind::MakeDir | OpKind::AddFile);
+            if keep {
+                kept.push(format!("/usr{}", op.path));
+            }
+            !keep
+        });
+        plan.total = plan.ops.iter().fold(plan::Footprint::default(), |mut t, op| {
+            t += op.footprint;
+            t
+        });
+        if !allow_replacement {
+            let offenders: Vec<String> = plan
+                .ops
+                .iter()
+                .filter(|op| !matches!(op.kind, OpKind::MakeDir | OpKind::AddFile) && !is_usr_etc(&op.path))
+                .map(|op| format!("/usr{}", op.path))
+                .collect();
+            if !offenders.is_empty() {
+                return Err(PolicyError::Replacement(offenders).into());
+            }
+        }
+        Ok((plan, kept))
+    }
+
+    /// Brings `/usr` from `from` to `to`: check, unlock, record, write, record.
+    fn transition(
+        &mut self,
+        from: Checksum,
+        to: Checksum,
+        allow_replacement: bool,
+        dry_run: bool,
+    ) -> anyhow::Result<Outcome> {
+        let (plan, kept) = self.plan(from, to, allow_replacement)?;
+        if plan.ops.is_empty() && !dry_run {
+            // Nothing to write: no overlay is needed, only the state moves.
+            let done = LiveState::reached(to, self.booted());
+            if done != self.state {
+                self.save(done)?;
+            }
+            let report = Report::default();
+            return Ok(Outcome {
+                from,
+                to,
+                dry_run,
+                state: done,
+                resumed: false,
+                report,
+                kept,
+                plan_text: String::new(),
+            });
+        }
+        let root = &self.paths.root;
+        let usr_path = root.join("usr");
+        let usr = UsrState::detect(root, &self.system.booted.path)?;
+        overlay::check_writable(&usr)?;
+        // The check runs on /usr as it is mounted now: a refusal changes nothing.
+        let current = open_dir(&usr_path)?;
+        let space_at = match usr.upper() {
+            Some(_) => open_dir(&usr_path)?,
+            None => {
+                let var_tmp = root.join("var/tmp");
+                std::fs::create_dir_all(&var_tmp).with_context(|| format!("cannot create {}", var_tmp.display()))?;
+                open_dir(&var_tmp)?
+            }
+        };
+        let status = plan::preflight_at(&self.repo, &plan, current.as_fd(), space_at.as_fd(), "/usr", false)?;
+        if dry_run {
+            let report = Report::of_plan(&self.repo, &plan, &status)?;
+            let plan_text = plan.describe(&status);
+            return Ok(Outcome { from, to, dry_run, state: self.state, resumed: false, report, kept, plan_text });
+        }
+        self.clean_stale(&usr)?;
+        if usr.upper().is_none() {
+            overlay::unlock(root, &self.system.booted.id())?;
+        }
+        let view = overlay::writable_view(root)?;
+        self.save(LiveState::Applying { from, to })?;
+        let report = apply::execute(&self.repo, &plan, &status, view.as_fd())?;
+        let done = LiveState::reached(to, self.booted());
+        self.save(done)?;
+        Ok(Outcome { from, to, dry_run, state: done, resumed: false, report, kept, plan_text: String::new() })
+    }
+}
+
+/// Pins what `state` uses against pruning. A read-only repository (a sysroot
+/// mounted read-only) only loses the pin, which is reported.
+fn pin(repo: &Repo, state: LiveState) {
+    if let Err(e) = state::sync_refs(repo, state) {
+        eprintln!("livefs: warning: cannot update the livefs/* refs in {}: {e:#}", repo.path().display());
+    }
+}
+
+fn open_dir(path: &Path) -> anyhow::Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// `livefs apply`: the pending deployment (or `--target`) into the running `/usr`.
+pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
+    let mut live = Live::open(paths)?;
+    let target = match &req.target {
+        Some(rev) => live.repo.resolve_rev(rev)?,
+        None => live.system.pending.as_ref().map(|p| p.checksum).ok_or(PolicyError::NoPending)?,
+    };
+    let (from, resumed) = match live.state {
+        LiveState::Applying { from, to } if to == target => (from, true),
+        LiveState::Applying { to, .. } => return Err(PolicyError::InterruptedOther { to }.into()),
+        LiveState::Live { commit } => (commit, false),
+        LiveState::Booted => (live.booted(), false),
+    };
+    let mut outcome = live.transition(from, target, req.allow_replacement, req.dry_run)?;
+    outcome.resumed = resumed;
+    Ok(outcome)
+}
+
+/// `livefs reset`: `/usr` back to the booted commit (finishing an interrupted
+/// apply first), state back to *Booted*.
+pub fn reset(paths: &Paths, dry_run: bool) -> anyhow::Result<Outcome> {
+    let mut live = Live::open(paths)?;
+    let booted = live.booted();
+    let mut resumed = false;
+    let from = match live.state {
+        LiveState::Booted => booted,
+        LiveState::Live { commit } => commit,
+        LiveState::Applying { from, to } if !dry_run => {
+            live.transition(from, to, true, false).context("cannot finish the interrupted apply before the reset")?;
+            resumed = true;
+            to
+        }
+        LiveState::Applying { .. } => {
+            bail!("an apply was interrupted: run `livefs reset` without --dry-run to finish it and reset")
+        }
+    };
+    let mut outcome = live.transition(from, booted, true, dry_run)?;
+    outcome.resumed = resumed;
+    Ok(outcome)
+}

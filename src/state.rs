@@ -1,0 +1,184 @@
+//! The live state of a running system, kept in `ROOT/run/livefs/` so that a
+//! reboot (which throws the overlay away) also forgets it.
+//!
+//! ```text
+//!            apply B                 done
+//!   Booted ───────────▶ Applying{A→B} ──────▶ Live{B}
+//!     ▲  ▲                  │  ▲                 │
+//!     │  │ reset done       │  │ apply B again   │ apply C: Applying{B→C}
+//!     │  └──────────────────┘  └─ (interrupted:  │ reset:   Applying{B→booted}
+//!     │                           resumed)       │
+//!     └──────────────── reset done ◀─────────────┘
+//! ```
+//!
+//! *Booted*: `/usr` holds the booted commit. *Applying{from, to}*: an apply is in
+//! progress — found at start, it was interrupted, and only the same target may
+//! resume it. *Live{commit}*: `/usr` holds `commit`. The state file also names the
+//! booted deployment, so a state written for another boot is recognised as stale.
+//!
+//! The state is written atomically (temporary file, fsync, rename). While a commit
+//! is live or being applied, refs `livefs/live` and `livefs/inprogress` keep
+//! `ostree prune` and `ostree admin cleanup` from deleting its objects; they are
+//! removed when they go stale.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rustix::fs::{FlockOperation, Mode, OFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::repo::{Checksum, Repo};
+
+/// What `/usr` holds, as far as livefs is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum LiveState {
+    /// Nothing applied: `/usr` holds the booted commit.
+    Booted,
+    /// An apply from `from` to `to` started and has not finished.
+    Applying { from: Checksum, to: Checksum },
+    /// `/usr` holds `commit`.
+    Live { commit: Checksum },
+}
+
+impl LiveState {
+    /// The commit `/usr` holds when no apply is in progress.
+    pub fn current(&self, booted: Checksum) -> Option<Checksum> {
+        match *self {
+            LiveState::Booted => Some(booted),
+            LiveState::Live { commit } => Some(commit),
+            LiveState::Applying { .. } => None,
+        }
+    }
+
+    /// The state after `/usr` reached `commit`: live at it, or booted again.
+    pub fn reached(commit: Checksum, booted: Checksum) -> LiveState {
+        if commit == booted {
+            LiveState::Booted
+        } else {
+            LiveState::Live { commit }
+        }
+    }
+}
+
+/// The persisted record: the state and the deployment it belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    deployment: String,
+    #[serde(flatten)]
+    state: LiveState,
+}
+
+/// The state directory of a running system, `ROOT/run/livefs`.
+#[derive(Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+/// Refs that pin the commits livefs uses against pruning.
+pub const REF_LIVE: &str = "livefs/live";
+pub const REF_INPROGRESS: &str = "livefs/inprogress";
+
+impl StateDir {
+    pub fn new(root: &Path) -> StateDir {
+        StateDir { dir: root.join("run/livefs") }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Takes the lock that lets one livefs at a time change the system.
+    pub fn lock(&self) -> anyhow::Result<Lock> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let path = self.dir.join("lock");
+        let fd = rustix::fs::open(&path, OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| anyhow::anyhow!("another livefs is running on this system (it holds {})", path.display()))?;
+        Ok(Lock(fd))
+    }
+
+    /// The state for the booted deployment `deployment` (`CHECKSUM.SERIAL`); a
+    /// missing file, or one written for another deployment, means *Booted*.
+    pub fn load(&self, deployment: &str) -> anyhow::Result<LiveState> {
+        let text = match std::fs::read_to_string(self.file()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LiveState::Booted),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.file().display())),
+        };
+        let r: Record = serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt; remove it after checking /usr", self.file().display()))?;
+        Ok(if r.deployment == deployment { r.state } else { LiveState::Booted })
+    }
+
+    /// Persists `state` atomically.
+    pub fn save(&self, deployment: &str, state: LiveState) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let tmp = self.dir.join("state.json.tmp");
+        let record = Record { deployment: deployment.to_string(), state };
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        serde_json::to_writer_pretty(&mut f, &record)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.file()).with_context(|| format!("cannot write {}", self.file().display()))?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+/// Held while livefs changes the system; released on drop (or process death).
+#[derive(Debug)]
+pub struct Lock(#[allow(dead_code)] OwnedFd);
+
+/// Points the refs `livefs/live` and `livefs/inprogress` at what `state` uses,
+/// removing those it does not use.
+pub fn sync_refs(repo: &Repo, state: LiveState) -> anyhow::Result<()> {
+    let (live, inprogress) = match state {
+        LiveState::Booted => (None, None),
+        LiveState::Applying { from, to } => (Some(from), Some(to)),
+        LiveState::Live { commit } => (Some(commit), None),
+    };
+    repo.set_ref(REF_LIVE, live)?;
+    repo.set_ref(REF_INPROGRESS, inprogress)?;
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for Checksum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_roundtrip_and_staleness() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        assert_eq!(s.load("a.0").unwrap(), LiveState::Booted);
+        let (a, b) = (Checksum([1; 32]), Checksum([2; 32]));
+        s.save("a.0", LiveState::Applying { from: a, to: b }).unwrap();
+        assert_eq!(s.load("a.0").unwrap(), LiveState::Applying { from: a, to: b });
+        assert_eq!(s.load("b.0").unwrap(), LiveState::Booted, "a state of another boot is stale");
+        s.save("a.0", LiveState::reached(b, a)).unwrap();
+        assert_eq!(s.load("a.0").unwrap(), LiveState::Live { commit: b });
+        assert_eq!(LiveState::reached(a, a), LiveState::Booted);
+    }
+
+    #[test]
+    fn one_lock_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        let held = s.lock().unwrap();
+        let err = s.lock().unwrap_err().to_string();
+        assert!(err.contains("another livefs is running"), "{err}");
+        drop(held);
+        s.lock().unwrap();
+    }
+}

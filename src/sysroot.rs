@@ -1,0 +1,199 @@
+//! The OSTree sysroot: deployments, boot loader entries, and which deployment is
+//! booted and which is pending — read the way ostree defines them.
+//!
+//! - Deployments are `ostree/deploy/OS/deploy/CHECKSUM.SERIAL/` directories.
+//! - Boot loader entries (`boot/loader/entries/*.conf`) name a deployment with
+//!   `ostree=/ostree/boot.N/OS/BOOTCSUM/SERIAL`, a symlink chain inside the sysroot,
+//!   resolved here with `RESOLVE_IN_ROOT` so it can never leave the sysroot.
+//! - The booted deployment is the one whose directory is ROOT (same device and
+//!   inode), on a system where `ROOT/run/ostree-booted` exists.
+//! - The pending deployment is the default boot entry (highest `version`) when it
+//!   is not the booted one.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
+use serde::Serialize;
+
+use crate::repo::{Checksum, Repo};
+
+/// One deployment: a checkout of a commit for an OS (stateroot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployment {
+    pub osname: String,
+    pub checksum: Checksum,
+    pub serial: u32,
+    /// The deployment's root directory.
+    pub path: PathBuf,
+    #[serde(skip)]
+    dev_ino: (u64, u64),
+}
+
+impl Deployment {
+    /// `CHECKSUM.SERIAL`, as ostree names the directory.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.checksum, self.serial)
+    }
+}
+
+/// What livefs needs to know about the running system.
+#[derive(Debug)]
+pub struct System {
+    /// The running system's root (normally `/`).
+    pub root: PathBuf,
+    /// The physical root (normally `/sysroot`).
+    pub sysroot: PathBuf,
+    pub deployments: Vec<Deployment>,
+    pub booted: Deployment,
+    pub pending: Option<Deployment>,
+}
+
+/// Errors callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("{0} is not an OSTree-booted system ({0}/run/ostree-booted does not exist)")]
+    NotBooted(String),
+    #[error("no deployment in {sysroot} is the running root {root}")]
+    NoBootedDeployment { root: String, sysroot: String },
+}
+
+impl System {
+    /// Reads the deployments under `sysroot` and identifies those of `root`,
+    /// holding ostree's sysroot lock while reading.
+    pub fn load(root: &Path, sysroot: &Path) -> anyhow::Result<System> {
+        if !root.join("run/ostree-booted").exists() {
+            return Err(SystemError::NotBooted(root.display().to_string()).into());
+        }
+        let sysroot_fd = rustix::fs::open(sysroot, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("cannot open sysroot {}", sysroot.display()))?;
+        let _lock = SysrootLock::acquire(&sysroot_fd, sysroot)?;
+        let deployments = list_deployments(sysroot)?;
+        let entries = boot_entries(&sysroot_fd, sysroot, &deployments)?;
+        let st = rustix::fs::stat(root).with_context(|| format!("cannot stat {}", root.display()))?;
+        let root_id = (st.st_dev, st.st_ino);
+        let booted = deployments.iter().find(|d| d.dev_ino == root_id).cloned().ok_or_else(|| {
+            SystemError::NoBootedDeployment { root: root.display().to_string(), sysroot: sysroot.display().to_string() }
+        })?;
+        let pending = entries
+            .iter()
+            .max_by_key(|(version, _)| *version)
+            .map(|(_, i)| deployments[*i].clone())
+            .filter(|d| *d != booted);
+        Ok(System { root: root.to_path_buf(), sysroot: sysroot.to_path_buf(), deployments, booted, pending })
+    }
+
+    /// The system's repository.
+    pub fn repo(&self) -> anyhow::Result<Repo> {
+        Repo::open(&self.sysroot.join("ostree/repo"))
+    }
+}
+
+/// ostree's own lock on the sysroot (`ostree/lock`), taken as ostree takes it (a
+/// record lock, which conflicts with ostree's open-file-description lock).
+struct SysrootLock(OwnedFd);
+
+impl SysrootLock {
+    fn acquire(sysroot_fd: &OwnedFd, sysroot: &Path) -> anyhow::Result<SysrootLock> {
+        let fd = rustix::fs::openat(
+            sysroot_fd,
+            "ostree/lock",
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .with_context(|| format!("cannot open {}/ostree/lock", sysroot.display()))?;
+        if rustix::fs::fcntl_lock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+            eprintln!("livefs: waiting for the sysroot lock (another ostree process holds it)");
+            rustix::fs::fcntl_lock(&fd, FlockOperation::LockExclusive)
+                .with_context(|| format!("cannot lock {}/ostree/lock", sysroot.display()))?;
+        }
+        Ok(SysrootLock(fd))
+    }
+}
+
+impl Drop for SysrootLock {
+    fn drop(&mut self) {
+        let _ = rustix::fs::fcntl_lock(&self.0, FlockOperation::Unlock);
+    }
+}
+
+fn list_deployments(sysroot: &Path) -> anyhow::Result<Vec<Deployment>> {
+    let deploy = sysroot.join("ostree/deploy");
+    let mut out = Vec::new();
+    let oses = std::fs::read_dir(&deploy).with_context(|| format!("cannot list {}", deploy.display()))?;
+    for os in oses {
+        let os = os?;
+        let osname = os.file_name().to_string_lossy().into_owned();
+        let dir = os.path().join("deploy");
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((csum, serial)) = name.split_once('.') else { continue };
+            let (Ok(checksum), Ok(serial)) = (csum.parse::<Checksum>(), serial.parse::<u32>()) else { continue };
+            let st = rustix::fs::lstat(e.path())?;
+            if st.st_mode & crate::repo::objects::S_IFMT != crate::repo::objects::S_IFDIR {
+                continue;
+            }
+            out.push(Deployment {
+                osname: osname.clone(),
+                checksum,
+                serial,
+                path: e.path(),
+                dev_ino: (st.st_dev, st.st_ino),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.osname, a.id()).cmp(&(&b.osname, b.id())));
+    Ok(out)
+}
+
+/// The boot loader entries that name a deployment: (version, deployment index).
+fn boot_entries(sysroot_fd: &OwnedFd, sysroot: &Path, deployments: &[Deployment]) -> anyhow::Result<Vec<(u64, usize)>> {
+    let dir = sysroot.join("boot/loader/entries");
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for e in entries {
+        let e = e?;
+        if !e.file_name().to_string_lossy().ends_with(".conf") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).with_context(|| format!("cannot read {}", e.path().display()))?;
+        let mut version = 0u64;
+        let mut target = None;
+        for line in text.lines() {
+            let (key, value) = line.trim().split_once(char::is_whitespace).unwrap_or((line.trim(), ""));
+            match key {
+                "version" => version = value.trim().parse().unwrap_or(0),
+                "options" => {
+                    target = value.split_whitespace().find_map(|o| o.strip_prefix("ostree=")).map(str::to_string)
+                }
+                _ => {}
+            }
+        }
+        let Some(target) = target else { continue };
+        let rel = target.trim_start_matches('/');
+        let fd = match rustix::fs::openat2(
+            sysroot_fd,
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        ) {
+            Ok(fd) => fd,
+            Err(err) => {
+                bail!("boot entry {} names ostree={target}, which cannot be resolved: {err}", e.path().display())
+            }
+        };
+        let st = rustix::fs::fstat(fd.as_fd())?;
+        if let Some(i) = deployments.iter().position(|d| d.dev_ino == (st.st_dev, st.st_ino)) {
+            out.push((version, i));
+        }
+    }
+    Ok(out)
+}
