@@ -53,7 +53,7 @@ impl UsrState {
             .with_context(|| format!("cannot resolve {}/usr", root.display()))?;
         let info = std::fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
         // The last mount on a path is the one on top.
-        let Some(m) = info.lines().filter_map(MountInfo::parse).filter(|m| m.mount_point == usr).last() else {
+        let Some(m) = info.lines().filter_map(MountInfo::parse).rfind(|m| m.mount_point == usr) else {
             return Ok(UsrState::Locked);
         };
         if m.fstype != "overlay" {
