@@ -198,6 +198,8 @@ pub fn interop_repo(mode: &str) -> InteropRepo {
     InteropRepo { dir, repo, a, b }
 }
 
+pub mod system;
+
 /// A minimal GVariant encoder for crafting objects that `ostree` would never write
 /// (hostile names, malformed framing), so the reader's refusals can be tested.
 pub mod craft {

@@ -1,0 +1,151 @@
+//! A scratch OSTree system, built with the real `ostree admin` commands and booted
+//! (simulated) in a private mount namespace: the booted deployment bind-mounted as
+//! ROOT, the stateroot's var on ROOT/var, a persistent scratch directory as
+//! ROOT/run (it survives between namespaces, like /run within one boot), and
+//! ROOT/usr read-only.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::{chmod, scratch, write, TempDir};
+
+pub const OS: &str = "demo";
+
+pub struct TestSystem {
+    pub dir: TempDir,
+    /// The working tree the next commit is made from.
+    pub tree: PathBuf,
+    pub sysroot: PathBuf,
+    pub repo: PathBuf,
+    /// The commit of the booted deployment.
+    pub booted: String,
+    /// Output directory shared with the namespaced scripts.
+    pub out: PathBuf,
+}
+
+pub fn kernel_release() -> String {
+    String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap().trim().to_string()
+}
+
+fn admin(args: &[&str]) -> String {
+    let out = Command::new("ostree")
+        .args(args)
+        .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+        .output()
+        .expect("cannot run ostree");
+    assert!(out.status.success(), "ostree {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl TestSystem {
+    /// A system with version 1 committed, deployed and (when run) booted.
+    pub fn new() -> TestSystem {
+        let dir = scratch();
+        let tree = dir.path().join("tree");
+        for d in ["var", "run", "sysroot", "boot", "proc", "tmp", "usr/etc", "usr/lib64"] {
+            std::fs::create_dir_all(tree.join(d)).unwrap();
+        }
+        for (link, target) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("ostree", "sysroot/ostree")] {
+            std::os::unix::fs::symlink(target, tree.join(link)).unwrap();
+        }
+        let kver = kernel_release();
+        write(&tree.join(format!("usr/lib/modules/{kver}/vmlinuz")), b"running kernel");
+        write(&tree.join(format!("usr/lib/modules/{kver}/kernel/fs/x.ko")), b"module");
+        write(&tree.join("usr/lib/os-release"), b"ID=demo\nNAME=\"Demo OS\"\n");
+        write(&tree.join("usr/bin/hello"), b"#!/bin/sh\necho hello v1\n");
+        chmod(&tree.join("usr/bin/hello"), 0o755);
+        write(&tree.join("usr/share/doc/demo/README"), b"v1\n");
+        write(&tree.join("usr/etc/motd"), b"motd v1\n");
+        let sysroot = dir.path().join("sysroot");
+        std::fs::create_dir(&sysroot).unwrap();
+        admin(&["admin", "init-fs", sysroot.to_str().unwrap()]);
+        admin(&["admin", "os-init", &format!("--sysroot={}", sysroot.display()), OS]);
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        let repo = sysroot.join("ostree/repo");
+        let mut sys = TestSystem { dir, tree, sysroot, repo, booted: String::new(), out };
+        sys.booted = sys.commit("1");
+        sys.deploy(&sys.booted.clone());
+        sys
+    }
+
+    /// Commits the working tree as `version` (ref demo/os) and returns the checksum.
+    pub fn commit(&mut self, version: &str) -> String {
+        admin(&[
+            "commit",
+            &format!("--repo={}", self.repo.display()),
+            "-b",
+            "demo/os",
+            "-s",
+            &format!("Demo OS {version}"),
+            &format!("--add-metadata-string=version={version}"),
+            &format!("--tree=dir={}", self.tree.display()),
+        ])
+        .trim()
+        .to_string()
+    }
+
+    /// `ostree admin deploy` of a commit: it becomes the default (pending) entry.
+    pub fn deploy(&self, commit: &str) {
+        admin(&["admin", "deploy", &format!("--sysroot={}", self.sysroot.display()), &format!("--os={OS}"), commit]);
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Forgets everything a boot kept in /run, as a reboot does.
+    pub fn reboot(&self) {
+        let run = self.dir.path().join("run");
+        std::fs::remove_dir_all(&run).unwrap();
+        std::fs::create_dir(&run).unwrap();
+    }
+
+    /// Runs `script` (bash) with the system booted in a fresh private mount
+    /// namespace. The script sees $R (root), $S (sysroot), $OUT, and `L` (livefs
+    /// with --root and --sysroot).
+    pub fn run(&self, script: &str) -> Output {
+        let preamble = format!(
+            r#"
+            S={s}; R={r}; OUT={out}; BOOTED={booted}
+            mkdir -p $R
+            mount --bind $S/ostree/deploy/{os}/deploy/$BOOTED.0 $R
+            mount --bind $S/ostree/deploy/{os}/var $R/var
+            mount --bind {run} $R/run
+            touch $R/run/ostree-booted
+            mount --bind $R/usr $R/usr
+            mount -o remount,bind,ro $R/usr
+            L() {{ {livefs} --root $R --sysroot $S "$@"; }}
+            "#,
+            s = self.sysroot.display(),
+            r = self.root().display(),
+            out = self.out.display(),
+            booted = self.booted,
+            os = OS,
+            run = self.dir.path().join("run").display(),
+            livefs = env!("CARGO_BIN_EXE_livefs"),
+        );
+        super::in_mount_namespace(&format!("{preamble}\n{script}"))
+    }
+
+    /// `ostree checkout --subpath=/usr` of a commit, for comparing with a live /usr.
+    pub fn usr_of(&self, commit: &str) -> PathBuf {
+        let dest = self.dir.path().join(format!("usr-{commit}"));
+        if !dest.exists() {
+            super::checkout(&self.repo, commit, Some("/usr"), &dest, false);
+        }
+        dest
+    }
+}
+
+/// Fails with the script's output unless it succeeded.
+pub fn ok(out: &Output) -> String {
+    let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "script failed ({:?}):\nstdout:\n{o}\nstderr:\n{e}", out.status.code());
+    o.into_owned()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}

@@ -1,0 +1,234 @@
+//! `livefs status`, `apply` and `reset` on scratch OSTree systems made with
+//! `ostree admin init-fs / os-init / deploy`, booted in private mount namespaces.
+
+mod common;
+
+use common::system::{kernel_release, ok, read_json, TestSystem};
+use common::*;
+
+/// A system booted at v1 with v2 (pure additions) deployed as pending.
+fn with_additions() -> (TestSystem, String) {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/bin/newprog"), b"#!/bin/sh\necho hello from the new program\n");
+    chmod(&sys.tree.join("usr/bin/newprog"), 0o755);
+    write(&sys.tree.join("usr/share/newpkg/data"), b"data\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    (sys, v2)
+}
+
+#[test]
+fn status_finds_booted_and_pending() {
+    let (sys, v2) = with_additions();
+    let out = sys.run("L status --json > $OUT/status.json; L status > $OUT/status.txt");
+    ok(&out);
+    let v = read_json(&sys.out.join("status.json"));
+    assert_eq!(v["booted"]["checksum"], sys.booted.as_str());
+    assert_eq!(v["booted"]["version"], "1");
+    assert_eq!(v["pending"]["checksum"], v2.as_str());
+    assert_eq!(v["pending"]["subject"], "Demo OS 2");
+    assert_eq!(v["state"]["state"], "booted");
+    assert_eq!(v["usr"]["kind"], "locked");
+    let text = std::fs::read_to_string(sys.out.join("status.txt")).unwrap();
+    assert!(text.contains(&format!("Booted:      {} version 1", &sys.booted[..12])), "{text}");
+    assert!(text.contains(&format!("Pending:     {} version 2", &v2[..12])), "{text}");
+}
+
+#[test]
+fn apply_additions_then_reset() {
+    let (sys, v2) = with_additions();
+    let out = sys.run(
+        r#"
+        L apply --json > $OUT/apply.json
+        $R/usr/bin/newprog > $OUT/newprog.out
+        L status --json > $OUT/status.json
+        if touch $R/usr/intruder 2>$OUT/touch.err; then echo "/usr is writable" >&2; exit 1; fi
+        test -e $R/run/ostree/deployment-state/$BOOTED.0/unlocked-transient
+        cat $S/ostree/repo/refs/heads/livefs/live > $OUT/ref-live
+        cp -a $R/usr $OUT/usr-live
+        L reset --json > $OUT/reset.json
+        L status --json > $OUT/status-after-reset.json
+        cp -a $R/usr $OUT/usr-reset
+        test ! -e $S/ostree/repo/refs/heads/livefs/live
+        "#,
+    );
+    ok(&out);
+    let apply = read_json(&sys.out.join("apply.json"));
+    assert_eq!(apply["to"], v2.as_str());
+    assert_eq!(apply["counts"]["added_files"], 2);
+    assert_eq!(apply["counts"]["added_dirs"], 1);
+    assert_eq!(apply["state"]["state"], "live");
+    assert_eq!(std::fs::read_to_string(sys.out.join("newprog.out")).unwrap(), "hello from the new program\n");
+    assert!(std::fs::read_to_string(sys.out.join("touch.err")).unwrap().contains("Read-only file system"));
+    assert_eq!(std::fs::read_to_string(sys.out.join("ref-live")).unwrap().trim(), v2);
+    let status = read_json(&sys.out.join("status.json"));
+    assert_eq!(status["live"]["checksum"], v2.as_str());
+    assert_eq!(status["usr"]["kind"], "livefs");
+    assert_eq!(status["usr"]["read_only"], true);
+    assert_eq!(status["changes"]["added"], 3);
+    assert!(status["overlay"]["bytes"].as_u64().unwrap() > 0);
+    assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+
+    let reset = read_json(&sys.out.join("reset.json"));
+    assert_eq!(reset["state"]["state"], "booted");
+    assert_eq!(read_json(&sys.out.join("status-after-reset.json"))["state"]["state"], "booted");
+    assert_same_tree(&sys.out.join("usr-reset"), &sys.usr_of(&sys.booted));
+}
+
+/// A change and a removal are refused, naming them, with /usr untouched (not even
+/// unlocked); --allow-replacement applies them.
+#[test]
+fn replacement_needs_permission() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/bin/hello"), b"#!/bin/sh\necho hello v2\n");
+    rm(&sys.tree.join("usr/share/doc/demo/README"));
+    write(&sys.tree.join("usr/etc/motd"), b"motd v2\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        if L apply 2> $OUT/refused.err; then exit 1; fi
+        findmnt -n -o FSTYPE $R/usr > $OUT/fstype
+        L status --json > $OUT/status.json
+        L apply --allow-replacement > $OUT/apply.txt
+        $R/usr/bin/hello > $OUT/hello.out
+        cp -a $R/usr $OUT/usr-live
+        "#,
+    );
+    ok(&out);
+    let err = std::fs::read_to_string(sys.out.join("refused.err")).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("the update changes or removes 2 existing path(s) in /usr"), "{err}");
+    assert!(err.contains("/usr/bin/hello") && err.contains("/usr/share/doc/demo/README"), "{err}");
+    assert!(!err.contains("/usr/etc/motd"), "usr/etc is not subject to the policy: {err}");
+    assert_eq!(std::fs::read_to_string(sys.out.join("fstype")).unwrap().trim(), "ext4", "refused apply unlocked /usr");
+    assert_eq!(read_json(&sys.out.join("status.json"))["state"]["state"], "booted");
+    assert_eq!(std::fs::read_to_string(sys.out.join("hello.out")).unwrap(), "hello v2\n");
+    assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+}
+
+/// --target applies a commit that is not deployed; a second apply goes on from
+/// the live commit (incremental); the running kernel's modules are kept.
+#[test]
+fn target_incremental_and_kernel_modules() {
+    let (mut sys, v2) = with_additions();
+    let kver = kernel_release();
+    rm(&sys.tree.join(format!("usr/lib/modules/{kver}")));
+    write(&sys.tree.join("usr/lib/modules/99.0-next/vmlinuz"), b"next kernel");
+    write(&sys.tree.join("usr/bin/v3-only"), b"v3");
+    let v3 = sys.commit("3");
+    let out = sys.run(&format!(
+        r#"
+        L apply --json > $OUT/apply2.json
+        L apply --target {v3} --allow-replacement --json > $OUT/apply3.json
+        cp -a $R/usr $OUT/usr-live
+        L status --json > $OUT/status.json
+        "#
+    ));
+    ok(&out);
+    let a2 = read_json(&sys.out.join("apply2.json"));
+    assert_eq!((a2["from"].as_str(), a2["to"].as_str()), (Some(sys.booted.as_str()), Some(v2.as_str())));
+    let a3 = read_json(&sys.out.join("apply3.json"));
+    assert_eq!((a3["from"].as_str(), a3["to"].as_str()), (Some(v2.as_str()), Some(v3.as_str())), "not incremental");
+    assert_eq!(a3["counts"]["added_files"], 2, "{a3}");
+    assert_eq!(a3["kept"][0], format!("/usr/lib/modules/{kver}"));
+    let live = sys.out.join("usr-live");
+    assert!(live.join(format!("lib/modules/{kver}/kernel/fs/x.ko")).exists(), "running kernel modules removed");
+    assert!(live.join("lib/modules/99.0-next/vmlinuz").exists());
+    // Apart from the kept modules, /usr is v3.
+    rm(&live.join(format!("lib/modules/{kver}")));
+    assert_same_tree(&live, &sys.usr_of(&v3));
+    assert_eq!(read_json(&sys.out.join("status.json"))["live"]["checksum"], v3.as_str());
+}
+
+/// Killed in the middle, an apply is reported as interrupted, refuses another
+/// target, and finishes when run again.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn interrupted_apply_resumes() {
+    let mut sys = TestSystem::new();
+    for i in 0..30 {
+        write(&sys.tree.join(format!("usr/share/many/f{i}")), format!("{i}").as_bytes());
+    }
+    write(&sys.tree.join("usr/bin/hello"), b"#!/bin/sh\necho hello v2\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    write(&sys.tree.join("usr/share/other"), b"other");
+    let v3 = sys.commit("3");
+    let out = sys.run(&format!(
+        r#"
+        if LIVEFS_FAULT_AFTER=25 L apply --allow-replacement; then exit 1; fi
+        L status --json > $OUT/status.json
+        L status > $OUT/status.txt
+        if L apply --target {v3} --allow-replacement 2> $OUT/other.err; then exit 1; fi
+        L apply --allow-replacement --json > $OUT/resume.json
+        cp -a $R/usr $OUT/usr-live
+        L status --json > $OUT/status-done.json
+        "#
+    ));
+    ok(&out);
+    let st = read_json(&sys.out.join("status.json"));
+    assert_eq!(st["state"]["state"], "applying");
+    assert_eq!(st["in_progress"][1]["checksum"], v2.as_str());
+    let text = std::fs::read_to_string(sys.out.join("status.txt")).unwrap();
+    assert!(text.contains("In progress:") && text.contains("interrupted"), "{text}");
+    let err = std::fs::read_to_string(sys.out.join("other.err")).unwrap();
+    assert!(err.contains(&format!("an interrupted apply to {v2} must be finished first")), "{err}");
+    let resume = read_json(&sys.out.join("resume.json"));
+    assert_eq!(resume["resumed"], true);
+    assert!(resume["already_done"].as_u64().unwrap() > 0, "{resume}");
+    assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+    assert_eq!(read_json(&sys.out.join("status-done.json"))["state"]["state"], "live");
+}
+
+#[test]
+fn one_livefs_at_a_time() {
+    let (sys, _) = with_additions();
+    let out = sys.run(
+        r#"
+        mkdir -p $R/run/livefs
+        flock $R/run/livefs/lock sleep 5 &
+        sleep 0.5
+        if L apply 2> $OUT/busy.err; then exit 1; fi
+        kill %1
+        "#,
+    );
+    ok(&out);
+    let err = std::fs::read_to_string(sys.out.join("busy.err")).unwrap();
+    assert!(err.contains("another livefs is running on this system"), "{err}");
+}
+
+#[test]
+fn not_booted_and_no_pending() {
+    let sys = TestSystem::new();
+    let out = sys.run(
+        r#"
+        if L apply 2> $OUT/nopending.err; then exit 1; fi
+        rm $R/run/ostree-booted
+        if L status 2> $OUT/notbooted.err; then exit 1; fi
+        "#,
+    );
+    ok(&out);
+    let err = std::fs::read_to_string(sys.out.join("nopending.err")).unwrap();
+    assert!(err.contains("nothing to apply: no pending deployment"), "{err}");
+    let err = std::fs::read_to_string(sys.out.join("notbooted.err")).unwrap();
+    assert!(err.contains("is not an OSTree-booted system") && err.contains("run/ostree-booted does not exist"), "{err}");
+}
+
+/// After a reboot the state in /run is gone: livefs sees a booted system again
+/// and removes what the previous boot left (refs, overlay upper directories).
+#[test]
+fn reboot_forgets_and_cleans_up() {
+    let (sys, _) = with_additions();
+    ok(&sys.run("L apply"));
+    assert!(sys.repo.join("refs/heads/livefs/live").exists());
+    let var_tmp = sys.sysroot.join("ostree/deploy/demo/var/tmp");
+    let uppers = || std::fs::read_dir(&var_tmp).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("livefs-ovl.")).count();
+    assert_eq!(uppers(), 1);
+    sys.reboot();
+    let out = sys.run("L status --json > $OUT/status.json; L apply --json > $OUT/apply.json");
+    ok(&out);
+    assert_eq!(read_json(&sys.out.join("status.json"))["state"]["state"], "booted");
+    assert_eq!(read_json(&sys.out.join("apply.json"))["from"], sys.booted.as_str());
+    assert_eq!(uppers(), 1, "the stale upper directory was not removed");
+}
