@@ -115,15 +115,53 @@ impl<'a> Parents<'a> {
 pub fn execute(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<'_>) -> anyhow::Result<Report> {
     let result = execute_phases(repo, plan, status, root);
     if result.is_err() {
-        let _ = remove_leftovers(plan, &mut Parents { root, last: None });
+        let cleaned = remove_leftovers(plan, &mut Parents { root, last: None });
+        if cleaned.is_ok() {
+            let _ = rustix::fs::unlinkat(root, checkout::IN_PROGRESS, AtFlags::empty());
+        }
     }
     result
+}
+
+/// Marks the tree as being written, durably, before any temporary entry exists.
+/// A marker found at the start means a run died: only then are the directories
+/// scanned for its leftovers (scanning every directory costs more than the
+/// update on a small change).
+fn begin(plan: &Plan, root: BorrowedFd<'_>, parents: &mut Parents<'_>) -> anyhow::Result<()> {
+    if checkout::probe(root, checkout::IN_PROGRESS)?.0 != Entry::Absent {
+        remove_leftovers(plan, parents)?;
+    }
+    let marker = rustix::fs::openat(
+        root,
+        checkout::IN_PROGRESS,
+        rustix::fs::OFlags::WRONLY
+            | rustix::fs::OFlags::CREATE
+            | rustix::fs::OFlags::CLOEXEC
+            | rustix::fs::OFlags::NOFOLLOW,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .context("cannot mark the tree as being updated")?;
+    fault::mutation();
+    rustix::fs::fsync(&marker)?;
+    rustix::fs::fsync(root)?;
+    Ok(())
 }
 
 fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<'_>) -> anyhow::Result<Report> {
     let mut report = Report::of_plan(repo, plan, status)?;
     let mut parents = Parents { root, last: None };
-    remove_leftovers(plan, &mut parents)?;
+    if status.iter().all(|s| *s == Status::Done) {
+        // A run that died after its last operation left only its mark.
+        if checkout::probe(root, checkout::IN_PROGRESS)?.0 != Entry::Absent {
+            remove_leftovers(plan, &mut parents)?;
+            rustix::fs::unlinkat(root, checkout::IN_PROGRESS, AtFlags::empty())
+                .context("cannot clear the in-progress mark")?;
+            fault::mutation();
+        }
+        report.mutations = fault::count();
+        return Ok(report);
+    }
+    begin(plan, root, &mut parents)?;
     let todo: Vec<&Op> = plan.ops.iter().zip(status).filter(|(_, st)| **st != Status::Done).map(|(op, _)| op).collect();
 
     for op in todo.iter().filter(|o| o.kind == OpKind::MakeDir) {
@@ -138,14 +176,22 @@ fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<
 
     // Files: stage every new version under its temporary name, make them durable
     // with one syncfs, then rename each into place.
-    let files: Vec<&&Op> = todo.iter().filter(|o| matches!(o.kind, OpKind::AddFile | OpKind::ReplaceFile)).collect();
-    for op in &files {
-        let (dir, name) = op.split();
-        let Some(NodeKind::File(c)) = op.to else { bail!("file operation without a file") };
-        let parent = parents.get(dir)?;
-        report.bytes_written += checkout::write_file(repo, parent, &checkout::tmp_name(name), c)
-            .with_context(|| format!("cannot write {}", op.path))?;
-    }
+    let files: Vec<&Op> =
+        todo.iter().copied().filter(|o| matches!(o.kind, OpKind::AddFile | OpKind::ReplaceFile)).collect();
+    // Staging is independent per file: spread it over the cores.
+    let written = crate::parallel::map_chunks(&files, |chunk| {
+        let mut parents = Parents { root, last: None };
+        chunk
+            .iter()
+            .map(|op| {
+                let (dir, name) = op.split();
+                let Some(NodeKind::File(c)) = op.to else { bail!("file operation without a file") };
+                checkout::write_file(repo, parents.get(dir)?, &checkout::tmp_name(name), c)
+                    .with_context(|| format!("cannot write {}", op.path))
+            })
+            .collect()
+    })?;
+    report.bytes_written += written.iter().sum::<u64>();
     sync(root)?;
     for op in &files {
         let (dir, name) = op.split();
@@ -208,6 +254,8 @@ fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<
         }
     }
     sync(root)?;
+    rustix::fs::unlinkat(root, checkout::IN_PROGRESS, AtFlags::empty()).context("cannot clear the in-progress mark")?;
+    fault::mutation();
     report.mutations = fault::count();
     Ok(report)
 }
@@ -247,7 +295,7 @@ fn remove_leftovers(plan: &Plan, parents: &mut Parents<'_>) -> anyhow::Result<()
             Err(e) => return Err(e).with_context(|| format!("cannot open directory /{dir}")),
         };
         for name in checkout::list(fd.as_fd())? {
-            if name.starts_with(checkout::TMP_PREFIX) {
+            if name.starts_with(checkout::TMP_PREFIX) && name != checkout::IN_PROGRESS {
                 checkout::remove(fd.as_fd(), &name).with_context(|| format!("cannot remove leftover /{dir}/{name}"))?;
             }
         }

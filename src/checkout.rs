@@ -11,6 +11,7 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
@@ -25,6 +26,10 @@ use crate::repo::{Checksum, Content, DirMeta, FileKind, FileMeta, Repo, Xattrs};
 /// Names livefs gives its temporary entries. An entry with this prefix in a
 /// directory livefs updates is a leftover of an interrupted run and is removed.
 pub const TMP_PREFIX: &str = ".livefs-tmp-";
+
+/// Present in a tree's root while livefs writes to it: found at the start of a
+/// run, it says an earlier run died, and its temporary entries must be removed.
+pub const IN_PROGRESS: &str = ".livefs-tmp-inprogress";
 
 /// The temporary name used while `name` is being replaced: deterministic, so an
 /// interrupted run's leftover is found and replaced by the next run.
@@ -167,14 +172,26 @@ fn gid(g: u32) -> rustix::fs::Gid {
 
 const CHUNK: usize = 256 << 10;
 
+/// A copy buffer no larger than the file needs (zeroing 256 KiB for each small
+/// file costs more than copying it).
+fn buffer(size: u64) -> Vec<u8> {
+    vec![0u8; (size as usize).clamp(4096, CHUNK)]
+}
+
 /// Streams a file object's content into `out`, hashing what ends up in `out`.
 fn copy_content(content: Content, out: &mut File, hasher: &mut Sha256, size: u64) -> anyhow::Result<u64> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = buffer(size);
     match content {
         Content::Raw(src) => {
             // In-kernel copy (a reflink where the filesystem shares extents), then
             // hash what was written: the check covers the bytes that will be renamed
             // into place.
+            // Once the kernel said it cannot copy between these filesystems, it
+            // will not for the next file either.
+            static NO_COPY_RANGE: AtomicBool = AtomicBool::new(false);
+            if NO_COPY_RANGE.load(Ordering::Relaxed) {
+                return stream(&mut File::from(OwnedFd::from(src)), out, hasher, &mut buf);
+            }
             let mut copied = 0u64;
             loop {
                 let want = (size - copied).min(1 << 30) as usize;
@@ -185,6 +202,7 @@ fn copy_content(content: Content, out: &mut File, hasher: &mut Sha256, size: u64
                     Ok(0) => break,
                     Ok(n) => copied += n as u64,
                     Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if copied == 0 => {
+                        NO_COPY_RANGE.store(true, Ordering::Relaxed);
                         return stream(&mut File::from(OwnedFd::from(src)), out, hasher, &mut buf);
                     }
                     Err(e) => return Err(e.into()),
@@ -343,7 +361,7 @@ pub fn matches(repo: &Repo, dir: BorrowedFd<'_>, name: &str, node: &NodeKind) ->
                     let mut h = Sha256::new();
                     h.update(content_checksum_header(&meta));
                     let mut f = File::from(fd);
-                    let mut buf = vec![0u8; CHUNK];
+                    let mut buf = buffer(*size);
                     loop {
                         let n = f.read(&mut buf)?;
                         if n == 0 {

@@ -89,7 +89,7 @@ impl Diff {
             d.root_meta = Some((from, to));
         }
         let mut path = String::from("/");
-        d.walk(repo, from.tree, to.tree, &mut path, 0)?;
+        d.walk(repo, from.tree, to.tree, &mut path, 0, true)?;
         Ok(d)
     }
 
@@ -108,7 +108,25 @@ impl Diff {
         self.root_meta.is_none() && self.modified.is_empty() && self.removed.is_empty() && self.added.is_empty()
     }
 
-    fn walk(&mut self, repo: &Repo, a: Checksum, b: Checksum, path: &mut String, depth: usize) -> anyhow::Result<()> {
+    /// Appends another diff's entries (of a later subtree, in walk order).
+    fn append(&mut self, other: Diff) {
+        self.modified.extend(other.modified);
+        self.removed.extend(other.removed);
+        self.added.extend(other.added);
+    }
+
+    /// Walks two directories. With `fan_out`, the first directory with several
+    /// changed subdirectories walks them on all cores (each into its own diff,
+    /// appended in order, so the output is the same as a sequential walk).
+    fn walk(
+        &mut self,
+        repo: &Repo,
+        a: Checksum,
+        b: Checksum,
+        path: &mut String,
+        depth: usize,
+        fan_out: bool,
+    ) -> anyhow::Result<()> {
         if a == b {
             return Ok(());
         }
@@ -132,6 +150,33 @@ impl Diff {
                 self.removed.push(Node { path: path.clone(), kind: from });
             }
         }
+        let changed: Vec<(String, Checksum, Checksum)> = if !fan_out {
+            Vec::new()
+        } else {
+            ta.dirs()
+                .filter_map(|d| tb.find_dir(d.name).filter(|e| e.tree != d.tree).map(|e| (d.name, d.tree, e.tree)))
+                .map(|(name, x, y)| {
+                    push(path, base, name);
+                    (path.clone(), x, y)
+                })
+                .collect()
+        };
+        let parallel = fan_out && crate::parallel::threads_for(changed.len(), 2) > 1;
+        let mut subdiffs = if parallel {
+            crate::parallel::map_chunks_min(&changed, 2, |chunk| {
+                chunk
+                    .iter()
+                    .map(|(p, x, y)| {
+                        let mut sub = Diff::default();
+                        sub.walk(repo, *x, *y, &mut p.clone(), depth + 1, false)?;
+                        Ok(sub)
+                    })
+                    .collect()
+            })?
+            .into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
         for d in ta.dirs() {
             push(path, base, d.name);
             let from = NodeKind::Dir { tree: d.tree, meta: d.meta };
@@ -140,7 +185,11 @@ impl Diff {
                     let to = NodeKind::Dir { tree: e.tree, meta: e.meta };
                     self.modified.push(Modified { path: path.clone(), from, to });
                 }
-                self.walk(repo, d.tree, e.tree, path, depth + 1)?;
+                if parallel && e.tree != d.tree {
+                    self.append(subdiffs.next().context("a subtree diff is missing")?);
+                } else {
+                    self.walk(repo, d.tree, e.tree, path, depth + 1, fan_out)?;
+                }
             } else if let Some(g) = tb.find_file(d.name) {
                 self.modified.push(Modified { path: path.clone(), from, to: NodeKind::File(g.checksum) });
             } else {

@@ -16,6 +16,7 @@ pub mod fault;
 pub mod gvariant;
 pub mod live;
 pub mod overlay;
+pub mod parallel;
 pub mod plan;
 pub mod repo;
 pub mod state;

@@ -279,43 +279,24 @@ pub fn preflight_at(
 ) -> anyhow::Result<Vec<Status>> {
     let made: std::collections::HashSet<&str> =
         plan.ops.iter().filter(|o| o.kind == OpKind::MakeDir).map(|o| o.path.trim_start_matches('/')).collect();
+    // Each check only reads: chunks of operations are checked on all cores.
+    let findings = crate::parallel::map_chunks(&plan.ops, |ops| check_ops(repo, ops, root, &made, target_name))?;
     let mut status = Vec::with_capacity(plan.ops.len());
     let mut drifted = Vec::new();
     let mut unsafe_paths = Vec::new();
-    let mut parent: Option<(String, Option<std::os::fd::OwnedFd>)> = None;
-    for op in &plan.ops {
-        let (dir, name) = op.split();
-        if parent.as_ref().map(|(p, _)| p.as_str()) != Some(dir) {
-            let fd = match checkout::open_dir(root, dir) {
-                Ok(fd) => Some(fd),
-                Err(rustix::io::Errno::NOENT) if made.contains(dir) => None,
-                Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::XDEV) => {
-                    unsafe_paths
-                        .push((op.path.clone(), "a symlink or non-directory where a directory is expected".into()));
-                    status.push(Status::Drifted("unsafe".into()));
-                    parent = None;
-                    continue;
+    for (op, finding) in plan.ops.iter().zip(findings) {
+        match finding {
+            Finding::Unsafe(why) => {
+                unsafe_paths.push((op.path.clone(), why));
+                status.push(Status::Drifted("unsafe".into()));
+            }
+            Finding::Status(st) => {
+                if let Status::Drifted(why) = &st {
+                    drifted.push((op.path.clone(), why.clone()));
                 }
-                Err(rustix::io::Errno::NOENT) => {
-                    drifted.push((op.path.clone(), "its parent directory is missing".into()));
-                    status.push(Status::Drifted("parent missing".into()));
-                    parent = None;
-                    continue;
-                }
-                Err(e) => return Err(e).with_context(|| format!("cannot open {target_name}/{dir}")),
-            };
-            parent = Some((dir.to_string(), fd));
+                status.push(st);
+            }
         }
-        let st = match parent.as_ref().and_then(|(_, fd)| fd.as_ref()) {
-            // The parent is created by the plan: the path is necessarily absent.
-            None => Status::Todo,
-            Some(fd) => op_status(repo, fd.as_fd(), name, op)
-                .with_context(|| format!("cannot check {target_name}{}", op.path))?,
-        };
-        if let Status::Drifted(why) = &st {
-            drifted.push((op.path.clone(), why.clone()));
-        }
-        status.push(st);
     }
     if !unsafe_paths.is_empty() {
         return Err(Refusal::Unsafe(unsafe_paths).into());
@@ -325,6 +306,55 @@ pub fn preflight_at(
     }
     check_space(plan, &status, space_at, target_name)?;
     Ok(status)
+}
+
+/// What the preflight found for one operation.
+enum Finding {
+    Status(Status),
+    /// The path cannot be reached without following a symlink: never forced.
+    Unsafe(String),
+}
+
+/// Checks consecutive operations, reusing the parent directory fd while it stays
+/// the same.
+fn check_ops(
+    repo: &Repo,
+    ops: &[Op],
+    root: BorrowedFd<'_>,
+    made: &std::collections::HashSet<&str>,
+    target_name: &str,
+) -> anyhow::Result<Vec<Finding>> {
+    let mut out = Vec::with_capacity(ops.len());
+    let mut parent: Option<(&str, Option<std::os::fd::OwnedFd>)> = None;
+    for op in ops {
+        let (dir, name) = op.split();
+        if parent.as_ref().map(|(p, _)| *p) != Some(dir) {
+            let fd = match checkout::open_dir(root, dir) {
+                Ok(fd) => Some(fd),
+                Err(rustix::io::Errno::NOENT) if made.contains(dir) => None,
+                Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::XDEV) => {
+                    out.push(Finding::Unsafe("a symlink or non-directory where a directory is expected".into()));
+                    parent = None;
+                    continue;
+                }
+                Err(rustix::io::Errno::NOENT) => {
+                    out.push(Finding::Status(Status::Drifted("its parent directory is missing".into())));
+                    parent = None;
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot open {target_name}/{dir}")),
+            };
+            parent = Some((dir, fd));
+        }
+        let st = match parent.as_ref().and_then(|(_, fd)| fd.as_ref()) {
+            // The parent is created by the plan: the path is necessarily absent.
+            None => Status::Todo,
+            Some(fd) => op_status(repo, fd.as_fd(), name, op)
+                .with_context(|| format!("cannot check {target_name}{}", op.path))?,
+        };
+        out.push(Finding::Status(st));
+    }
+    Ok(out)
 }
 
 fn op_status(repo: &Repo, dir: BorrowedFd<'_>, name: &str, op: &Op) -> anyhow::Result<Status> {

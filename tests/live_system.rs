@@ -212,7 +212,10 @@ fn not_booted_and_no_pending() {
     let err = std::fs::read_to_string(sys.out.join("nopending.err")).unwrap();
     assert!(err.contains("nothing to apply: no pending deployment"), "{err}");
     let err = std::fs::read_to_string(sys.out.join("notbooted.err")).unwrap();
-    assert!(err.contains("is not an OSTree-booted system") && err.contains("run/ostree-booted does not exist"), "{err}");
+    assert!(
+        err.contains("is not an OSTree-booted system") && err.contains("run/ostree-booted does not exist"),
+        "{err}"
+    );
 }
 
 /// After a reboot the state in /run is gone: livefs sees a booted system again
@@ -223,7 +226,12 @@ fn reboot_forgets_and_cleans_up() {
     ok(&sys.run("L apply"));
     assert!(sys.repo.join("refs/heads/livefs/live").exists());
     let var_tmp = sys.sysroot.join("ostree/deploy/demo/var/tmp");
-    let uppers = || std::fs::read_dir(&var_tmp).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("livefs-ovl.")).count();
+    let uppers = || {
+        std::fs::read_dir(&var_tmp)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("livefs-ovl."))
+            .count()
+    };
     assert_eq!(uppers(), 1);
     sys.reboot();
     let out = sys.run("L status --json > $OUT/status.json; L apply --json > $OUT/apply.json");

@@ -96,6 +96,9 @@ pub struct Repo {
     dir: OwnedFd,
     objects: OwnedFd,
     mode: RepoMode,
+    /// File metadata already read: planning, checking and writing a file all need
+    /// it, and reading it costs several syscalls.
+    file_meta_cache: std::sync::Mutex<std::collections::HashMap<Checksum, FileMeta>>,
 }
 
 fn open_dir_at(base: &OwnedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
@@ -131,7 +134,7 @@ impl Repo {
         };
         let objects =
             open_dir_at(&dir, "objects").with_context(|| format!("cannot open {}/objects", path.display()))?;
-        Ok(Repo { path: path.to_path_buf(), dir, objects, mode })
+        Ok(Repo { path: path.to_path_buf(), dir, objects, mode, file_meta_cache: Default::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -213,6 +216,16 @@ impl Repo {
     /// Reads a file object's metadata (type, size, owner, mode, xattrs, symlink
     /// target) without reading its content.
     pub fn read_file_meta(&self, checksum: Checksum) -> anyhow::Result<FileMeta> {
+        let cache = || self.file_meta_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(m) = cache().get(&checksum) {
+            return Ok(m.clone());
+        }
+        let meta = self.load_file_meta(checksum)?;
+        cache().insert(checksum, meta.clone());
+        Ok(meta)
+    }
+
+    fn load_file_meta(&self, checksum: Checksum) -> anyhow::Result<FileMeta> {
         let name = self.name(checksum, ObjectType::File);
         let rel = Self::rel_path(&name);
         let malformed = |e: ObjectError| -> anyhow::Error { RepoError::Malformed(name, e).into() };
@@ -366,9 +379,9 @@ pub enum Content {
 /// Reads a whole file relative to a directory fd.
 fn read_at(dir: &OwnedFd, rel: &str) -> std::io::Result<Vec<u8>> {
     let fd = rustix::fs::openat(dir, rel, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
-    let mut f = File::from(fd);
-    let mut buf = Vec::with_capacity(f.metadata().map(|m| m.len() as usize).unwrap_or(0));
-    f.read_to_end(&mut buf)?;
+    // Metadata objects are small: a guess beats a stat call per object.
+    let mut buf = Vec::with_capacity(8192);
+    File::from(fd).read_to_end(&mut buf)?;
     Ok(buf)
 }
 

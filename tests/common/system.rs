@@ -45,7 +45,9 @@ impl TestSystem {
         for d in ["var", "run", "sysroot", "boot", "proc", "tmp", "usr/etc", "usr/lib64"] {
             std::fs::create_dir_all(tree.join(d)).unwrap();
         }
-        for (link, target) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("ostree", "sysroot/ostree")] {
+        for (link, target) in
+            [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("ostree", "sysroot/ostree")]
+        {
             std::os::unix::fs::symlink(target, tree.join(link)).unwrap();
         }
         let kver = kernel_release();
