@@ -111,8 +111,11 @@ enum Command {
         /// Machine-readable report.
         #[arg(long)]
         json: bool,
+        /// Run no trigger (systemd-sysusers, systemd-tmpfiles, ldconfig, daemon-reload).
+        #[arg(long)]
+        no_triggers: bool,
     },
-    /// Bring the running /usr back to the booted commit's content.
+    /// Bring the running /usr and /etc back to the booted commit's content.
     Reset {
         /// Check and print the plan; change nothing.
         #[arg(long)]
@@ -120,6 +123,9 @@ enum Command {
         /// Machine-readable report.
         #[arg(long)]
         json: bool,
+        /// Run no trigger.
+        #[arg(long)]
+        no_triggers: bool,
     },
 }
 
@@ -156,17 +162,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Status { json } => cmd_status(&cli.paths(), *json),
-        Command::Apply { target, allow_replacement, dry_run, json } => {
+        Command::Apply { target, allow_replacement, dry_run, json, no_triggers } => {
             let req = crate::live::Request {
                 target: target.clone(),
                 allow_replacement: *allow_replacement,
                 dry_run: *dry_run,
+                no_triggers: *no_triggers,
             };
             let outcome = crate::live::apply(&cli.paths(), &req)?;
             print_outcome(&outcome, *json, "apply")
         }
-        Command::Reset { dry_run, json } => {
-            let outcome = crate::live::reset(&cli.paths(), *dry_run)?;
+        Command::Reset { dry_run, json, no_triggers } => {
+            let outcome = crate::live::reset(&cli.paths(), *dry_run, *no_triggers)?;
             print_outcome(&outcome, *json, "reset")
         }
     }
@@ -368,6 +375,7 @@ fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
             crate::diff::human_bytes(o.free)
         )?;
     }
+    print_restarts(&mut out, &st.restarts)?;
     if let Some(c) = &st.changes {
         writeln!(
             out,
@@ -421,12 +429,55 @@ fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Re
     for k in &o.kept {
         writeln!(out, "Kept {k} (modules of the running kernel)")?;
     }
-    if !o.dry_run && verb == "apply" {
-        writeln!(
-            out,
-            "Note: only /usr is updated; /etc, /var and services are not changed by this version of livefs."
-        )?;
+    print_etc(&mut out, o)?;
+    for t in &o.triggers {
+        let how = if t.skipped {
+            "skipped"
+        } else if t.ok {
+            "ok"
+        } else {
+            "FAILED (will be retried by the next apply)"
+        };
+        writeln!(out, "Trigger {:?}: {how}", t.action)?;
+        if !t.ok {
+            for line in t.output.lines() {
+                writeln!(out, "    {line}")?;
+            }
+        }
     }
+    print_restarts(&mut out, &o.restarts)?;
     out.flush()?;
+    Ok(())
+}
+
+fn print_etc(out: &mut impl Write, o: &crate::live::Outcome) -> std::io::Result<()> {
+    use crate::etc::EtcAction;
+    let list = |a: EtcAction| o.etc.with(a).map(|p| format!("/etc{p}")).collect::<Vec<_>>();
+    let (added, updated, removed) = (list(EtcAction::Added), list(EtcAction::Updated), list(EtcAction::Removed));
+    if !(added.is_empty() && updated.is_empty() && removed.is_empty()) {
+        writeln!(out, "/etc: {} added, {} updated, {} removed", added.len(), updated.len(), removed.len())?;
+    }
+    for p in list(EtcAction::Kept) {
+        writeln!(out, "/etc: kept {p} (changed locally; the update's version is not applied)")?;
+    }
+    for p in list(EtcAction::Conflict) {
+        writeln!(out, "/etc: conflict at {p} (changed locally, and the update changes its type): left alone")?;
+    }
+    if !o.etc_restored.is_empty() {
+        writeln!(out, "/etc: {} path(s) restored as they were before the first apply", o.etc_restored.len())?;
+    }
+    Ok(())
+}
+
+fn print_restarts(out: &mut impl Write, r: &crate::restart::Restarts) -> std::io::Result<()> {
+    for u in &r.units {
+        writeln!(out, "Needs restart: {u} (its unit files changed)")?;
+    }
+    for (unit, procs) in &r.processes {
+        for p in procs {
+            let owner = if unit == "-" { String::new() } else { format!(" in {unit}") };
+            writeln!(out, "Needs restart: {} (pid {}){owner} uses replaced {}", p.command, p.pid, p.files.join(", "))?;
+        }
+    }
     Ok(())
 }

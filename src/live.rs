@@ -85,6 +85,8 @@ pub struct Status {
     /// Booted → live (or → the interrupted target), in `/usr`.
     pub changes: Option<ChangeCounts>,
     pub overlay: Option<OverlayUsage>,
+    /// Processes still holding files replaced since boot.
+    pub restarts: crate::restart::Restarts,
 }
 
 pub fn status(paths: &Paths) -> anyhow::Result<Status> {
@@ -114,7 +116,10 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         }
         None => None,
     };
+    let replaced = StateDir::new(&paths.root).replaced()?;
+    let restarts = crate::restart::report(&paths.root, &replaced, &[]);
     Ok(Status {
+        restarts,
         booted: commit_info(&repo, booted, &system),
         pending: system.pending.as_ref().map(|p| commit_info(&repo, p.checksum, &system)),
         live,
@@ -134,6 +139,17 @@ pub struct Request {
     /// Allow changing and removing existing paths, not only adding.
     pub allow_replacement: bool,
     pub dry_run: bool,
+    /// Skip every trigger (sysusers, tmpfiles, ldconfig, daemon-reload).
+    pub no_triggers: bool,
+}
+
+/// How `/etc` follows `/usr` in a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EtcMode {
+    /// Carry the update's changes, keeping local ones (apply).
+    Merge,
+    /// Put back what the journal recorded (reset).
+    Restore,
 }
 
 /// What an apply or reset did.
@@ -150,6 +166,14 @@ pub struct Outcome {
     pub report: Report,
     /// Paths the update would change that livefs keeps (the running kernel's modules).
     pub kept: Vec<String>,
+    /// What happened in `/etc`.
+    pub etc: crate::etc::EtcReport,
+    /// `/etc` paths put back by a reset.
+    pub etc_restored: Vec<String>,
+    /// Triggers run (or, in a dry run, that would run).
+    pub triggers: Vec<crate::triggers::Run>,
+    /// What needs a restart now.
+    pub restarts: crate::restart::Restarts,
     /// The plan, one operation per line (dry runs).
     #[serde(skip)]
     pub plan_text: String,
@@ -267,36 +291,22 @@ impl Live {
         Ok((plan, kept))
     }
 
-    /// Brings `/usr` from `from` to `to`: check, unlock, record, write, record.
+    /// Brings the system from `from` to `to`: `/usr` (check, unlock, record
+    /// *Applying*, write), then `/etc`, then records the end state; then runs the
+    /// triggers and reports what needs a restart.
     fn transition(
         &mut self,
         from: Checksum,
         to: Checksum,
         allow_replacement: bool,
         dry_run: bool,
+        etc_mode: EtcMode,
+        no_triggers: bool,
     ) -> anyhow::Result<Outcome> {
         let (plan, kept) = self.plan(from, to, allow_replacement)?;
-        if plan.ops.is_empty() && !dry_run {
-            // Nothing to write: no overlay is needed, only the state moves.
-            let done = LiveState::reached(to, self.booted());
-            if done != self.state {
-                self.save(done)?;
-            }
-            let report = Report::default();
-            return Ok(Outcome {
-                from,
-                to,
-                dry_run,
-                state: done,
-                resumed: false,
-                report,
-                kept,
-                plan_text: String::new(),
-            });
-        }
-        let root = &self.paths.root;
+        let root = self.paths.root.clone();
         let usr_path = root.join("usr");
-        let usr = UsrState::detect(root, &self.system.booted.path)?;
+        let usr = UsrState::detect(&root, &self.system.booted.path)?;
         overlay::check_writable(&usr)?;
         // The check runs on /usr as it is mounted now: a refusal changes nothing.
         let current = open_dir(&usr_path)?;
@@ -309,22 +319,100 @@ impl Live {
             }
         };
         let status = plan::preflight_at(&self.repo, &plan, current.as_fd(), space_at.as_fd(), "/usr", false)?;
+        let etc_dry = match etc_mode {
+            EtcMode::Merge => crate::etc::merge(&self.repo, from, to, &root, true)?,
+            EtcMode::Restore => crate::etc::EtcReport::default(),
+        };
+        let report = Report::of_plan(&self.repo, &plan, &status)?;
+        let mut outcome = Outcome {
+            from,
+            to,
+            dry_run,
+            state: self.state,
+            resumed: false,
+            report,
+            kept,
+            plan_text: plan.describe(&status),
+            etc: etc_dry,
+            etc_restored: Vec::new(),
+            triggers: Vec::new(),
+            restarts: Default::default(),
+        };
+        let changed = changed_paths(&plan, &outcome.etc);
+        let mut actions = crate::triggers::actions_for(changed.iter().map(String::as_str));
         if dry_run {
-            let report = Report::of_plan(&self.repo, &plan, &status)?;
-            let plan_text = plan.describe(&status);
-            return Ok(Outcome { from, to, dry_run, state: self.state, resumed: false, report, kept, plan_text });
+            outcome.triggers = actions
+                .iter()
+                .map(|&action| crate::triggers::Run {
+                    action,
+                    command: String::new(),
+                    ok: true,
+                    skipped: true,
+                    output: "dry run".into(),
+                })
+                .collect();
+            return Ok(outcome);
         }
         self.clean_stale(&usr)?;
-        if usr.upper().is_none() {
-            overlay::unlock(root, &self.system.booted.id())?;
+        if !plan.ops.is_empty() {
+            if usr.upper().is_none() {
+                overlay::unlock(&root, &self.system.booted.id())?;
+            }
+            let view = overlay::writable_view(&root)?;
+            self.save(LiveState::Applying { from, to })?;
+            outcome.report = apply::execute(&self.repo, &plan, &status, view.as_fd())?;
+        } else {
+            self.save(LiveState::Applying { from, to })?;
         }
-        let view = overlay::writable_view(root)?;
-        self.save(LiveState::Applying { from, to })?;
-        let report = apply::execute(&self.repo, &plan, &status, view.as_fd())?;
+        match etc_mode {
+            EtcMode::Merge => outcome.etc = crate::etc::merge(&self.repo, from, to, &root, false)?,
+            EtcMode::Restore => outcome.etc_restored = crate::etc::restore(&root)?,
+        }
         let done = LiveState::reached(to, self.booted());
         self.save(done)?;
-        Ok(Outcome { from, to, dry_run, state: done, resumed: false, report, kept, plan_text: String::new() })
+        outcome.state = done;
+        for a in crate::triggers::pending(&root) {
+            if !actions.contains(&a) {
+                actions.push(a);
+            }
+        }
+        actions.sort();
+        if !no_triggers {
+            outcome.triggers = crate::triggers::run(&root, &actions)?;
+        }
+        let replaced = record_replaced(&self.states, &plan)?;
+        outcome.restarts = crate::restart::report(&root, &replaced, &changed);
+        Ok(outcome)
     }
+}
+
+/// Every path the transition changes, absolute: `/usr` operations and `/etc`
+/// changes (what triggers and unit restarts look at).
+fn changed_paths(plan: &Plan, etc: &crate::etc::EtcReport) -> Vec<String> {
+    use crate::etc::EtcAction;
+    plan.ops
+        .iter()
+        .map(|op| format!("/usr{}", op.path))
+        .chain(
+            etc.paths
+                .iter()
+                .filter(|p| matches!(p.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed))
+                .map(|p| format!("/etc{}", p.path)),
+        )
+        .collect()
+}
+
+/// Adds the files this plan replaces or removes to those replaced since boot
+/// (`ROOT/run/livefs/replaced.json`), which processes may still hold.
+fn record_replaced(states: &StateDir, plan: &Plan) -> anyhow::Result<std::collections::HashSet<String>> {
+    let mut set = states.replaced()?;
+    for op in &plan.ops {
+        if matches!(op.kind, OpKind::ReplaceFile | OpKind::ReplaceType | OpKind::Remove) {
+            set.insert(format!("/usr{}", op.path));
+        }
+    }
+    states.save_replaced(&set)?;
+    Ok(set)
 }
 
 /// Pins what `state` uses against pruning. A read-only repository (a sysroot
@@ -353,14 +441,15 @@ pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
         LiveState::Live { commit } => (commit, false),
         LiveState::Booted => (live.booted(), false),
     };
-    let mut outcome = live.transition(from, target, req.allow_replacement, req.dry_run)?;
+    let mut outcome =
+        live.transition(from, target, req.allow_replacement, req.dry_run, EtcMode::Merge, req.no_triggers)?;
     outcome.resumed = resumed;
     Ok(outcome)
 }
 
 /// `livefs reset`: `/usr` back to the booted commit (finishing an interrupted
 /// apply first), state back to *Booted*.
-pub fn reset(paths: &Paths, dry_run: bool) -> anyhow::Result<Outcome> {
+pub fn reset(paths: &Paths, dry_run: bool, no_triggers: bool) -> anyhow::Result<Outcome> {
     let mut live = Live::open(paths)?;
     let booted = live.booted();
     let mut resumed = false;
@@ -368,7 +457,8 @@ pub fn reset(paths: &Paths, dry_run: bool) -> anyhow::Result<Outcome> {
         LiveState::Booted => booted,
         LiveState::Live { commit } => commit,
         LiveState::Applying { from, to } if !dry_run => {
-            live.transition(from, to, true, false).context("cannot finish the interrupted apply before the reset")?;
+            live.transition(from, to, true, false, EtcMode::Merge, true)
+                .context("cannot finish the interrupted apply before the reset")?;
             resumed = true;
             to
         }
@@ -376,7 +466,7 @@ pub fn reset(paths: &Paths, dry_run: bool) -> anyhow::Result<Outcome> {
             bail!("an apply was interrupted: run `livefs reset` without --dry-run to finish it and reset")
         }
     };
-    let mut outcome = live.transition(from, booted, true, dry_run)?;
+    let mut outcome = live.transition(from, booted, true, dry_run, EtcMode::Restore, no_triggers)?;
     outcome.resumed = resumed;
     Ok(outcome)
 }

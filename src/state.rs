@@ -114,6 +114,21 @@ impl StateDir {
         Ok(if r.deployment == deployment { r.state } else { LiveState::Booted })
     }
 
+    /// Files replaced or removed in `/usr` since boot (processes may hold them).
+    pub fn replaced(&self) -> anyhow::Result<std::collections::HashSet<String>> {
+        match std::fs::read(self.dir.join("replaced.json")) {
+            Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(e).context("cannot read the list of replaced files"),
+        }
+    }
+
+    pub fn save_replaced(&self, set: &std::collections::HashSet<String>) -> anyhow::Result<()> {
+        let tmp = self.dir.join("replaced.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(set)?)?;
+        std::fs::rename(&tmp, self.dir.join("replaced.json")).context("cannot record the replaced files")
+    }
+
     /// Persists `state` atomically.
     pub fn save(&self, deployment: &str, state: LiveState) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;

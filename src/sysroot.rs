@@ -7,8 +7,11 @@
 //!   resolved here with `RESOLVE_IN_ROOT` so it can never leave the sysroot.
 //! - The booted deployment is the one whose directory is ROOT (same device and
 //!   inode), on a system where `ROOT/run/ostree-booted` exists.
-//! - The pending deployment is the default boot entry (highest `version`) when it
-//!   is not the booted one.
+//! - The pending deployment is the staged one if there is one (rpm-ostree and bootc
+//!   stage by default: `ROOT/run/ostree/staged-deployment` exists, and the staged
+//!   deployment is the one no boot entry names yet, as it only gets its entry when
+//!   finalized at shutdown); otherwise the default boot entry (highest `version`)
+//!   when it is not the booted one.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -76,11 +79,25 @@ impl System {
         let booted = deployments.iter().find(|d| d.dev_ino == root_id).cloned().ok_or_else(|| {
             SystemError::NoBootedDeployment { root: root.display().to_string(), sysroot: sysroot.display().to_string() }
         })?;
-        let pending = entries
-            .iter()
-            .max_by_key(|(version, _)| *version)
-            .map(|(_, i)| deployments[*i].clone())
-            .filter(|d| *d != booted);
+        let staged = if root.join("run/ostree/staged-deployment").exists() {
+            deployments
+                .iter()
+                .enumerate()
+                .filter(|(i, d)| **d != booted && !entries.iter().any(|(_, e)| e == i))
+                .max_by_key(|(_, d)| {
+                    rustix::fs::stat(&d.path).map(|st| (st.st_mtime, st.st_mtime_nsec)).unwrap_or_default()
+                })
+                .map(|(_, d)| d.clone())
+        } else {
+            None
+        };
+        let pending = staged.or_else(|| {
+            entries
+                .iter()
+                .max_by_key(|(version, _)| *version)
+                .map(|(_, i)| deployments[*i].clone())
+                .filter(|d| *d != booted)
+        });
         Ok(System { root: root.to_path_buf(), sysroot: sysroot.to_path_buf(), deployments, booted, pending })
     }
 

@@ -240,3 +240,62 @@ fn reboot_forgets_and_cleans_up() {
     assert_eq!(read_json(&sys.out.join("apply.json"))["from"], sys.booted.as_str());
     assert_eq!(uppers(), 1, "the stale upper directory was not removed");
 }
+
+/// A staged deployment (rpm-ostree's and bootc's default) has no boot entry until
+/// it is finalized at shutdown: it is the pending one all the same.
+#[test]
+fn staged_deployment_is_pending() {
+    let (mut sys, v2) = with_additions();
+    write(&sys.tree.join("usr/bin/staged-only"), b"staged");
+    let v3 = sys.commit("3");
+    sys.deploy(&v3);
+    // Make v3 look staged: no boot entry names it yet.
+    let entries = sys.sysroot.join("boot/loader/entries");
+    let mut removed = false;
+    for e in std::fs::read_dir(&entries).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        if text.lines().any(|l| l == "version 3") {
+            std::fs::remove_file(&p).unwrap();
+            removed = true;
+        }
+    }
+    assert!(removed, "no boot entry for the third deployment");
+    let out = sys.run(
+        r#"
+        L status --json > $OUT/unstaged.json
+        mkdir -p $R/run/ostree && touch $R/run/ostree/staged-deployment
+        L status --json > $OUT/staged.json
+        "#,
+    );
+    ok(&out);
+    // Without the staged flag, the default entry (v2) is pending; with it, v3.
+    assert_eq!(read_json(&sys.out.join("unstaged.json"))["pending"]["checksum"], v2.as_str());
+    assert_eq!(read_json(&sys.out.join("staged.json"))["pending"]["checksum"], v3.as_str());
+}
+
+/// `ostree admin status` itself, run as on the booted system, shows the unlock.
+/// It runs in a chroot whose / is a second bind mount of the booted deployment
+/// (so ostree recognises it as booted) with the host's /usr mounted over it for
+/// the ostree binary; livefs's /usr under $R is a different mount and unaffected.
+#[test]
+fn ostree_admin_status_shows_the_unlock() {
+    let (sys, _) = with_additions();
+    let out = sys.run(
+        r#"
+        L apply
+        R2=$OUT/chroot; mkdir -p $R2
+        mount --bind $S/ostree/deploy/demo/deploy/$BOOTED.0 $R2
+        mount --bind /usr $R2/usr
+        mount --bind $R/run $R2/run
+        mount --bind $S $R2/sysroot
+        mount --bind $S/boot $R2/boot
+        mount -t proc proc $R2/proc
+        chroot $R2 ostree admin status > $OUT/admin-status.txt
+        "#,
+    );
+    ok(&out);
+    let text = std::fs::read_to_string(sys.out.join("admin-status.txt")).unwrap();
+    assert!(text.contains(&format!("* demo {}.0", sys.booted)), "ostree does not see the booted deployment:\n{text}");
+    assert!(text.contains("Unlocked: transient"), "ostree does not show the unlock:\n{text}");
+}

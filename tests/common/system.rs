@@ -90,7 +90,15 @@ impl TestSystem {
 
     /// `ostree admin deploy` of a commit: it becomes the default (pending) entry.
     pub fn deploy(&self, commit: &str) {
-        admin(&["admin", "deploy", &format!("--sysroot={}", self.sysroot.display()), &format!("--os={OS}"), commit]);
+        // --retain: ostree would otherwise prune the (simulated) booted deployment.
+        admin(&[
+            "admin",
+            "deploy",
+            "--retain",
+            &format!("--sysroot={}", self.sysroot.display()),
+            &format!("--os={OS}"),
+            commit,
+        ]);
     }
 
     pub fn root(&self) -> PathBuf {

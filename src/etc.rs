@@ -1,0 +1,442 @@
+//! `/etc`: carrying an update's configuration changes into the live `/etc`
+//! without touching what the administrator changed, and undoing them exactly.
+//!
+//! The baseline is the source commit's `usr/etc` (what `/etc` was merged from):
+//! a path is *locally changed* when the live `/etc` differs from it there. For
+//! every path the update changes (source `usr/etc` → target `usr/etc`):
+//! - unchanged locally → the update's addition, change or removal is applied, with
+//!   the same per-file atomicity as `/usr`;
+//! - already as the target has it → nothing to do (a resumed apply);
+//! - changed locally → left alone and reported as *kept*;
+//! - changed locally and turned into another type by the update → reported as a
+//!   *conflict*, never forced.
+//!
+//! Every change is journaled first: the previous entry is copied (or its absence,
+//! or a directory's metadata, recorded) under `ROOT/run/livefs/etc-journal/`, so
+//! `livefs reset` puts `/etc` back exactly as it was before the first apply.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::checkout::{self, Entry};
+use crate::diff::{Diff, NodeKind, TreeRoot};
+use crate::repo::{Checksum, Repo};
+
+/// What happened to one path of the update under `/etc`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EtcPath {
+    pub path: String,
+    pub action: EtcAction,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EtcAction {
+    Added,
+    Updated,
+    Removed,
+    /// Already as the target has it (an earlier, interrupted run did it).
+    AlreadyDone,
+    /// Changed locally: left alone.
+    Kept,
+    /// Changed locally and changed in type by the update: left alone.
+    Conflict,
+}
+
+/// The `/etc` part of an apply.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EtcReport {
+    pub paths: Vec<EtcPath>,
+}
+
+impl EtcReport {
+    pub fn with(&self, action: EtcAction) -> impl Iterator<Item = &str> {
+        self.paths.iter().filter(move |p| p.action == action).map(|p| p.path.as_str())
+    }
+}
+
+/// The tree of `usr/etc` in a commit (an empty tree if the commit has none).
+fn usr_etc(repo: &Repo, commit: Checksum) -> anyhow::Result<Option<TreeRoot>> {
+    let c = repo.read_commit(commit).with_context(|| format!("cannot read commit {commit}"))?;
+    let usr = TreeRoot::of_subpath(repo, &c, "/usr")?;
+    let t = repo.read_dirtree(usr.tree)?;
+    Ok(t.find_dir("etc").map(|d| TreeRoot { tree: d.tree, meta: d.meta }))
+}
+
+/// One decision about one path, before anything is written.
+struct Step {
+    path: String,
+    action: EtcAction,
+    from: Option<NodeKind>,
+    to: Option<NodeKind>,
+}
+
+/// Plans the `/etc` merge of `source` → `target` against the live `ROOT/etc`.
+/// Reads only.
+fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) -> anyhow::Result<Vec<Step>> {
+    let (Some(a), Some(b)) = (usr_etc(repo, source)?, usr_etc(repo, target)?) else {
+        return Ok(Vec::new());
+    };
+    let diff = Diff::trees(repo, a, b)?;
+    let mut steps = Vec::new();
+    // Paths under a kept or conflicting directory are left alone with it.
+    let mut skipped: Vec<String> = Vec::new();
+    let under_skipped = |skipped: &[String], p: &str| {
+        skipped.iter().any(|s| p.starts_with(s.as_str()) && p[s.len()..].starts_with('/'))
+    };
+    let entries = diff
+        .modified
+        .iter()
+        .map(|m| (m.path.clone(), Some(m.from), Some(m.to)))
+        .chain(diff.removed.iter().map(|n| (n.path.clone(), Some(n.kind), None)))
+        .chain(diff.added.iter().map(|n| (n.path.clone(), None, Some(n.kind))));
+    for (path, from, to) in entries {
+        if under_skipped(&skipped, &path) {
+            continue;
+        }
+        let (dir, name) = split(&path);
+        let parent = match checkout::open_dir(etc, dir) {
+            Ok(fd) => Some(fd),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot open /etc/{dir}")),
+        };
+        let is = |node: &Option<NodeKind>| -> anyhow::Result<bool> {
+            match (node, &parent) {
+                (None, None) => Ok(true),
+                (None, Some(fd)) => Ok(checkout::probe(fd.as_fd(), name)?.0 == Entry::Absent),
+                (Some(_), None) => Ok(false),
+                (Some(NodeKind::Dir { meta, .. }), Some(fd)) if from.is_some() && to.is_some() => {
+                    // A directory's own metadata change: compare the metadata only.
+                    Ok(match checkout::open_dir(fd.as_fd(), name) {
+                        Ok(d) => checkout::dir_meta_matches(d.as_fd(), &repo.read_dirmeta(*meta)?)?,
+                        Err(_) => false,
+                    })
+                }
+                (Some(NodeKind::Dir { meta, .. }), Some(fd)) if from.is_none() => {
+                    // An added directory that exists: its contents are merged entry by entry.
+                    Ok(match checkout::open_dir(fd.as_fd(), name) {
+                        Ok(d) => checkout::dir_meta_matches(d.as_fd(), &repo.read_dirmeta(*meta)?)?,
+                        Err(_) => false,
+                    })
+                }
+                (Some(n), Some(fd)) => checkout::matches(repo, fd.as_fd(), name, n),
+            }
+        };
+        let type_change = matches!((from, to), (Some(NodeKind::File(_)), Some(NodeKind::Dir { .. })))
+            || matches!((from, to), (Some(NodeKind::Dir { .. }), Some(NodeKind::File(_))));
+        let action = if is(&to)? {
+            EtcAction::AlreadyDone
+        } else if is(&from)? {
+            match (from, to) {
+                (None, _) => EtcAction::Added,
+                (_, None) => EtcAction::Removed,
+                _ => EtcAction::Updated,
+            }
+        } else if parent.is_none() && from.is_none() {
+            // The parent directory was removed locally: the admin does not want it.
+            EtcAction::Kept
+        } else if type_change {
+            EtcAction::Conflict
+        } else {
+            EtcAction::Kept
+        };
+        if matches!(action, EtcAction::Kept | EtcAction::Conflict) {
+            skipped.push(path.clone());
+        }
+        steps.push(Step { path, action, from, to });
+    }
+    Ok(steps)
+}
+
+fn split(path: &str) -> (&str, &str) {
+    let p = path.trim_start_matches('/');
+    match p.rfind('/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => ("", p),
+    }
+}
+
+fn open(path: &Path) -> anyhow::Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// Merges the `/etc` changes of `source` → `target` into `ROOT/etc`, journaling
+/// every change first. With `dry_run`, only decides.
+pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_run: bool) -> anyhow::Result<EtcReport> {
+    let etc_path = root.join("etc");
+    let etc = open(&etc_path)?;
+    let steps = plan(repo, source, target, etc.as_fd())?;
+    let report =
+        EtcReport { paths: steps.iter().map(|s| EtcPath { path: s.path.clone(), action: s.action }).collect() };
+    if dry_run {
+        return Ok(report);
+    }
+    let journal = Journal::open(root)?;
+    let mut index = journal.load()?;
+    for step in &steps {
+        if !matches!(step.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed) {
+            continue;
+        }
+        let (dir, name) = split(&step.path);
+        let parent = checkout::open_dir(etc.as_fd(), dir).with_context(|| format!("cannot open /etc/{dir}"))?;
+        if !index.iter().any(|e| e.path == step.path) {
+            let original = journal.capture(parent.as_fd(), name, step, index.len())?;
+            index.push(JournalEntry { path: step.path.clone(), original });
+            journal.save(&index)?;
+        }
+        apply_step(repo, parent.as_fd(), name, step).with_context(|| format!("cannot update /etc{}", step.path))?;
+    }
+    Ok(report)
+}
+
+fn apply_step(repo: &Repo, parent: BorrowedFd<'_>, name: &str, step: &Step) -> anyhow::Result<()> {
+    match (step.from, step.to) {
+        (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { meta, .. })) => {
+            let fd = checkout::open_dir(parent, name)?;
+            let from_meta = match step.from {
+                Some(NodeKind::Dir { meta, .. }) => repo.read_dirmeta(meta)?,
+                _ => bail!("directory change without a directory"),
+            };
+            let to = repo.read_dirmeta(meta)?;
+            let drop: Vec<Vec<u8>> = from_meta
+                .xattrs
+                .iter()
+                .filter(|(k, _)| !to.xattrs.iter().any(|(n, _)| n == k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            checkout::set_dir_meta(fd.as_fd(), &to, &drop)
+        }
+        (_, Some(NodeKind::Dir { meta, .. })) if step.from.is_none() => {
+            checkout::make_dir(repo, parent, name, meta).map(drop)
+        }
+        (_, Some(to)) => replace_with(repo, parent, name, &to),
+        (_, None) => checkout::remove(parent, name),
+    }
+}
+
+/// Writes `to` under a temporary name and moves it over `name` atomically.
+fn replace_with(repo: &Repo, parent: BorrowedFd<'_>, name: &str, to: &NodeKind) -> anyhow::Result<()> {
+    let tmp = checkout::tmp_name(name);
+    checkout::remove(parent, &tmp)?;
+    match to {
+        NodeKind::File(c) => {
+            checkout::write_file(repo, parent, &tmp, *c)?;
+        }
+        NodeKind::Dir { tree, meta } => {
+            let fd = checkout::make_dir(repo, parent, &tmp, *meta)?;
+            checkout::populate(repo, fd.as_fd(), *tree)?;
+        }
+    }
+    swap_in(parent, &tmp, name)
+}
+
+/// Moves `tmp` to `name`: a rename for files, an exchange (then removal of the
+/// old entry) when a directory is involved.
+fn swap_in(parent: BorrowedFd<'_>, tmp: &str, name: &str) -> anyhow::Result<()> {
+    match rustix::fs::renameat(parent, tmp, parent, name) {
+        Ok(()) => Ok(()),
+        Err(
+            rustix::io::Errno::ISDIR
+            | rustix::io::Errno::NOTDIR
+            | rustix::io::Errno::NOTEMPTY
+            | rustix::io::Errno::EXIST,
+        ) => {
+            rustix::fs::renameat_with(parent, tmp, parent, name, RenameFlags::EXCHANGE)?;
+            checkout::remove(parent, tmp)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How a journaled path was before livefs first changed it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum Original {
+    /// It did not exist.
+    Absent,
+    /// A copy of the whole entry is kept in the journal as `slot`.
+    Copy { slot: String },
+    /// A directory whose own metadata changed: owner, mode, xattrs (hex).
+    DirMeta { uid: u32, gid: u32, mode: u32, xattrs: Vec<(String, String)> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JournalEntry {
+    path: String,
+    original: Original,
+}
+
+/// The `/etc` journal in `ROOT/run/livefs/etc-journal/`: `index.json` (written
+/// atomically after the copy it names exists) and the copied entries.
+struct Journal {
+    dir: PathBuf,
+    fd: OwnedFd,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}
+
+impl Journal {
+    fn open(root: &Path) -> anyhow::Result<Journal> {
+        let dir = root.join("run/livefs/etc-journal");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let fd = open(&dir)?;
+        Ok(Journal { dir, fd })
+    }
+
+    fn load(&self) -> anyhow::Result<Vec<JournalEntry>> {
+        match std::fs::read(self.dir.join("index.json")) {
+            Ok(b) => {
+                serde_json::from_slice(&b).with_context(|| format!("{}/index.json is corrupt", self.dir.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}/index.json", self.dir.display())),
+        }
+    }
+
+    fn save(&self, index: &[JournalEntry]) -> anyhow::Result<()> {
+        let tmp = self.dir.join("index.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(index)?)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join("index.json")).context("cannot write the /etc journal")?;
+        rustix::fs::fsync(&self.fd)?;
+        Ok(())
+    }
+
+    /// Records how `name` is now, before `step` changes it.
+    fn capture(&self, parent: BorrowedFd<'_>, name: &str, step: &Step, n: usize) -> anyhow::Result<Original> {
+        let (entry, st) = checkout::probe(parent, name)?;
+        if entry == Entry::Absent {
+            return Ok(Original::Absent);
+        }
+        if let (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { .. }), Some(st)) = (step.from, step.to, st) {
+            let fd = checkout::open_dir(parent, name)?;
+            let xattrs = crate::xattrs::of_fd(fd.as_fd())?.into_iter().map(|(k, v)| (hex(&k), hex(&v))).collect();
+            return Ok(Original::DirMeta { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode, xattrs });
+        }
+        let slot = format!("{n}");
+        checkout::remove(self.fd.as_fd(), &slot)?;
+        copy_entry(parent, name, self.fd.as_fd(), &slot)?;
+        rustix::fs::syncfs(&self.fd)?;
+        Ok(Original::Copy { slot })
+    }
+}
+
+/// Copies an entry (recursively), preserving type, content, owner, mode, xattrs
+/// and mtime, never following symlinks.
+fn copy_entry(from_dir: BorrowedFd<'_>, name: &str, to_dir: BorrowedFd<'_>, to_name: &str) -> anyhow::Result<()> {
+    let (entry, st) = checkout::probe(from_dir, name)?;
+    let st = st.context("nothing to copy")?;
+    let owner = (Some(rustix::fs::Uid::from_raw(st.st_uid)), Some(rustix::fs::Gid::from_raw(st.st_gid)));
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
+        last_modification: rustix::fs::Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
+    };
+    match entry {
+        Entry::File => {
+            let src =
+                rustix::fs::openat(from_dir, name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
+            let dst = rustix::fs::openat(
+                to_dir,
+                to_name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+            )?;
+            std::io::copy(&mut std::fs::File::from(src.try_clone()?), &mut std::fs::File::from(dst.try_clone()?))?;
+            rustix::fs::fchown(&dst, owner.0, owner.1)?;
+            rustix::fs::fchmod(&dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+            for (k, v) in crate::xattrs::of_fd(src.as_fd())? {
+                rustix::fs::fsetxattr(
+                    &dst,
+                    std::ffi::CString::new(k)?.as_c_str(),
+                    &v,
+                    rustix::fs::XattrFlags::empty(),
+                )?;
+            }
+            rustix::fs::futimens(&dst, &times)?;
+        }
+        Entry::Symlink => {
+            let target = rustix::fs::readlinkat(from_dir, name, Vec::new())?;
+            rustix::fs::symlinkat(target.as_c_str(), to_dir, to_name)?;
+            rustix::fs::chownat(to_dir, to_name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)?;
+            rustix::fs::utimensat(to_dir, to_name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        Entry::Dir => {
+            rustix::fs::mkdirat(to_dir, to_name, Mode::from_raw_mode(0o700))?;
+            let src = checkout::open_dir(from_dir, name)?;
+            let dst = checkout::open_dir(to_dir, to_name)?;
+            for child in checkout::list(src.as_fd())? {
+                copy_entry(src.as_fd(), &child, dst.as_fd(), &child)?;
+            }
+            rustix::fs::fchown(&dst, owner.0, owner.1)?;
+            rustix::fs::fchmod(&dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+            for (k, v) in crate::xattrs::of_fd(src.as_fd())? {
+                rustix::fs::fsetxattr(
+                    &dst,
+                    std::ffi::CString::new(k)?.as_c_str(),
+                    &v,
+                    rustix::fs::XattrFlags::empty(),
+                )?;
+            }
+        }
+        _ => bail!("cannot journal {name}: not a file, symlink or directory"),
+    }
+    Ok(())
+}
+
+/// Puts every journaled path of `/etc` back as it was before the first apply,
+/// then forgets the journal. Returns the paths restored.
+pub fn restore(root: &Path) -> anyhow::Result<Vec<String>> {
+    let dir = root.join("run/livefs/etc-journal");
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let journal = Journal::open(root)?;
+    let index = journal.load()?;
+    let etc = open(&root.join("etc"))?;
+    let mut restored = Vec::new();
+    // Deepest changes were journaled last: undo in reverse.
+    for e in index.iter().rev() {
+        let (d, name) = split(&e.path);
+        let parent = match checkout::open_dir(etc.as_fd(), d) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(err) => return Err(err).with_context(|| format!("cannot open /etc/{d}")),
+        };
+        let parent = parent.as_fd();
+        match &e.original {
+            Original::Absent => checkout::remove(parent, name)?,
+            Original::Copy { slot } => {
+                let tmp = checkout::tmp_name(name);
+                checkout::remove(parent, &tmp)?;
+                copy_entry(journal.fd.as_fd(), slot, parent, &tmp)?;
+                swap_in(parent, &tmp, name)?;
+            }
+            Original::DirMeta { uid, gid, mode, xattrs } => {
+                if let Ok(fd) = checkout::open_dir(parent, name) {
+                    let meta = crate::repo::DirMeta {
+                        uid: *uid,
+                        gid: *gid,
+                        mode: *mode,
+                        xattrs: xattrs.iter().map(|(k, v)| (unhex(k), unhex(v))).collect(),
+                    };
+                    let current: Vec<Vec<u8>> = crate::xattrs::of_fd(fd.as_fd())?.into_iter().map(|(k, _)| k).collect();
+                    checkout::set_dir_meta(fd.as_fd(), &meta, &current)?;
+                }
+            }
+        }
+        restored.push(e.path.clone());
+    }
+    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(restored)
+}

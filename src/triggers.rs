@@ -1,0 +1,187 @@
+//! Triggers: what must run after files changed, as data — one table of (path
+//! pattern → action). Adding a trigger is adding a line to [`TABLE`].
+//!
+//! Actions run in a fixed order (users before the directories they own, the
+//! loader cache, then systemd), each at most once, with `--root` when ROOT is not
+//! `/`. A failed action is reported with its output and remembered in
+//! `ROOT/run/livefs/triggers-pending.json`, so the next `livefs apply` retries it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// Something to run after an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// `systemd-sysusers`: create the users and groups new packages declare.
+    Sysusers,
+    /// `systemd-tmpfiles --create --prefix=/var --prefix=/run`: their state directories.
+    Tmpfiles,
+    /// `ldconfig`: the shared library cache.
+    Ldconfig,
+    /// `systemctl daemon-reload`, when systemd runs the system.
+    DaemonReload,
+}
+
+/// Changed paths (absolute, as on the running system) → actions. `*` matches
+/// within one path component, `**` across components.
+pub const TABLE: &[(&str, Action)] = &[
+    ("/usr/lib/sysusers.d/**", Action::Sysusers),
+    ("/etc/sysusers.d/**", Action::Sysusers),
+    ("/usr/lib/tmpfiles.d/**", Action::Tmpfiles),
+    ("/etc/tmpfiles.d/**", Action::Tmpfiles),
+    ("/usr/lib*/**.so*", Action::Ldconfig),
+    ("/etc/ld.so.conf.d/**", Action::Ldconfig),
+    ("/usr/lib/systemd/system/**", Action::DaemonReload),
+    ("/usr/lib/systemd/user/**", Action::DaemonReload),
+    ("/etc/systemd/**", Action::DaemonReload),
+];
+
+/// Whether `path` matches the glob `pattern` (`*`: any run of non-`/` bytes,
+/// `**`: any run of bytes).
+pub fn glob(pattern: &str, path: &str) -> bool {
+    fn m(p: &[u8], s: &[u8]) -> bool {
+        match p {
+            [] => s.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=s.len()).any(|i| m(rest, &s[i..])),
+            [b'*', rest @ ..] => (0..=s.len()).take_while(|&i| i == 0 || s[i - 1] != b'/').any(|i| m(rest, &s[i..])),
+            [c, rest @ ..] => s.first() == Some(c) && m(rest, &s[1..]),
+        }
+    }
+    m(pattern.as_bytes(), path.as_bytes())
+}
+
+/// The actions the changed `paths` call for, in running order.
+pub fn actions_for<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Action> {
+    let mut out: Vec<Action> = Vec::new();
+    for p in paths {
+        for (pattern, action) in TABLE {
+            if !out.contains(action) && glob(pattern, p) {
+                out.push(*action);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// How one action went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub action: Action,
+    /// The command line, or why it was not run.
+    pub command: String,
+    pub ok: bool,
+    /// Not run: not applicable here (e.g. daemon-reload when systemd does not run ROOT).
+    pub skipped: bool,
+    pub output: String,
+}
+
+fn pending_file(root: &Path) -> PathBuf {
+    root.join("run/livefs/triggers-pending.json")
+}
+
+/// Actions that failed earlier and must be retried.
+pub fn pending(root: &Path) -> Vec<Action> {
+    std::fs::read(pending_file(root)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Runs `actions` for the system at `root`; remembers the failed ones.
+pub fn run(root: &Path, actions: &[Action]) -> anyhow::Result<Vec<Run>> {
+    let alt_root = root != Path::new("/");
+    let root_arg = format!("--root={}", root.display());
+    let mut runs = Vec::new();
+    for &action in actions {
+        let mut cmd = match action {
+            Action::Sysusers => {
+                let mut c = Command::new("systemd-sysusers");
+                if alt_root {
+                    c.arg(&root_arg);
+                }
+                c
+            }
+            Action::Tmpfiles => {
+                let mut c = Command::new("systemd-tmpfiles");
+                c.args(["--create", "--prefix=/var", "--prefix=/run"]);
+                if alt_root {
+                    c.arg(&root_arg);
+                }
+                c
+            }
+            Action::Ldconfig => {
+                let mut c = Command::new("ldconfig");
+                if alt_root {
+                    c.arg("-r").arg(root);
+                }
+                c
+            }
+            Action::DaemonReload => {
+                if alt_root || !Path::new("/run/systemd/system").exists() {
+                    runs.push(Run {
+                        action,
+                        command: "systemctl daemon-reload (skipped: systemd does not run this root)".into(),
+                        ok: true,
+                        skipped: true,
+                        output: String::new(),
+                    });
+                    continue;
+                }
+                let mut c = Command::new("systemctl");
+                c.arg("daemon-reload");
+                c
+            }
+        };
+        let command = format!("{cmd:?}").replace('"', "");
+        let (ok, output) = match cmd.output() {
+            Ok(o) => (
+                o.status.success(),
+                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            ),
+            Err(e) => (false, format!("cannot run: {e}")),
+        };
+        runs.push(Run { action, command, ok, skipped: false, output });
+    }
+    let failed: Vec<Action> = runs.iter().filter(|r| !r.ok).map(|r| r.action).collect();
+    let file = pending_file(root);
+    if failed.is_empty() {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
+        }
+    } else {
+        std::fs::write(&file, serde_json::to_vec(&failed)?)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("/usr/lib/sysusers.d/**", "/usr/lib/sysusers.d/httpd.conf"));
+        assert!(glob("/usr/lib*/**.so*", "/usr/lib/x86_64-linux-gnu/libfoo.so.1"));
+        assert!(glob("/usr/lib*/**.so*", "/usr/lib64/libfoo.so"));
+        assert!(!glob("/usr/lib*/**.so*", "/usr/libexec/foo"));
+        assert!(!glob("/usr/lib/systemd/system/**", "/usr/lib/systemd/systemd"));
+        assert!(glob("/etc/systemd/**", "/etc/systemd/system/x.service"));
+    }
+
+    #[test]
+    fn actions_are_ordered_and_unique() {
+        let a = actions_for([
+            "/usr/lib/systemd/system/httpd.service",
+            "/usr/lib/tmpfiles.d/httpd.conf",
+            "/usr/lib/sysusers.d/httpd.conf",
+            "/usr/lib/sysusers.d/other.conf",
+        ]);
+        assert_eq!(a, vec![Action::Sysusers, Action::Tmpfiles, Action::DaemonReload]);
+        assert!(actions_for(["/usr/bin/true"]).is_empty());
+    }
+}
