@@ -188,6 +188,7 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
             let original = journal.capture(parent.as_fd(), name, step, index.len())?;
             index.push(JournalEntry { path: step.path.clone(), original });
             journal.save(&index)?;
+            crate::fault::mutation();
         }
         apply_step(repo, parent.as_fd(), name, step).with_context(|| format!("cannot update /etc{}", step.path))?;
     }

@@ -371,6 +371,7 @@ impl Live {
         let done = LiveState::reached(to, self.booted());
         self.save(done)?;
         outcome.state = done;
+        outcome.report.mutations = crate::fault::count();
         for a in crate::triggers::pending(&root) {
             if !actions.contains(&a) {
                 actions.push(a);

@@ -1,0 +1,174 @@
+//! /etc during `livefs apply` and `reset`: local changes are kept, the update's
+//! own changes are carried, conflicts are reported, and a reset puts /etc back
+//! exactly as it was.
+
+mod common;
+
+use common::system::{ok, read_json, TestSystem};
+use common::*;
+
+/// v1 and v2 differ in /usr/etc in every way that matters; returns v2.
+fn etc_update(sys: &mut TestSystem) -> String {
+    let e = sys.tree.join("usr/etc");
+    for (name, body) in [
+        ("edited.conf", "v1\n"),
+        ("plain.conf", "v1\n"),
+        ("gone.conf", "v1\n"),
+        ("gone-edited.conf", "v1\n"),
+        ("to-dir", "v1 file\n"),
+        ("to-dir-edited", "v1 file\n"),
+    ] {
+        write(&e.join(name), body.as_bytes());
+    }
+    write(&e.join("olddir/x.conf"), b"x\n");
+    let v1 = sys.commit("1.1");
+    sys.booted = v1.clone();
+    sys.deploy(&v1);
+    write(&e.join("edited.conf"), b"v2\n");
+    write(&e.join("plain.conf"), b"v2\n");
+    rm(&e.join("gone.conf"));
+    rm(&e.join("gone-edited.conf"));
+    write(&e.join("new.conf"), b"new\n");
+    write(&e.join("newdir/a.conf"), b"a\n");
+    for d in ["to-dir", "to-dir-edited"] {
+        rm(&e.join(d));
+        write(&e.join(d).join("inner.conf"), b"inner\n");
+    }
+    rm(&e.join("olddir"));
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    v2
+}
+
+const LOCAL_EDITS: &str = r#"
+    echo "admin" >> $R/etc/edited.conf
+    echo "admin" >> $R/etc/gone-edited.conf
+    echo "admin" >> $R/etc/to-dir-edited
+    echo "admin only" > $R/etc/admin-only.conf
+"#;
+
+#[test]
+fn etc_merge_and_exact_reset() {
+    let mut sys = TestSystem::new();
+    let v2 = etc_update(&mut sys);
+    let out = sys.run(&format!(
+        r#"
+        {LOCAL_EDITS}
+        cp -a $R/etc $OUT/etc-before
+        L apply --allow-replacement --json > $OUT/apply.json
+        cp -a $R/etc $OUT/etc-live
+        L reset --json > $OUT/reset.json
+        cp -a $R/etc $OUT/etc-reset
+        test ! -e $R/run/livefs/etc-journal
+        "#
+    ));
+    ok(&out);
+    let apply = read_json(&sys.out.join("apply.json"));
+    assert_eq!(apply["to"], v2.as_str());
+    let actions: Vec<(String, String)> = apply["etc"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap().to_string(), p["action"].as_str().unwrap().to_string()))
+        .collect();
+    let action = |path: &str| actions.iter().find(|(p, _)| p == path).map(|(_, a)| a.as_str()).unwrap_or("none");
+    assert_eq!(action("/edited.conf"), "kept", "{actions:?}");
+    assert_eq!(action("/plain.conf"), "updated");
+    assert_eq!(action("/gone.conf"), "removed");
+    assert_eq!(action("/gone-edited.conf"), "kept");
+    assert_eq!(action("/new.conf"), "added");
+    assert_eq!(action("/newdir"), "added");
+    assert_eq!(action("/newdir/a.conf"), "added");
+    assert_eq!(action("/to-dir"), "updated");
+    assert_eq!(action("/to-dir-edited"), "conflict");
+    assert_eq!(action("/olddir"), "removed");
+
+    let live = sys.out.join("etc-live");
+    let read = |p: &str| std::fs::read_to_string(live.join(p)).ok();
+    assert_eq!(read("edited.conf").as_deref(), Some("v1\nadmin\n"), "a local edit was overwritten");
+    assert_eq!(read("plain.conf").as_deref(), Some("v2\n"));
+    assert_eq!(read("gone.conf"), None);
+    assert_eq!(read("gone-edited.conf").as_deref(), Some("v1\nadmin\n"));
+    assert_eq!(read("new.conf").as_deref(), Some("new\n"));
+    assert_eq!(read("newdir/a.conf").as_deref(), Some("a\n"));
+    assert_eq!(read("to-dir/inner.conf").as_deref(), Some("inner\n"));
+    assert_eq!(read("to-dir-edited").as_deref(), Some("v1 file\nadmin\n"));
+    assert_eq!(read("admin-only.conf").as_deref(), Some("admin only\n"));
+    assert!(!live.join("olddir").exists());
+
+    // The reset restores /etc exactly: content, modes, owners, xattrs.
+    assert_same_tree(&sys.out.join("etc-reset"), &sys.out.join("etc-before"));
+    assert!(!read_json(&sys.out.join("reset.json"))["etc_restored"].as_array().unwrap().is_empty());
+}
+
+/// A dry run decides the same, and changes nothing.
+#[test]
+fn etc_dry_run_changes_nothing() {
+    let mut sys = TestSystem::new();
+    etc_update(&mut sys);
+    let out = sys.run(&format!(
+        r#"
+        {LOCAL_EDITS}
+        cp -a $R/etc $OUT/etc-before
+        L apply --allow-replacement --dry-run --json > $OUT/dry.json
+        cp -a $R/etc $OUT/etc-after
+        "#
+    ));
+    ok(&out);
+    let dry = read_json(&sys.out.join("dry.json"));
+    assert!(dry["etc"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["path"] == "/plain.conf" && p["action"] == "updated"));
+    assert_same_tree(&sys.out.join("etc-after"), &sys.out.join("etc-before"));
+}
+
+/// Killed at various points of an apply (in /usr or in /etc), the next apply
+/// finishes both, and a reset still restores /etc exactly.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn interrupted_apply_resumes_etc() {
+    let mut sys = TestSystem::new();
+    let v2 = etc_update(&mut sys);
+    // How many mutations a whole apply makes (/usr, then /etc).
+    ok(&sys.run(&format!("{LOCAL_EDITS}\n L apply --allow-replacement --json > $OUT/probe.json; L reset > /dev/null")));
+    let total = read_json(&sys.out.join("probe.json"))["mutations"].as_u64().unwrap();
+    assert!(total > 20, "{total}");
+    eprintln!("mutations in a whole apply: {total}");
+    for f in ["edited.conf", "gone-edited.conf"] {
+        write(&sys.sysroot.join(format!("ostree/deploy/demo/deploy/{}.0/etc/{f}", sys.booted)), b"v1\n");
+    }
+    write(&sys.sysroot.join(format!("ostree/deploy/demo/deploy/{}.0/etc/to-dir-edited", sys.booted)), b"v1 file\n");
+    let points: Vec<u64> = (1..=total).step_by((total as usize / 12).max(1)).chain([total - 2, total - 1]).collect();
+    for n in points {
+        sys.reboot();
+        let out = sys.run(&format!(
+            r#"
+            rm -rf $OUT/etc-before $OUT/etc-live $OUT/etc-reset
+            {LOCAL_EDITS}
+            cp -a $R/etc $OUT/etc-before
+            LIVEFS_FAULT_AFTER={n} L apply --allow-replacement > /dev/null 2>&1 || true
+            L apply --allow-replacement --json > $OUT/apply.json
+            cp -a $R/etc $OUT/etc-live
+            cp -a $R/usr $OUT/usr-live
+            L reset > /dev/null
+            cp -a $R/etc $OUT/etc-reset
+            "#
+        ));
+        ok(&out);
+        let live = sys.out.join("etc-live");
+        assert_eq!(std::fs::read_to_string(live.join("plain.conf")).unwrap(), "v2\n", "kill at {n}");
+        assert_eq!(std::fs::read_to_string(live.join("edited.conf")).unwrap(), "v1\nadmin\n", "kill at {n}");
+        assert!(live.join("newdir/a.conf").exists() && !live.join("gone.conf").exists(), "kill at {n}");
+        assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+        assert_same_tree(&sys.out.join("etc-reset"), &sys.out.join("etc-before"));
+        std::fs::remove_dir_all(sys.out.join("usr-live")).unwrap();
+        // The next round starts from the booted /etc again.
+        let etc = sys.sysroot.join(format!("ostree/deploy/demo/deploy/{}.0/etc", sys.booted));
+        for f in ["edited.conf", "gone-edited.conf", "to-dir-edited"] {
+            write(&etc.join(f), b"v1\n");
+        }
+        write(&etc.join("to-dir-edited"), b"v1 file\n");
+    }
+}

@@ -1,0 +1,126 @@
+//! After the files: users, /var state, and what needs a restart.
+
+mod common;
+
+use common::system::{ok, read_json, TestSystem};
+use common::*;
+
+/// A real process running a replaced executable with a replaced library mapped is
+/// reported (by pid, with both files); one started afterwards is not.
+#[test]
+fn processes_holding_replaced_files_need_a_restart() {
+    let mut sys = TestSystem::new();
+    let sleep = std::fs::read("/usr/bin/sleep").unwrap();
+    let libz = std::fs::read("/lib/x86_64-linux-gnu/libz.so.1").unwrap();
+    write(&sys.tree.join("usr/bin/mysleep"), &sleep);
+    chmod(&sys.tree.join("usr/bin/mysleep"), 0o755);
+    write(&sys.tree.join("usr/lib/libdemo.so.1"), &libz);
+    let v1 = sys.commit("1.1");
+    sys.booted = v1.clone();
+    sys.deploy(&v1);
+    // Version 2: both files change (trailing bytes keep them loadable).
+    write(&sys.tree.join("usr/bin/mysleep"), &[sleep.as_slice(), b"livefs v2"].concat());
+    write(&sys.tree.join("usr/lib/libdemo.so.1"), &[libz.as_slice(), b"livefs v2"].concat());
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        LD_PRELOAD=$R/usr/lib/libdemo.so.1 $R/usr/bin/mysleep 60 &
+        old=$!
+        sleep 0.3
+        L apply --allow-replacement --json > $OUT/apply.json
+        L apply --allow-replacement > $OUT/apply.txt
+        LD_PRELOAD=$R/usr/lib/libdemo.so.1 $R/usr/bin/mysleep 60 &
+        new=$!
+        sleep 0.3
+        L status --json > $OUT/status.json
+        echo "$old $new" > $OUT/pids
+        kill $old $new
+        "#,
+    );
+    ok(&out);
+    let pids = std::fs::read_to_string(sys.out.join("pids")).unwrap();
+    let (old, new): (u64, u64) = {
+        let mut it = pids.split_whitespace().map(|p| p.parse().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let holders = |v: &serde_json::Value| -> Vec<(u64, Vec<String>)> {
+        v["restarts"]["processes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|ps| ps.as_array().unwrap().clone())
+            .map(|p| {
+                let files = p["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+                (p["pid"].as_u64().unwrap(), files)
+            })
+            .collect()
+    };
+    let apply = read_json(&sys.out.join("apply.json"));
+    let found = holders(&apply);
+    let mine = found.iter().find(|(p, _)| *p == old).unwrap_or_else(|| panic!("pid {old} not reported: {found:?}"));
+    assert_eq!(mine.1, ["/usr/bin/mysleep", "/usr/lib/libdemo.so.1"]);
+    let text = std::fs::read_to_string(sys.out.join("apply.txt")).unwrap();
+    assert!(text.contains(&format!("Needs restart: mysleep (pid {old})")), "{text}");
+    // status re-checks: the old process is still stale, the new one is not.
+    let status = holders(&read_json(&sys.out.join("status.json")));
+    assert!(status.iter().any(|(p, _)| *p == old), "{status:?}");
+    assert!(!status.iter().any(|(p, _)| *p == new), "a process started after the apply is reported: {status:?}");
+}
+
+/// New sysusers.d and tmpfiles.d snippets create the user and its /var directory.
+/// A failing trigger is reported with its output and retried by the next apply
+/// (which has nothing else to do), and the retry runs the triggers after it too.
+#[test]
+fn triggers_create_users_and_var_and_retry_failures() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/lib/sysusers.d/demo.conf"), b"u demo-svc - \"Demo service\" /var/lib/demo\n");
+    write(&sys.tree.join("usr/lib/tmpfiles.d/demo.conf"), b"d /var/lib/demo 0750 demo-svc demo-svc -\n");
+    write(&sys.tree.join("usr/lib/systemd/system/demo.service"), b"[Service]\nExecStart=/usr/bin/true\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        # A broken user database: the sysusers trigger fails.
+        mkdir $R/etc/passwd
+        L apply --json > $OUT/apply.json
+        cat $R/run/livefs/triggers-pending.json > $OUT/pending.json
+        rmdir $R/etc/passwd
+        L apply --json > $OUT/retry.json
+        test ! -e $R/run/livefs/triggers-pending.json
+        grep '^demo-svc:' $R/etc/passwd > $OUT/passwd
+        stat -c '%a %u' $R/var/lib/demo > $OUT/var-demo
+        "#,
+    );
+    ok(&out);
+    let apply = read_json(&sys.out.join("apply.json"));
+    let trig =
+        |v: &serde_json::Value, a: &str| v["triggers"].as_array().unwrap().iter().find(|t| t["action"] == a).cloned();
+    let sysusers = trig(&apply, "sysusers").unwrap();
+    assert_eq!(sysusers["ok"], false, "{sysusers}");
+    assert!(sysusers["output"].as_str().unwrap().contains("Is a directory"), "{sysusers}");
+    let reload = trig(&apply, "daemon-reload").unwrap();
+    assert_eq!(reload["skipped"], true, "daemon-reload must not run for another root: {reload}");
+    // tmpfiles fails too: the user it needs does not exist yet.
+    assert_eq!(std::fs::read_to_string(sys.out.join("pending.json")).unwrap(), "[\"sysusers\",\"tmpfiles\"]");
+    let retry = read_json(&sys.out.join("retry.json"));
+    assert_eq!(trig(&retry, "sysusers").unwrap()["ok"], true, "{}", retry["triggers"]);
+    assert_eq!(trig(&retry, "tmpfiles").unwrap()["ok"], true, "{}", retry["triggers"]);
+    let passwd = std::fs::read_to_string(sys.out.join("passwd")).unwrap();
+    let uid = passwd.split(':').nth(2).unwrap();
+    assert_eq!(std::fs::read_to_string(sys.out.join("var-demo")).unwrap(), format!("750 {uid}\n"), "{passwd}");
+}
+
+#[test]
+fn no_triggers_runs_none() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/lib/sysusers.d/demo.conf"), b"u demo-svc - \"Demo service\"\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out =
+        sys.run("L apply --no-triggers --json > $OUT/apply.json; grep -c demo-svc $R/etc/passwd > $OUT/n || true");
+    ok(&out);
+    let apply = read_json(&sys.out.join("apply.json"));
+    assert_eq!(apply["triggers"].as_array().unwrap().len(), 0);
+    assert!(!std::fs::read_to_string(sys.out.join("n")).unwrap_or_default().starts_with('1'));
+}
