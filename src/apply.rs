@@ -87,6 +87,31 @@ impl Report {
     }
 }
 
+/// Progress on a terminal for long applies: a counter the workers bump, printed
+/// on stderr at most every 1%.
+struct Progress {
+    done: std::sync::atomic::AtomicUsize,
+    total: usize,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        use std::io::IsTerminal;
+        Progress { done: Default::default(), total, shown: total >= 1000 && std::io::stderr().is_terminal() }
+    }
+
+    fn tick(&self) {
+        let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if self.shown && (n % (self.total / 100).max(1) == 0 || n == self.total) {
+            eprint!("\rlivefs: {n}/{} operations ({}%)", self.total, n * 100 / self.total);
+            if n == self.total {
+                eprintln!();
+            }
+        }
+    }
+}
+
 /// Opens each operation's parent directory, reusing the last one: operations on
 /// the same directory are adjacent, and holding one fd per directory could exhaust
 /// the fd limit on a large update.
@@ -163,6 +188,7 @@ fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<
     }
     begin(plan, root, &mut parents)?;
     let todo: Vec<&Op> = plan.ops.iter().zip(status).filter(|(_, st)| **st != Status::Done).map(|(op, _)| op).collect();
+    let progress = Progress::new(todo.len());
 
     for op in todo.iter().filter(|o| o.kind == OpKind::MakeDir) {
         let (dir, name) = op.split();
@@ -172,6 +198,7 @@ fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<
             checkout::remove(parent, name)?;
         }
         checkout::make_dir(repo, parent, name, meta).with_context(|| format!("cannot create {}", op.path))?;
+        progress.tick();
     }
 
     // Files: stage every new version under its temporary name, make them durable
@@ -186,8 +213,10 @@ fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<
             .map(|op| {
                 let (dir, name) = op.split();
                 let Some(NodeKind::File(c)) = op.to else { bail!("file operation without a file") };
-                checkout::write_file(repo, parents.get(dir)?, &checkout::tmp_name(name), c)
-                    .with_context(|| format!("cannot write {}", op.path))
+                let n = checkout::write_file(repo, parents.get(dir)?, &checkout::tmp_name(name), c)
+                    .with_context(|| format!("cannot write {}", op.path))?;
+                progress.tick();
+                Ok(n)
             })
             .collect()
     })?;
@@ -213,6 +242,7 @@ fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<
         };
         sync(root)?;
         commit_entry(parent, &tmp, name).with_context(|| format!("cannot replace {}", op.path))?;
+        progress.tick();
     }
 
     for op in todo.iter().filter(|o| o.kind == OpKind::SetDirMeta) {
@@ -231,6 +261,7 @@ fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<
             .map(|(k, _)| k.clone())
             .collect();
         checkout::set_dir_meta(fd.as_fd(), &to, &drop).with_context(|| format!("cannot change {}", op.path))?;
+        progress.tick();
     }
 
     for op in todo.iter().filter(|o| o.kind == OpKind::Remove) {
@@ -252,6 +283,7 @@ fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<
                 fault::mutation();
             }
         }
+        progress.tick();
     }
     sync(root)?;
     rustix::fs::unlinkat(root, checkout::IN_PROGRESS, AtFlags::empty()).context("cannot clear the in-progress mark")?;

@@ -418,11 +418,12 @@ fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Re
             short(&o.to)
         )?;
     } else {
+        let done = if verb == "reset" { "Reset /usr" } else { "Applied" };
+        let to = if verb == "reset" { format!("{} (booted)", short(&o.to)) } else { short(&o.to) };
         writeln!(
             out,
-            "Applied {} -> {} to /usr: {what}; {} written.",
+            "{done} {} -> {to}: {what}; {} written.",
             short(&o.from),
-            short(&o.to),
             crate::diff::human_bytes(o.report.bytes_written)
         )?;
     }
@@ -438,7 +439,7 @@ fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Re
         } else {
             "FAILED (will be retried by the next apply)"
         };
-        writeln!(out, "Trigger {:?}: {how}", t.action)?;
+        writeln!(out, "Trigger {}: {how}", t.action)?;
         if !t.ok {
             for line in t.output.lines() {
                 writeln!(out, "    {line}")?;

@@ -26,6 +26,17 @@ pub enum Action {
     DaemonReload,
 }
 
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Sysusers => "systemd-sysusers",
+            Action::Tmpfiles => "systemd-tmpfiles",
+            Action::Ldconfig => "ldconfig",
+            Action::DaemonReload => "systemctl daemon-reload",
+        })
+    }
+}
+
 /// Changed paths (absolute, as on the running system) → actions. `*` matches
 /// within one path component, `**` across components.
 pub const TABLE: &[(&str, Action)] = &[
