@@ -254,13 +254,7 @@ fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<
         let fd = checkout::open_dir(parent, if name.is_empty() { "." } else { name })
             .with_context(|| format!("{} is not a directory", op.path))?;
         let (from, to) = (repo.read_dirmeta(from)?, repo.read_dirmeta(to)?);
-        let drop: Vec<Vec<u8>> = from
-            .xattrs
-            .iter()
-            .filter(|(k, _)| !to.xattrs.iter().any(|(n, _)| n == k))
-            .map(|(k, _)| k.clone())
-            .collect();
-        checkout::set_dir_meta(fd.as_fd(), &to, &drop).with_context(|| format!("cannot change {}", op.path))?;
+        checkout::change_dir_meta(fd.as_fd(), &from, &to).with_context(|| format!("cannot change {}", op.path))?;
         progress.tick();
     }
 

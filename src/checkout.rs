@@ -90,7 +90,8 @@ fn proc_path(dir: BorrowedFd<'_>, name: &str) -> String {
     format!("/proc/self/fd/{}/{name}", dir.as_raw_fd())
 }
 
-fn set_xattrs_fd(fd: BorrowedFd<'_>, xattrs: &Xattrs) -> anyhow::Result<()> {
+/// Sets each of `xattrs` on an open file or directory.
+pub fn set_xattrs_fd(fd: BorrowedFd<'_>, xattrs: &Xattrs) -> anyhow::Result<()> {
     for (k, v) in xattrs {
         let name = std::ffi::CString::new(k.as_slice())?;
         rustix::fs::fsetxattr(fd, name.as_c_str(), v, XattrFlags::empty())
@@ -270,6 +271,14 @@ pub fn set_dir_meta(fd: BorrowedFd<'_>, meta: &DirMeta, drop: &[Vec<u8>]) -> any
     set_xattrs_fd(fd, &meta.xattrs)?;
     fault::mutation();
     Ok(())
+}
+
+/// Changes a directory from the metadata `from` to `to`: owner, mode, and xattrs
+/// (removing those `from` has and `to` has not; others on disk are left alone).
+pub fn change_dir_meta(fd: BorrowedFd<'_>, from: &DirMeta, to: &DirMeta) -> anyhow::Result<()> {
+    let drop: Vec<Vec<u8>> =
+        from.xattrs.iter().filter(|(k, _)| !to.xattrs.iter().any(|(n, _)| n == k)).map(|(k, _)| k.clone()).collect();
+    set_dir_meta(fd, to, &drop)
 }
 
 /// Writes a whole tree's content into the (empty) directory `dir`.

@@ -105,28 +105,28 @@ enum Command {
         /// Allow changing and removing existing files and directories in /usr.
         #[arg(long)]
         allow_replacement: bool,
-        /// Check and print the plan; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Machine-readable report.
-        #[arg(long)]
-        json: bool,
-        /// Run no trigger (systemd-sysusers, systemd-tmpfiles, ldconfig, daemon-reload).
-        #[arg(long)]
-        no_triggers: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
     /// Bring the running /usr and /etc back to the booted commit's content.
     Reset {
-        /// Check and print the plan; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Machine-readable report.
-        #[arg(long)]
-        json: bool,
-        /// Run no trigger.
-        #[arg(long)]
-        no_triggers: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
+}
+
+/// Options of the commands that change the running system.
+#[derive(Debug, clap::Args)]
+struct ChangeArgs {
+    /// Check and print the plan; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Machine-readable report.
+    #[arg(long)]
+    json: bool,
+    /// Run no trigger (systemd-sysusers, systemd-tmpfiles, ldconfig, daemon-reload).
+    #[arg(long)]
+    no_triggers: bool,
 }
 
 /// Runs the command line; errors become one line on stderr and exit status 1.
@@ -162,19 +162,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Status { json } => cmd_status(&cli.paths(), *json),
-        Command::Apply { target, allow_replacement, dry_run, json, no_triggers } => {
+        Command::Apply { target, allow_replacement, change } => {
             let req = crate::live::Request {
                 target: target.clone(),
                 allow_replacement: *allow_replacement,
-                dry_run: *dry_run,
-                no_triggers: *no_triggers,
+                dry_run: change.dry_run,
+                no_triggers: change.no_triggers,
             };
             let outcome = crate::live::apply(&cli.paths(), &req)?;
-            print_outcome(&outcome, *json, "apply")
+            print_outcome(&outcome, change.json, "apply")
         }
-        Command::Reset { dry_run, json, no_triggers } => {
-            let outcome = crate::live::reset(&cli.paths(), *dry_run, *no_triggers)?;
-            print_outcome(&outcome, *json, "reset")
+        Command::Reset { change } => {
+            let outcome = crate::live::reset(&cli.paths(), change.dry_run, change.no_triggers)?;
+            print_outcome(&outcome, change.json, "reset")
         }
     }
 }

@@ -197,20 +197,9 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
 
 fn apply_step(repo: &Repo, parent: BorrowedFd<'_>, name: &str, step: &Step) -> anyhow::Result<()> {
     match (step.from, step.to) {
-        (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { meta, .. })) => {
+        (Some(NodeKind::Dir { meta: from, .. }), Some(NodeKind::Dir { meta: to, .. })) => {
             let fd = checkout::open_dir(parent, name)?;
-            let from_meta = match step.from {
-                Some(NodeKind::Dir { meta, .. }) => repo.read_dirmeta(meta)?,
-                _ => bail!("directory change without a directory"),
-            };
-            let to = repo.read_dirmeta(meta)?;
-            let drop: Vec<Vec<u8>> = from_meta
-                .xattrs
-                .iter()
-                .filter(|(k, _)| !to.xattrs.iter().any(|(n, _)| n == k))
-                .map(|(k, _)| k.clone())
-                .collect();
-            checkout::set_dir_meta(fd.as_fd(), &to, &drop)
+            checkout::change_dir_meta(fd.as_fd(), &repo.read_dirmeta(from)?, &repo.read_dirmeta(to)?)
         }
         (_, Some(NodeKind::Dir { meta, .. })) if step.from.is_none() => {
             checkout::make_dir(repo, parent, name, meta).map(drop)
@@ -356,14 +345,7 @@ fn copy_entry(from_dir: BorrowedFd<'_>, name: &str, to_dir: BorrowedFd<'_>, to_n
             std::io::copy(&mut std::fs::File::from(src.try_clone()?), &mut std::fs::File::from(dst.try_clone()?))?;
             rustix::fs::fchown(&dst, owner.0, owner.1)?;
             rustix::fs::fchmod(&dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
-            for (k, v) in crate::xattrs::of_fd(src.as_fd())? {
-                rustix::fs::fsetxattr(
-                    &dst,
-                    std::ffi::CString::new(k)?.as_c_str(),
-                    &v,
-                    rustix::fs::XattrFlags::empty(),
-                )?;
-            }
+            checkout::set_xattrs_fd(dst.as_fd(), &crate::xattrs::of_fd(src.as_fd())?)?;
             rustix::fs::futimens(&dst, &times)?;
         }
         Entry::Symlink => {
@@ -381,14 +363,7 @@ fn copy_entry(from_dir: BorrowedFd<'_>, name: &str, to_dir: BorrowedFd<'_>, to_n
             }
             rustix::fs::fchown(&dst, owner.0, owner.1)?;
             rustix::fs::fchmod(&dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
-            for (k, v) in crate::xattrs::of_fd(src.as_fd())? {
-                rustix::fs::fsetxattr(
-                    &dst,
-                    std::ffi::CString::new(k)?.as_c_str(),
-                    &v,
-                    rustix::fs::XattrFlags::empty(),
-                )?;
-            }
+            checkout::set_xattrs_fd(dst.as_fd(), &crate::xattrs::of_fd(src.as_fd())?)?;
         }
         _ => bail!("cannot journal {name}: not a file, symlink or directory"),
     }
