@@ -92,6 +92,7 @@ L() { $LIVEFS --root \$R --sysroot $S "\$@"; }
 echo "edited by the admin" >> \$R/etc/motd
 cp \$R/etc/motd $OUT/motd-edited
 L status > $OUT/status-before.txt
+L apply --allow-replacement --dry-run > $OUT/apply-dry.txt
 L apply --allow-replacement --json > $OUT/apply.json
 L apply --allow-replacement > $OUT/apply-again.txt
 L status > $OUT/status-after.txt
