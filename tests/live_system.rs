@@ -299,3 +299,43 @@ fn ostree_admin_status_shows_the_unlock() {
     assert!(text.contains(&format!("* demo {}.0", sys.booted)), "ostree does not see the booted deployment:\n{text}");
     assert!(text.contains("Unlocked: transient"), "ostree does not show the unlock:\n{text}");
 }
+
+/// An existing `ostree admin unlock --transient` overlay (read-only, upper in
+/// /var/tmp/ostree-unlock-ovl.*) is used as it is.
+#[test]
+fn existing_ostree_transient_unlock_is_used() {
+    let (sys, v2) = with_additions();
+    let out = sys.run(
+        r#"
+        O=$R/var/tmp/ostree-unlock-ovl.TEST; mkdir -p $O/upper $O/work
+        mount -t overlay overlay -o lowerdir=$R/usr,upperdir=$O/upper,workdir=$O/work $R/usr
+        mount -o remount,bind,ro $R/usr
+        L status --json > $OUT/before.json
+        L apply --json > $OUT/apply.json
+        findmnt -n -o SOURCE,FSTYPE -T $R/usr | tail -1 > $OUT/mount
+        findmnt -n -o FSTYPE $R/usr | wc -l > $OUT/mounts
+        test -e $O/upper/bin/newprog
+        cp -a $R/usr $OUT/usr-live
+        "#,
+    );
+    ok(&out);
+    assert_eq!(read_json(&sys.out.join("before.json"))["usr"]["kind"], "ostree-transient");
+    assert_eq!(read_json(&sys.out.join("apply.json"))["state"]["state"], "live");
+    // No second overlay was stacked on top: ro bind + the ostree overlay.
+    assert_eq!(std::fs::read_to_string(sys.out.join("mounts")).unwrap().trim(), "2");
+    assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+}
+
+/// A hotfix unlock persists across reboots: livefs refuses to write through it.
+#[test]
+fn hotfix_unlock_is_refused() {
+    let (sys, _) = with_additions();
+    let origin = sys.sysroot.join(format!("ostree/deploy/demo/deploy/{}.0.origin", sys.booted));
+    let text = std::fs::read_to_string(&origin).unwrap();
+    std::fs::write(&origin, format!("{text}\nunlocked=hotfix\n")).unwrap();
+    let out = sys.run("if L apply 2> $OUT/err; then exit 1; fi; findmnt -n -o FSTYPE $R/usr | wc -l > $OUT/mounts");
+    ok(&out);
+    let err = std::fs::read_to_string(sys.out.join("err")).unwrap();
+    assert!(err.contains("unlocked in hotfix mode"), "{err}");
+    assert_eq!(std::fs::read_to_string(sys.out.join("mounts")).unwrap().trim(), "1", "an overlay was mounted");
+}
