@@ -175,10 +175,16 @@ pub fn unlock(root: &Path, deployment_id: &str) -> anyhow::Result<PathBuf> {
 /// clone of the overlay mount with its read-only flag cleared. Dropping the fd
 /// detaches the view.
 pub fn writable_view(root: &Path) -> anyhow::Result<OwnedFd> {
-    let usr = root.join("usr");
-    let clone = rustix::mount::open_tree(CWD, &usr, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC)
-        .with_context(|| format!("cannot clone the mount of {}", usr.display()))?;
-    clear_read_only(&clone).with_context(|| format!("cannot make a private writable view of {}", usr.display()))?;
+    writable_clone(&root.join("usr"))
+}
+
+/// A private, writable clone of the mount holding `path` (rooted at `path`), when
+/// that mount is read-only but its filesystem is not — `/usr` under livefs, or a
+/// sysroot mounted read-only as Fedora CoreOS does. Dropping the fd detaches it.
+pub fn writable_clone(path: &Path) -> anyhow::Result<OwnedFd> {
+    let clone = rustix::mount::open_tree(CWD, path, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC)
+        .with_context(|| format!("cannot clone the mount of {}", path.display()))?;
+    clear_read_only(&clone).with_context(|| format!("cannot make a private writable view of {}", path.display()))?;
     let fd = rustix::fs::openat(&clone, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     Ok(fd)
 }

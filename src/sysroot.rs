@@ -113,12 +113,20 @@ struct SysrootLock(OwnedFd);
 
 impl SysrootLock {
     fn acquire(sysroot_fd: &OwnedFd, sysroot: &Path) -> anyhow::Result<SysrootLock> {
-        let fd = rustix::fs::openat(
-            sysroot_fd,
-            "ostree/lock",
-            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(0o600),
-        )
+        let open = |dir: &OwnedFd| {
+            rustix::fs::openat(
+                dir,
+                "ostree/lock",
+                OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+            )
+        };
+        // A write lock needs a writable fd: on a sysroot mounted read-only, open the
+        // same file through a private writable clone of the mount.
+        let fd = match open(sysroot_fd) {
+            Err(rustix::io::Errno::ROFS) => open(&crate::overlay::writable_clone(sysroot)?),
+            r => r,
+        }
         .with_context(|| format!("cannot open {}/ostree/lock", sysroot.display()))?;
         if rustix::fs::fcntl_lock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
             eprintln!("livefs: waiting for the sysroot lock (another ostree process holds it)");

@@ -339,3 +339,24 @@ fn hotfix_unlock_is_refused() {
     assert!(err.contains("unlocked in hotfix mode"), "{err}");
     assert_eq!(std::fs::read_to_string(sys.out.join("mounts")).unwrap().trim(), "1", "an overlay was mounted");
 }
+
+/// A sysroot mounted read-only (as Fedora CoreOS does): the pinning refs are
+/// written through a private writable clone, with no warning; others still see
+/// it read-only.
+#[test]
+fn read_only_sysroot_still_pins() {
+    let (sys, v2) = with_additions();
+    let out = sys.run(
+        r#"
+        mount --bind $S $S
+        mount -o remount,bind,ro $S
+        if touch $S/ostree/repo/probe 2>/dev/null; then echo "sysroot is writable" >&2; exit 1; fi
+        L apply 2> $OUT/stderr || { cat $OUT/stderr >&2; exit 1; }
+        cat $S/ostree/repo/refs/heads/livefs/live > $OUT/ref
+        if touch $S/ostree/repo/probe 2>/dev/null; then echo "sysroot became writable" >&2; exit 1; fi
+        "#,
+    );
+    ok(&out);
+    assert_eq!(std::fs::read_to_string(sys.out.join("stderr")).unwrap(), "", "apply warned");
+    assert_eq!(std::fs::read_to_string(sys.out.join("ref")).unwrap().trim(), v2);
+}
