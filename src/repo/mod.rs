@@ -376,13 +376,23 @@ pub enum Content {
     Symlink,
 }
 
-/// Reads a whole file relative to a directory fd.
+/// Reads a whole file relative to a directory fd with plain `read(2)` calls
+/// (std's `read_to_end` on a `File` adds an `fstat` and an `lseek` per file: two
+/// thirds more syscalls when a diff reads thousands of small objects).
 fn read_at(dir: &OwnedFd, rel: &str) -> std::io::Result<Vec<u8>> {
     let fd = rustix::fs::openat(dir, rel, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
-    // Metadata objects are small: a guess beats a stat call per object.
-    let mut buf = Vec::with_capacity(8192);
-    File::from(fd).read_to_end(&mut buf)?;
-    Ok(buf)
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        match rustix::io::read(&fd, rustix::buffer::spare_capacity(&mut buf)) {
+            Ok(0) => return Ok(buf),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Reads an archive `.filez` header: the u32 length, the padding and the header.

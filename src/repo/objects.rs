@@ -192,6 +192,12 @@ impl DirTree {
         Ok(tree)
     }
 
+    /// A name's bytes: binary searches compare these (UTF-8 byte order is `str`
+    /// order) without re-validating UTF-8 at every step.
+    fn name_bytes(&self, r: &Range<u32>) -> &[u8] {
+        &self.bytes[r.start as usize..r.end as usize]
+    }
+
     fn name(&self, r: &Range<u32>) -> &str {
         // Validated as UTF-8 in `parse`; the fallback is unreachable.
         std::str::from_utf8(&self.bytes[r.start as usize..r.end as usize]).unwrap_or("")
@@ -217,14 +223,14 @@ impl DirTree {
 
     /// Looks up a file by name (binary search: entries are sorted).
     pub fn find_file(&self, name: &str) -> Option<FileEntry<'_>> {
-        let i = self.files.binary_search_by(|(r, _)| self.name(r).cmp(name)).ok()?;
+        let i = self.files.binary_search_by(|(r, _)| self.name_bytes(r).cmp(name.as_bytes())).ok()?;
         let (r, c) = &self.files[i];
         Some(FileEntry { name: self.name(r), checksum: *c })
     }
 
     /// Looks up a subdirectory by name (binary search: entries are sorted).
     pub fn find_dir(&self, name: &str) -> Option<DirEntry<'_>> {
-        let i = self.dirs.binary_search_by(|(r, _, _)| self.name(r).cmp(name)).ok()?;
+        let i = self.dirs.binary_search_by(|(r, _, _)| self.name_bytes(r).cmp(name.as_bytes())).ok()?;
         let (r, t, m) = &self.dirs[i];
         Some(DirEntry { name: self.name(r), tree: *t, meta: *m })
     }
