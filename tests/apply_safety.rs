@@ -100,8 +100,7 @@ fn hex32(s: &str) -> [u8; 32] {
 }
 
 fn file_checksum(repo: &std::path::Path, rev: &str, path: &str) -> [u8; 32] {
-    let out = ostree(&["ls", &format!("--repo={}", repo.display()), "-C", rev, path]);
-    hex32(out.split_whitespace().nth(4).unwrap())
+    hex32(&ls_checksum(repo, rev, path))
 }
 
 /// An update larger than the free space is refused up front with both numbers,

@@ -188,8 +188,7 @@ fn corrupt_content_is_never_renamed_into_place() {
     commit(&repo, "main", &tree, "one");
     write(&tree.join("keep"), b"changed content");
     commit(&repo, "main", &tree, "two");
-    let out = ostree(&["ls", &format!("--repo={}", repo.display()), "-C", "main", "/keep"]);
-    let csum = out.split_whitespace().nth(4).unwrap().to_string();
+    let csum = ls_checksum(&repo, "main", "/keep");
     let obj = repo.join("objects").join(&csum[..2]).join(format!("{}.file", &csum[2..]));
     let xattr = livefs::xattrs::of_path(&obj).unwrap();
     std::fs::write(&obj, b"CHANGED content").unwrap();

@@ -38,10 +38,7 @@ fn object_path(repo: &Path, checksum: &str, ext: &str) -> std::path::PathBuf {
 }
 
 fn root_tree_of(repo: &Path, commit: &str) -> String {
-    // `ostree show --print-metadata-key` does not show the tree; ls-tree via rev-parse:
-    let out = ostree(&["ls", &format!("--repo={}", repo.display()), "-C", "-d", commit, "/"]);
-    // "d00755 0 0 0 TREE META /"
-    out.split_whitespace().nth(4).unwrap().to_string()
+    ls_checksum(repo, commit, "/")
 }
 
 #[test]
@@ -173,8 +170,7 @@ fn hostile_and_malformed_trees() {
 #[test]
 fn bare_file_object_of_wrong_type() {
     let (_d, repo, _a, b) = small_repo("bare");
-    let out = ostree(&["ls", &format!("--repo={}", repo.display()), "-C", &b, "/sub/f"]);
-    let file = out.split_whitespace().nth(4).unwrap().to_string();
+    let file = ls_checksum(&repo, &b, "/sub/f");
     let p = object_path(&repo, &file, "file");
     std::fs::remove_file(&p).unwrap();
     std::fs::create_dir(&p).unwrap();

@@ -40,6 +40,14 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The checksum `ostree ls -C` prints for `path` in `rev`: a file's content
+/// object, or (with `-d` semantics for directories) a directory's dirtree.
+pub fn ls_checksum(repo: &Path, rev: &str, path: &str) -> String {
+    let out = ostree(&["ls", &format!("--repo={}", repo.display()), "-C", "-d", rev, path]);
+    // "-00644 0 0 SIZE CHECKSUM PATH" or "d00755 0 0 0 TREE META PATH"
+    out.split_whitespace().nth(4).expect("unexpected `ostree ls` output").to_string()
+}
+
 /// Creates a repository of `mode` under `dir` and returns its path.
 pub fn init_repo(dir: &Path, mode: &str) -> PathBuf {
     let repo = dir.join(format!("repo-{mode}"));
