@@ -52,6 +52,23 @@ pub fn open_dir(dir: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
     )
 }
 
+/// Opens a directory given by a path the caller chose (a target directory, ROOT/etc):
+/// unlike [`open_dir`], symlinks in it are the caller's to follow.
+pub fn open_dir_path(path: &std::path::Path) -> anyhow::Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("cannot open directory {}", path.display()))
+}
+
+/// Splits a tree path (`/a/b/c`, `/` for the root) into its parent relative to the
+/// tree's root (`a/b`) and its final name (`c`).
+pub fn split_path(path: &str) -> (&str, &str) {
+    let p = path.trim_start_matches('/');
+    match p.rfind('/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => ("", p),
+    }
+}
+
 /// What is at a name in a directory, without following it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {

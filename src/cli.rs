@@ -257,12 +257,7 @@ fn cmd_apply_tree(args: &ApplyTreeArgs) -> anyhow::Result<()> {
     let diff = Diff::trees(&repo, ra, rb)?;
     let plan = crate::plan::Plan::new(&repo, &diff)?;
     let target_name = args.target.display().to_string();
-    let root = rustix::fs::open(
-        &args.target,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .with_context(|| format!("cannot open target directory {target_name}"))?;
+    let root = crate::checkout::open_dir_path(&args.target)?;
     let status = crate::plan::preflight(&repo, &plan, std::os::fd::AsFd::as_fd(&root), &target_name, args.force)?;
     let report = if args.dry_run {
         crate::apply::Report::of_plan(&repo, &plan, &status)?

@@ -260,7 +260,7 @@ impl Diff {
         for m in &self.modified {
             let from = entry_type(repo, &m.from, &m.path)?;
             let to = entry_type(repo, &m.to, &m.path)?;
-            r.bytes_to_write += bytes_of(repo, &m.to, &m.path)?;
+            r.bytes_to_write += footprint(repo, &m.to, &m.path)?.bytes;
             match to {
                 EntryType::Directory => r.summary.modified_dirs += 1,
                 _ => r.summary.modified_files += 1,
@@ -313,20 +313,47 @@ fn entry_type(repo: &Repo, kind: &NodeKind, path: &str) -> anyhow::Result<EntryT
     })
 }
 
-/// Bytes a checkout writes for `kind`: a file's size, or a whole directory's files
-/// (a file replaced by a directory writes the directory's contents).
-fn bytes_of(repo: &Repo, kind: &NodeKind, path: &str) -> anyhow::Result<u64> {
-    match kind {
-        NodeKind::File(c) => file_size(repo, *c, path),
+/// What writing a node costs: content bytes, bytes of space (content rounded up
+/// to blocks, plus a block per entry) and entries (inodes). A directory counts
+/// with its whole subtree (a file replaced by a directory writes all of it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub bytes: u64,
+    pub space: u64,
+    pub entries: u64,
+}
+
+impl std::ops::AddAssign for Footprint {
+    fn add_assign(&mut self, o: Footprint) {
+        self.bytes += o.bytes;
+        self.space += o.space;
+        self.entries += o.entries;
+    }
+}
+
+/// Filesystem block size assumed when estimating space.
+pub const BLOCK: u64 = 4096;
+
+/// The [`Footprint`] of writing `node` (at `path`, for error messages).
+pub fn footprint(repo: &Repo, node: &NodeKind, path: &str) -> anyhow::Result<Footprint> {
+    let file = |c: Checksum| -> anyhow::Result<Footprint> {
+        let bytes = file_size(repo, c, path)?;
+        Ok(Footprint { bytes, space: (bytes.div_ceil(BLOCK) * BLOCK).max(BLOCK), entries: 1 })
+    };
+    match node {
+        NodeKind::File(c) => file(*c),
         NodeKind::Dir { tree, .. } => {
+            let mut total = Footprint { bytes: 0, space: BLOCK, entries: 1 };
             let mut stack = vec![*tree];
-            let mut total = 0;
             while let Some(t) = stack.pop() {
                 let t = repo.read_dirtree(t).with_context(|| format!("cannot read directory {path}"))?;
                 for f in t.files() {
-                    total += file_size(repo, f.checksum, path)?;
+                    total += file(f.checksum)?;
                 }
-                stack.extend(t.dirs().map(|d| d.tree));
+                for d in t.dirs() {
+                    total += Footprint { bytes: 0, space: BLOCK, entries: 1 };
+                    stack.push(d.tree);
+                }
             }
             Ok(total)
         }

@@ -98,7 +98,7 @@ fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) ->
         if under_skipped(&skipped, &path) {
             continue;
         }
-        let (dir, name) = split(&path);
+        let (dir, name) = checkout::split_path(&path);
         let parent = match checkout::open_dir(etc, dir) {
             Ok(fd) => Some(fd),
             Err(rustix::io::Errno::NOENT) => None,
@@ -152,24 +152,11 @@ fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) ->
     Ok(steps)
 }
 
-fn split(path: &str) -> (&str, &str) {
-    let p = path.trim_start_matches('/');
-    match p.rfind('/') {
-        Some(i) => (&p[..i], &p[i + 1..]),
-        None => ("", p),
-    }
-}
-
-fn open(path: &Path) -> anyhow::Result<OwnedFd> {
-    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .with_context(|| format!("cannot open {}", path.display()))
-}
-
 /// Merges the `/etc` changes of `source` → `target` into `ROOT/etc`, journaling
 /// every change first. With `dry_run`, only decides.
 pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_run: bool) -> anyhow::Result<EtcReport> {
     let etc_path = root.join("etc");
-    let etc = open(&etc_path)?;
+    let etc = checkout::open_dir_path(&etc_path)?;
     let steps = plan(repo, source, target, etc.as_fd())?;
     let report =
         EtcReport { paths: steps.iter().map(|s| EtcPath { path: s.path.clone(), action: s.action }).collect() };
@@ -182,7 +169,7 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
         if !matches!(step.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed) {
             continue;
         }
-        let (dir, name) = split(&step.path);
+        let (dir, name) = checkout::split_path(&step.path);
         let parent = checkout::open_dir(etc.as_fd(), dir).with_context(|| format!("cannot open /etc/{dir}"))?;
         if !index.iter().any(|e| e.path == step.path) {
             let original = journal.capture(parent.as_fd(), name, step, index.len())?;
@@ -280,7 +267,7 @@ impl Journal {
     fn open(root: &Path) -> anyhow::Result<Journal> {
         let dir = root.join("run/livefs/etc-journal");
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let fd = open(&dir)?;
+        let fd = checkout::open_dir_path(&dir)?;
         Ok(Journal { dir, fd })
     }
 
@@ -295,12 +282,8 @@ impl Journal {
     }
 
     fn save(&self, index: &[JournalEntry]) -> anyhow::Result<()> {
-        let tmp = self.dir.join("index.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(index)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join("index.json")).context("cannot write the /etc journal")?;
-        rustix::fs::fsync(&self.fd)?;
-        Ok(())
+        crate::state::write_atomic(&self.dir.join("index.json"), &serde_json::to_vec_pretty(index)?)
+            .context("cannot write the /etc journal")
     }
 
     /// Records how `name` is now, before `step` changes it.
@@ -379,11 +362,11 @@ pub fn restore(root: &Path) -> anyhow::Result<Vec<String>> {
     }
     let journal = Journal::open(root)?;
     let index = journal.load()?;
-    let etc = open(&root.join("etc"))?;
+    let etc = checkout::open_dir_path(&root.join("etc"))?;
     let mut restored = Vec::new();
     // Deepest changes were journaled last: undo in reverse.
     for e in index.iter().rev() {
-        let (d, name) = split(&e.path);
+        let (d, name) = checkout::split_path(&e.path);
         let parent = match checkout::open_dir(etc.as_fd(), d) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => continue,

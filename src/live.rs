@@ -7,11 +7,10 @@
 //! unlocks `/usr` (if needed), records *Applying*, writes through the private
 //! writable view, and records *Live*.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use rustix::fs::{Mode, OFlags};
 use serde::Serialize;
 
 use crate::apply::{self, Report};
@@ -273,7 +272,7 @@ impl Live {
             }
             !keep
         });
-        plan.total = plan.ops.iter().fold(plan::Footprint::default(), |mut t, op| {
+        plan.total = plan.ops.iter().fold(crate::diff::Footprint::default(), |mut t, op| {
             t += op.footprint;
             t
         });
@@ -309,13 +308,13 @@ impl Live {
         let usr = UsrState::detect(&root, &self.system.booted.path)?;
         overlay::check_writable(&usr)?;
         // The check runs on /usr as it is mounted now: a refusal changes nothing.
-        let current = open_dir(&usr_path)?;
+        let current = crate::checkout::open_dir_path(&usr_path)?;
         let space_at = match usr.upper() {
-            Some(_) => open_dir(&usr_path)?,
+            Some(_) => crate::checkout::open_dir_path(&usr_path)?,
             None => {
                 let var_tmp = root.join("var/tmp");
                 std::fs::create_dir_all(&var_tmp).with_context(|| format!("cannot create {}", var_tmp.display()))?;
-                open_dir(&var_tmp)?
+                crate::checkout::open_dir_path(&var_tmp)?
             }
         };
         let status = plan::preflight_at(&self.repo, &plan, current.as_fd(), space_at.as_fd(), "/usr", false)?;
@@ -422,11 +421,6 @@ fn pin(repo: &Repo, state: LiveState) {
     if let Err(e) = state::sync_refs(repo, state) {
         eprintln!("livefs: warning: cannot update the livefs/* refs in {}: {e:#}", repo.path().display());
     }
-}
-
-fn open_dir(path: &Path) -> anyhow::Result<OwnedFd> {
-    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// `livefs apply`: the pending deployment (or `--target`) into the running `/usr`.

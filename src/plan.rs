@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::checkout::{self, Entry};
-use crate::diff::{Diff, EntryType, NodeKind};
+use crate::diff::{footprint, Diff, EntryType, Footprint, NodeKind, BLOCK};
 use crate::repo::Repo;
 
 /// What an operation does.
@@ -75,30 +75,10 @@ pub struct Op {
     pub footprint: Footprint,
 }
 
-/// What an operation (or a plan) writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Footprint {
-    pub bytes: u64,
-    pub space: u64,
-    pub entries: u64,
-}
-
-impl std::ops::AddAssign for Footprint {
-    fn add_assign(&mut self, o: Footprint) {
-        self.bytes += o.bytes;
-        self.space += o.space;
-        self.entries += o.entries;
-    }
-}
-
 impl Op {
     /// The parent directory (relative, no leading `/`) and the final name.
     pub fn split(&self) -> (&str, &str) {
-        let p = self.path.trim_start_matches('/');
-        match p.rfind('/') {
-            Some(i) => (&p[..i], &p[i + 1..]),
-            None => ("", p),
-        }
+        checkout::split_path(&self.path)
     }
 
     /// The type of the entry after the operation (or before, for a removal).
@@ -124,10 +104,6 @@ pub struct Plan {
     /// The sum of the operations' footprints.
     pub total: Footprint,
 }
-
-/// Filesystem block size assumed when estimating space; the preflight rounds with
-/// the real one.
-const BLOCK: u64 = 4096;
 
 impl Plan {
     /// Builds the plan from a diff. Every dirtree a plan writes from is read (and
@@ -187,36 +163,6 @@ impl Plan {
             s.push_str(&format!("{:<8} {}{note}\n", op.kind.verb(), op.path));
         }
         s
-    }
-}
-
-/// What writing `node` costs.
-fn footprint(repo: &Repo, node: &NodeKind, path: &str) -> anyhow::Result<Footprint> {
-    let round = |n: u64| n.div_ceil(BLOCK) * BLOCK;
-    match node {
-        NodeKind::File(c) => {
-            let size = repo.read_file_meta(*c).with_context(|| format!("cannot read file {path}"))?.size();
-            Ok(Footprint { bytes: size, space: round(size).max(BLOCK), entries: 1 })
-        }
-        NodeKind::Dir { tree, .. } => {
-            let (mut bytes, mut space, mut entries) = (0, BLOCK, 1);
-            let mut stack = vec![*tree];
-            while let Some(t) = stack.pop() {
-                let t = repo.read_dirtree(t).with_context(|| format!("cannot read directory {path}"))?;
-                for f in t.files() {
-                    let size = repo.read_file_meta(f.checksum)?.size();
-                    bytes += size;
-                    space += round(size).max(BLOCK);
-                    entries += 1;
-                }
-                for d in t.dirs() {
-                    space += BLOCK;
-                    entries += 1;
-                    stack.push(d.tree);
-                }
-            }
-            Ok(Footprint { bytes, space, entries })
-        }
     }
 }
 

@@ -124,24 +124,33 @@ impl StateDir {
     }
 
     pub fn save_replaced(&self, set: &std::collections::HashSet<String>) -> anyhow::Result<()> {
-        let tmp = self.dir.join("replaced.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(set)?)?;
-        std::fs::rename(&tmp, self.dir.join("replaced.json")).context("cannot record the replaced files")
+        write_atomic(&self.dir.join("replaced.json"), &serde_json::to_vec(set)?)
     }
 
     /// Persists `state` atomically.
     pub fn save(&self, deployment: &str, state: LiveState) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let tmp = self.dir.join("state.json.tmp");
         let record = Record { deployment: deployment.to_string(), state };
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-        serde_json::to_writer_pretty(&mut f, &record)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.file()).with_context(|| format!("cannot write {}", self.file().display()))?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
-        Ok(())
+        let mut bytes = serde_json::to_vec_pretty(&record)?;
+        bytes.push(b'\n');
+        write_atomic(&self.file(), &bytes)
     }
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves the old or the
+/// new content, never a mix: a temporary file beside it, fsync, rename, fsync of
+/// the directory. Every record livefs keeps in `/run` is written this way.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("a file without a directory")?;
+    let mut tmp_name = path.file_name().context("a path without a file name")?.to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// Held while livefs changes the system; released on drop (or process death).

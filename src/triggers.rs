@@ -164,8 +164,7 @@ pub fn run(root: &Path, actions: &[Action]) -> anyhow::Result<Vec<Run>> {
             Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
         }
     } else {
-        std::fs::write(&file, serde_json::to_vec(&failed)?)
-            .with_context(|| format!("cannot write {}", file.display()))?;
+        crate::state::write_atomic(&file, &serde_json::to_vec(&failed)?)?;
     }
     Ok(runs)
 }
