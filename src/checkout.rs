@@ -348,19 +348,39 @@ fn cstr_name(name: &CStr) -> anyhow::Result<String> {
     name.to_str().map(str::to_string).with_context(|| format!("non-UTF-8 name {name:?}"))
 }
 
-/// Whether the directory open as `fd` has the owner, mode and xattrs of `meta`.
-pub fn dir_meta_matches(fd: BorrowedFd<'_>, meta: &DirMeta) -> anyhow::Result<bool> {
+/// Whether comparisons with the repository include extended attributes.
+///
+/// `/usr` is compared exactly. `/etc` is compared as ostree compares it when it
+/// finds the admin's changes (`OSTREE_DIFF_FLAGS_IGNORE_XATTRS`): on SELinux hosts
+/// the labels of `usr/etc` and of the real `/etc` differ, so a label (or any
+/// xattr-only) difference is not a local edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrCheck {
+    Compare,
+    Ignore,
+}
+
+/// Whether the directory open as `fd` has the owner, mode (and, with
+/// [`XattrCheck::Compare`], xattrs) of `meta`.
+pub fn dir_meta_matches(fd: BorrowedFd<'_>, meta: &DirMeta, xattrs: XattrCheck) -> anyhow::Result<bool> {
     let st = rustix::fs::fstat(fd)?;
     Ok(st.st_uid == meta.uid
         && st.st_gid == meta.gid
         && st.st_mode == meta.mode
-        && crate::xattrs::of_fd(fd)? == meta.xattrs)
+        && (xattrs == XattrCheck::Ignore || crate::xattrs::of_fd(fd)? == meta.xattrs))
 }
 
 /// Whether `name` in `dir` is exactly `node` of the repository: type, owner, mode,
 /// xattrs, symlink target and content; for a directory, recursively, with no extra
 /// entries.
-pub fn matches(repo: &Repo, dir: BorrowedFd<'_>, name: &str, node: &NodeKind) -> anyhow::Result<bool> {
+pub fn matches(
+    repo: &Repo,
+    dir: BorrowedFd<'_>,
+    name: &str,
+    node: &NodeKind,
+    xattrs: XattrCheck,
+) -> anyhow::Result<bool> {
+    let compare = xattrs == XattrCheck::Compare;
     let (entry, st) = probe(dir, name)?;
     let Some(st) = st else { return Ok(false) };
     match node {
@@ -372,7 +392,7 @@ pub fn matches(repo: &Repo, dir: BorrowedFd<'_>, name: &str, node: &NodeKind) ->
             match (&meta.kind, entry) {
                 (FileKind::Symlink { target }, Entry::Symlink) => {
                     let t = rustix::fs::readlinkat(dir, name, Vec::new())?;
-                    Ok(t.as_bytes() == target.as_bytes() && symlink_xattrs(dir, name)? == meta.xattrs)
+                    Ok(t.as_bytes() == target.as_bytes() && (!compare || symlink_xattrs(dir, name)? == meta.xattrs))
                 }
                 (FileKind::Regular { size }, Entry::File) if st.st_size as u64 == *size => {
                     let fd = rustix::fs::openat(
@@ -381,7 +401,7 @@ pub fn matches(repo: &Repo, dir: BorrowedFd<'_>, name: &str, node: &NodeKind) ->
                         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                         Mode::empty(),
                     )?;
-                    if crate::xattrs::of_fd(fd.as_fd())? != meta.xattrs {
+                    if compare && crate::xattrs::of_fd(fd.as_fd())? != meta.xattrs {
                         return Ok(false);
                     }
                     let mut h = Sha256::new();
@@ -405,16 +425,16 @@ pub fn matches(repo: &Repo, dir: BorrowedFd<'_>, name: &str, node: &NodeKind) ->
                 return Ok(false);
             }
             let fd = open_dir(dir, name)?;
-            if !dir_meta_matches(fd.as_fd(), &repo.read_dirmeta(*meta)?)? {
+            if !dir_meta_matches(fd.as_fd(), &repo.read_dirmeta(*meta)?, xattrs)? {
                 return Ok(false);
             }
-            tree_matches(repo, fd.as_fd(), *tree)
+            tree_matches(repo, fd.as_fd(), *tree, xattrs)
         }
     }
 }
 
 /// Whether the directory `fd` holds exactly the entries of `tree`, recursively.
-pub fn tree_matches(repo: &Repo, fd: BorrowedFd<'_>, tree: Checksum) -> anyhow::Result<bool> {
+pub fn tree_matches(repo: &Repo, fd: BorrowedFd<'_>, tree: Checksum, xattrs: XattrCheck) -> anyhow::Result<bool> {
     let t = repo.read_dirtree(tree)?;
     let mut want: Vec<&str> = t.files().map(|f| f.name).chain(t.dirs().map(|d| d.name)).collect();
     want.sort();
@@ -422,12 +442,12 @@ pub fn tree_matches(repo: &Repo, fd: BorrowedFd<'_>, tree: Checksum) -> anyhow::
         return Ok(false);
     }
     for f in t.files() {
-        if !matches(repo, fd, f.name, &NodeKind::File(f.checksum))? {
+        if !matches(repo, fd, f.name, &NodeKind::File(f.checksum), xattrs)? {
             return Ok(false);
         }
     }
     for d in t.dirs() {
-        if !matches(repo, fd, d.name, &NodeKind::Dir { tree: d.tree, meta: d.meta })? {
+        if !matches(repo, fd, d.name, &NodeKind::Dir { tree: d.tree, meta: d.meta }, xattrs)? {
             return Ok(false);
         }
     }

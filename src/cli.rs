@@ -361,6 +361,22 @@ fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
         UsrState::Other { description } => description.clone(),
     };
     writeln!(out, "/usr:        {usr}")?;
+    let b = &st.boot;
+    let boot: Vec<&str> = [
+        (b.composefs, "composefs"),
+        (b.sysroot_ro, "read-only /sysroot"),
+        (b.transient_etc.is_some(), "transient /etc (changes last until reboot)"),
+        (b.root_transient, "transient /"),
+    ]
+    .into_iter()
+    .filter_map(|(on, what)| on.then_some(what))
+    .collect();
+    if !boot.is_empty() {
+        writeln!(out, "Boot:        {}", boot.join(", "))?;
+    }
+    if let Some(what) = &st.rpm_ostree_live {
+        writeln!(out, "rpm-ostree:  live-applied to this boot ({what}); livefs leaves /usr to it")?;
+    }
     if let Some(o) = &st.overlay {
         writeln!(
             out,
@@ -426,6 +442,9 @@ fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Re
         writeln!(out, "Kept {k} (modules of the running kernel)")?;
     }
     print_etc(&mut out, o)?;
+    if o.etc_transient && !(o.etc.paths.is_empty() && o.etc_restored.is_empty()) {
+        writeln!(out, "/etc is transient on this host (etc.transient): these changes last until reboot only")?;
+    }
     for t in &o.triggers {
         let how = if t.skipped {
             "skipped"

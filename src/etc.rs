@@ -22,7 +22,7 @@ use anyhow::{bail, Context};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::checkout::{self, Entry};
+use crate::checkout::{self, Entry, XattrCheck};
 use crate::diff::{Diff, NodeKind, TreeRoot};
 use crate::repo::{Checksum, Repo};
 
@@ -112,18 +112,18 @@ fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) ->
                 (Some(NodeKind::Dir { meta, .. }), Some(fd)) if from.is_some() && to.is_some() => {
                     // A directory's own metadata change: compare the metadata only.
                     Ok(match checkout::open_dir(fd.as_fd(), name) {
-                        Ok(d) => checkout::dir_meta_matches(d.as_fd(), &repo.read_dirmeta(*meta)?)?,
+                        Ok(d) => checkout::dir_meta_matches(d.as_fd(), &repo.read_dirmeta(*meta)?, XattrCheck::Ignore)?,
                         Err(_) => false,
                     })
                 }
                 (Some(NodeKind::Dir { meta, .. }), Some(fd)) if from.is_none() => {
                     // An added directory that exists: its contents are merged entry by entry.
                     Ok(match checkout::open_dir(fd.as_fd(), name) {
-                        Ok(d) => checkout::dir_meta_matches(d.as_fd(), &repo.read_dirmeta(*meta)?)?,
+                        Ok(d) => checkout::dir_meta_matches(d.as_fd(), &repo.read_dirmeta(*meta)?, XattrCheck::Ignore)?,
                         Err(_) => false,
                     })
                 }
-                (Some(n), Some(fd)) => checkout::matches(repo, fd.as_fd(), name, n),
+                (Some(n), Some(fd)) => checkout::matches(repo, fd.as_fd(), name, n, XattrCheck::Ignore),
             }
         };
         let type_change = matches!((from, to), (Some(NodeKind::File(_)), Some(NodeKind::Dir { .. })))

@@ -207,6 +207,22 @@ pub fn variant(data: &[u8]) -> Result<(&[u8], &[u8])> {
     Ok((&data[..sep], ty))
 }
 
+/// One entry of an `a{sv}`: the key, the value's bytes and the value's type.
+pub type DictEntry<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+/// Decodes an `a{sv}` (a GVariant dictionary, as ostree writes its runtime
+/// records) into its entries, in stored order.
+pub fn dict(data: &[u8]) -> Result<Vec<DictEntry<'_>>> {
+    let arr = VarArray::new(data, 8)?;
+    let mut out = Vec::with_capacity(arr.len());
+    for el in arr.iter() {
+        let [key, value] = structure(el?, [VAR1, VAR8])?;
+        let (value, ty) = variant(value)?;
+        out.push((string(key)?, value, ty));
+    }
+    Ok(out)
+}
+
 /// Decodes an `a(ayay)` of extended attributes into (name, value) pairs. The
 /// name keeps no trailing NUL (OSTree stores one; it is checked and stripped).
 pub fn xattrs(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {

@@ -16,6 +16,7 @@ pub mod etc;
 pub mod fault;
 pub mod gvariant;
 pub mod live;
+pub mod mounts;
 pub mod overlay;
 pub mod parallel;
 pub mod plan;

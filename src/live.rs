@@ -7,6 +7,7 @@
 //! unlocks `/usr` (if needed), records *Applying*, writes through the private
 //! writable view, and records *Live*.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -84,8 +85,13 @@ pub struct Status {
     /// Booted → live (or → the interrupted target), in `/usr`.
     pub changes: Option<ChangeCounts>,
     pub overlay: Option<OverlayUsage>,
-    /// Processes still holding files replaced since boot.
+    /// Units and processes that still run what was replaced since boot.
     pub restarts: crate::restart::Restarts,
+    /// What `/run/ostree-booted` says of this boot (composefs, read-only sysroot, …).
+    pub boot: crate::sysroot::booted::BootRecord,
+    /// rpm-ostree's apply-live state, when it has live-applied to this boot
+    /// (livefs then refuses to change /usr).
+    pub rpm_ostree_live: Option<String>,
 }
 
 pub fn status(paths: &Paths) -> anyhow::Result<Status> {
@@ -115,10 +121,12 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         }
         None => None,
     };
-    let replaced = StateDir::new(&paths.root).replaced()?;
-    let restarts = crate::restart::report(&paths.root, &replaced, &[]);
+    let states = StateDir::new(&paths.root);
+    let restarts = crate::restart::report(&paths.root, &states.replaced()?, &states.unit_changes()?);
     Ok(Status {
         restarts,
+        rpm_ostree_live: rpm_ostree_live(&system, &repo),
+        boot: system.boot.clone(),
         booted: commit_info(&repo, booted, &system),
         pending: system.pending.as_ref().map(|p| commit_info(&repo, p.checksum, &system)),
         live,
@@ -169,6 +177,9 @@ pub struct Outcome {
     pub etc: crate::etc::EtcReport,
     /// `/etc` paths put back by a reset.
     pub etc_restored: Vec<String>,
+    /// `/etc` is a transient overlay on this host (`etc.transient`): what livefs
+    /// changed there lasts until reboot only.
+    pub etc_transient: bool,
     /// Triggers run (or, in a dry run, that would run).
     pub triggers: Vec<crate::triggers::Run>,
     /// What needs a restart now.
@@ -194,6 +205,11 @@ pub enum PolicyError {
         "an interrupted apply to {to} must be finished first: run `livefs apply --target {to}`, or `livefs reset`"
     )]
     InterruptedOther { to: Checksum },
+    #[error(
+        "rpm-ostree has live-applied to this boot ({0}); two live-appliers on one /usr corrupt each other's view: \
+         run `rpm-ostree apply-live --reset` or reboot before using livefs"
+    )]
+    RpmOstreeLive(String),
     #[error("the update changes or removes {} existing path(s) in /usr (rerun with --allow-replacement to allow it): {}", .0.len(), list20(.0))]
     Replacement(Vec<String>),
 }
@@ -235,6 +251,9 @@ impl Live {
         let system = System::load(&paths.root, &paths.sysroot)?;
         let lock = states.lock()?;
         let repo = system.repo()?;
+        if let Some(what) = rpm_ostree_live(&system, &repo) {
+            return Err(PolicyError::RpmOstreeLive(what).into());
+        }
         let state = states.load(&system.booted.id())?;
         Ok(Live { paths: paths.clone(), system, repo, states, state, _lock: lock })
     }
@@ -334,6 +353,7 @@ impl Live {
             plan_text: plan.describe(&status),
             etc: etc_dry,
             etc_restored: Vec::new(),
+            etc_transient: self.system.boot.transient_etc.is_some(),
             triggers: Vec::new(),
             restarts: Default::default(),
         };
@@ -355,7 +375,7 @@ impl Live {
         self.clean_stale(&usr)?;
         if !plan.ops.is_empty() {
             if usr.upper().is_none() {
-                overlay::unlock(&root, &self.system.booted.id())?;
+                overlay::unlock(&root, &self.system.booted.path.join("usr"), &self.system.booted.id())?;
             }
             let view = overlay::writable_view(&root)?;
             self.save(LiveState::Applying { from, to })?;
@@ -381,7 +401,8 @@ impl Live {
             outcome.triggers = crate::triggers::run(&root, &actions)?;
         }
         let replaced = record_replaced(&self.states, &plan)?;
-        outcome.restarts = crate::restart::report(&root, &replaced, &changed);
+        let units = record_unit_changes(&self.states, &changed)?;
+        outcome.restarts = crate::restart::report(&root, &replaced, &units);
         Ok(outcome)
     }
 }
@@ -415,6 +436,42 @@ fn record_replaced(states: &StateDir, plan: &Plan) -> anyhow::Result<std::collec
     Ok(set)
 }
 
+/// Adds the unit files among `changed` to those changed since boot
+/// (`ROOT/run/livefs/units.json`), stamped now: a unit started before runs the old
+/// definition.
+fn record_unit_changes(states: &StateDir, changed: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut units = states.unit_changes()?;
+    let changed_units = crate::restart::changed_units(changed.iter().map(String::as_str));
+    if !changed_units.is_empty() {
+        let now = crate::restart::now_monotonic_usec();
+        for u in changed_units {
+            units.insert(u, now);
+        }
+        states.save_unit_changes(&units)?;
+    }
+    Ok(units)
+}
+
+/// rpm-ostree's apply-live state for this boot, if any: its stamp in
+/// `/run/ostree/deployment-state/CSUM.SERIAL/`, or its refs in the repository
+/// while `/usr` is an ostree transient unlock (the overlay rpm-ostree writes to;
+/// after a reboot its refs are stale and ignored).
+fn rpm_ostree_live(system: &System, repo: &Repo) -> Option<String> {
+    let stamp =
+        system.root.join("run/ostree/deployment-state").join(system.booted.id()).join("rpmostree-is-live.stamp");
+    if stamp.exists() {
+        return Some(stamp.display().to_string());
+    }
+    let usr = UsrState::detect(&system.root, &system.booted.path).ok()?;
+    if !matches!(usr, UsrState::OstreeTransient { .. }) {
+        return None;
+    }
+    ["rpmostree/live-apply", "rpmostree/live-apply-inprogress"]
+        .into_iter()
+        .find(|r| repo.resolve_rev(r).is_ok())
+        .map(|r| format!("ref {r} in {}", repo.path().display()))
+}
+
 /// Pins what `state` uses against pruning. A read-only repository (a sysroot
 /// mounted read-only) only loses the pin, which is reported.
 fn pin(repo: &Repo, state: LiveState) {
@@ -428,7 +485,11 @@ pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
     let mut live = Live::open(paths)?;
     let target = match &req.target {
         Some(rev) => live.repo.resolve_rev(rev)?,
-        None => live.system.pending.as_ref().map(|p| p.checksum).ok_or(PolicyError::NoPending)?,
+        None => match (&live.system.pending, &live.system.pending_error) {
+            (_, Some(e)) => bail!("cannot tell the pending deployment: {e}"),
+            (Some(p), None) => p.checksum,
+            (None, None) => return Err(PolicyError::NoPending.into()),
+        },
     };
     let (from, resumed) = match live.state {
         LiveState::Applying { from, to } if to == target => (from, true),

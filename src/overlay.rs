@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use rustix::fs::{Mode, OFlags, CWD};
-use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
 use serde::Serialize;
 
 /// Upper directories livefs creates, under `ROOT/var/tmp`.
@@ -51,9 +51,8 @@ impl UsrState {
         }
         let usr = std::fs::canonicalize(root.join("usr"))
             .with_context(|| format!("cannot resolve {}/usr", root.display()))?;
-        let info = std::fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
         // The last mount on a path is the one on top.
-        let Some(m) = info.lines().filter_map(MountInfo::parse).rfind(|m| m.mount_point == usr) else {
+        let Some(m) = crate::mounts::mounts()?.into_iter().rfind(|m| m.mount_point == usr) else {
             return Ok(UsrState::Locked);
         };
         if m.fstype != "overlay" {
@@ -68,7 +67,9 @@ impl UsrState {
             .map(|n| n.to_string_lossy().into_owned());
         Ok(match (upper, name) {
             (Some(upper), Some(n)) if n.starts_with(UPPER_PREFIX) => UsrState::Livefs { upper, read_only },
-            (Some(upper), Some(n)) if n.starts_with("ostree-unlock-ovl.") => {
+            // ostree 2025.2 and older: /var/tmp/ostree-unlock-ovl.XXXXXX/upper; since
+            // 2025.3: SYSROOT/ostree/deploy/OS/backing/CSUM.SERIAL/usr-transient/upper.
+            (Some(upper), Some(n)) if n.starts_with("ostree-unlock-ovl.") || n == "usr-transient" => {
                 UsrState::OstreeTransient { upper: Some(upper), read_only }
             }
             (Some(upper), _) if upper.ends_with(".usr-ovl-upper") => UsrState::Hotfix,
@@ -86,52 +87,16 @@ impl UsrState {
     }
 }
 
-/// One line of `/proc/self/mountinfo`.
-struct MountInfo {
-    mount_point: PathBuf,
-    options: String,
-    fstype: String,
-    super_options: String,
-}
-
-impl MountInfo {
-    fn parse(line: &str) -> Option<MountInfo> {
-        let (head, tail) = line.split_once(" - ")?;
-        let head: Vec<&str> = head.split(' ').collect();
-        let tail: Vec<&str> = tail.split(' ').collect();
-        Some(MountInfo {
-            mount_point: PathBuf::from(unescape(head.get(4)?)),
-            options: head.get(5)?.to_string(),
-            fstype: tail.first()?.to_string(),
-            super_options: unescape(tail.get(2)?),
-        })
-    }
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, …).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// The SELinux label xattr: an overlay's root takes its upper directory's label,
+/// so the upper and work directories get `/usr`'s (ostree #762).
+const SELINUX_XATTR: &std::ffi::CStr = c"security.selinux";
 
 /// Mounts a fresh, read-only, transient overlay on `ROOT/usr` whose lower layer is
-/// the current `/usr`, and writes ostree's `unlocked-transient` flag so `ostree
-/// admin status` shows it. Returns the upper directory.
-pub fn unlock(root: &Path, deployment_id: &str) -> anyhow::Result<PathBuf> {
+/// `lower` — the physical deployment's `usr`, as ostree's own unlock has it (on a
+/// composefs-booted host `/usr` is part of an overlay already, and overlays stack
+/// only two deep) — and writes ostree's `unlocked-transient` flag so `ostree admin
+/// status` shows it. Returns the upper directory.
+pub fn unlock(root: &Path, lower: &Path, deployment_id: &str) -> anyhow::Result<PathBuf> {
     let usr = root.join("usr");
     let base = root.join("var/tmp");
     std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
@@ -142,13 +107,14 @@ pub fn unlock(root: &Path, deployment_id: &str) -> anyhow::Result<PathBuf> {
         std::fs::create_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     // The merged root takes the upper root's attributes: give it /usr's.
-    let st = rustix::fs::stat(&usr).with_context(|| format!("cannot stat {}", usr.display()))?;
+    let st = rustix::fs::stat(lower).with_context(|| format!("cannot stat {}", lower.display()))?;
     rustix::fs::chown(&upper, Some(rustix::fs::Uid::from_raw(st.st_uid)), Some(rustix::fs::Gid::from_raw(st.st_gid)))?;
     rustix::fs::chmod(&upper, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    label_like(lower, &[&upper, &work])?;
 
     let mount = |redirect: bool| -> anyhow::Result<OwnedFd> {
         let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).context("overlayfs is not available")?;
-        rustix::mount::fsconfig_set_string(&fs, "lowerdir", &usr)?;
+        rustix::mount::fsconfig_set_string(&fs, "lowerdir", lower)?;
         rustix::mount::fsconfig_set_string(&fs, "upperdir", &upper)?;
         rustix::mount::fsconfig_set_string(&fs, "workdir", &work)?;
         if redirect {
@@ -160,7 +126,7 @@ pub fn unlock(root: &Path, deployment_id: &str) -> anyhow::Result<PathBuf> {
     };
     let mnt = mount(true)
         .or_else(|_| mount(false))
-        .with_context(|| format!("cannot mount an overlay on {}", usr.display()))?;
+        .with_context(|| format!("cannot mount an overlay on {} (lower {})", usr.display(), lower.display()))?;
     rustix::mount::move_mount(mnt.as_fd(), "", CWD, &usr, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
         .with_context(|| format!("cannot attach the overlay on {}", usr.display()))?;
 
@@ -171,57 +137,26 @@ pub fn unlock(root: &Path, deployment_id: &str) -> anyhow::Result<PathBuf> {
     Ok(upper)
 }
 
+/// Gives `dirs` the SELinux label of `like`, when it has one.
+fn label_like(like: &Path, dirs: &[&Path]) -> anyhow::Result<()> {
+    let mut buf = [0u8; 4096];
+    let n = match rustix::fs::lgetxattr(like, SELINUX_XATTR, &mut buf) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the SELinux label of {}", like.display())),
+    };
+    for d in dirs {
+        rustix::fs::lsetxattr(*d, SELINUX_XATTR, &buf[..n], rustix::fs::XattrFlags::empty())
+            .with_context(|| format!("cannot label {} like {}", d.display(), like.display()))?;
+    }
+    Ok(())
+}
+
 /// A writable view of `ROOT/usr` that only this process can reach: a detached
 /// clone of the overlay mount with its read-only flag cleared. Dropping the fd
 /// detaches the view.
 pub fn writable_view(root: &Path) -> anyhow::Result<OwnedFd> {
-    writable_clone(&root.join("usr"))
-}
-
-/// A private, writable clone of the mount holding `path` (rooted at `path`), when
-/// that mount is read-only but its filesystem is not — `/usr` under livefs, or a
-/// sysroot mounted read-only as Fedora CoreOS does. Dropping the fd detaches it.
-pub fn writable_clone(path: &Path) -> anyhow::Result<OwnedFd> {
-    let clone = rustix::mount::open_tree(CWD, path, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC)
-        .with_context(|| format!("cannot clone the mount of {}", path.display()))?;
-    clear_read_only(&clone).with_context(|| format!("cannot make a private writable view of {}", path.display()))?;
-    let fd = rustix::fs::openat(&clone, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-    Ok(fd)
-}
-
-/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_clr: MOUNT_ATTR_RDONLY})`, which
-/// rustix does not wrap.
-fn clear_read_only(mount: &OwnedFd) -> anyhow::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set: 0,
-        attr_clr: MountAttrFlags::MOUNT_ATTR_RDONLY.bits().into(),
-        propagation: 0,
-        userns_fd: 0,
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: the path is a valid NUL-terminated string, `attr` outlives the call
-    // and its size is passed; the kernel only reads them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mount.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(())
+    crate::mounts::writable_clone(&root.join("usr"))
 }
 
 /// Deletes upper directories of earlier boots (or of overlays no longer mounted),

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::checkout::{self, Entry};
+use crate::checkout::{self, Entry, XattrCheck};
 use crate::diff::{footprint, Diff, EntryType, Footprint, NodeKind, BLOCK};
 use crate::repo::Repo;
 
@@ -308,7 +308,7 @@ fn op_status(repo: &Repo, dir: BorrowedFd<'_>, name: &str, op: &Op) -> anyhow::R
     let (entry, _) = checkout::probe(dir, name)?;
     let is = |node: &Option<NodeKind>| -> anyhow::Result<bool> {
         match node {
-            Some(n) => checkout::matches(repo, dir, name, n),
+            Some(n) => checkout::matches(repo, dir, name, n, XattrCheck::Compare),
             None => Ok(entry == Entry::Absent),
         }
     };
@@ -318,10 +318,10 @@ fn op_status(repo: &Repo, dir: BorrowedFd<'_>, name: &str, op: &Op) -> anyhow::R
             let (Some(NodeKind::Dir { meta: to, .. }), from) = (op.to, op.from) else {
                 bail!("directory operation without a directory");
             };
-            if checkout::dir_meta_matches(fd.as_fd(), &repo.read_dirmeta(to)?)? {
+            if checkout::dir_meta_matches(fd.as_fd(), &repo.read_dirmeta(to)?, XattrCheck::Compare)? {
                 Status::Done
             } else if let Some(NodeKind::Dir { meta: from, .. }) = from {
-                if checkout::dir_meta_matches(fd.as_fd(), &repo.read_dirmeta(from)?)? {
+                if checkout::dir_meta_matches(fd.as_fd(), &repo.read_dirmeta(from)?, XattrCheck::Compare)? {
                     Status::Todo
                 } else {
                     Status::Drifted("directory metadata differs".into())

@@ -39,16 +39,19 @@ impl Restarts {
     }
 }
 
-/// The unit names whose files are among `changed` (absolute paths).
+/// The unit names whose files are among `changed` (absolute paths): `foo.service`
+/// for `…/foo.service` or a drop-in `…/foo.service.d/x.conf`; a template's own
+/// name `foo@.service` when the template changed (it stands for all its instances).
 pub fn changed_units<'a>(changed: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for p in changed {
-        for dir in ["/usr/lib/systemd/system/", "/etc/systemd/system/"] {
+        for dir in UNIT_DIRS {
             let Some(rest) = p.strip_prefix(dir) else { continue };
             // foo.service, or foo.service.d/override.conf
             let first = rest.split('/').next().unwrap_or("");
             let unit = first.strip_suffix(".d").unwrap_or(first);
-            if unit.contains('.') && !unit.ends_with(".wants") && !unit.ends_with(".requires") {
+            let Some((name, suffix)) = unit.rsplit_once('.') else { continue };
+            if !name.is_empty() && UNIT_TYPES.contains(&suffix) {
                 out.insert(unit.to_string());
             }
         }
@@ -56,27 +59,98 @@ pub fn changed_units<'a>(changed: impl IntoIterator<Item = &'a str>) -> BTreeSet
     out
 }
 
+/// Where system units live, as livefs changes them.
+const UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system/", "/etc/systemd/system/"];
+
+/// The unit types that have processes or state a restart renews.
+const UNIT_TYPES: [&str; 7] = ["service", "socket", "timer", "path", "mount", "swap", "target"];
+
 /// Whether systemd runs the system at `root` (so units can be asked about).
-fn systemd_runs(root: &Path) -> bool {
+pub fn systemd_runs(root: &Path) -> bool {
     root == Path::new("/") && Path::new("/run/systemd/system").exists()
 }
 
-/// Builds the report: `changed` are the absolute paths (as under ROOT, e.g.
-/// `/usr/lib/libfoo.so.1`) this apply replaced or removed, plus changed unit files.
-pub fn report(root: &Path, replaced: &HashSet<String>, changed_unit_files: &[String]) -> Restarts {
-    let mut r = Restarts::default();
-    if systemd_runs(root) {
-        for unit in changed_units(changed_unit_files.iter().map(String::as_str)) {
-            let active = Command::new("systemctl")
-                .args(["is-active", "--quiet", &unit])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if active {
-                r.units.push(unit);
+/// Now, on the clock systemd stamps unit state changes with (`CLOCK_MONOTONIC`,
+/// in microseconds): a unit last (re)started before its files changed runs the
+/// old definition.
+pub fn now_monotonic_usec() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64) * 1_000_000 + (t.tv_nsec as u64) / 1_000
+}
+
+/// Runs `systemctl ARGS -- UNITS…` quietly and returns its stdout; `None` when it
+/// failed (what systemctl said is not livefs's output).
+fn systemctl(args: &[&str], units: &[String]) -> Option<String> {
+    let out = Command::new("systemctl").args(args).arg("--").args(units).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The loaded units a changed unit file stands for: a template's instances
+/// (never the template name itself, which systemctl refuses), else the unit.
+fn instances(unit_files: &[&String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut patterns = Vec::new();
+    for u in unit_files {
+        match u.split_once("@.") {
+            Some((prefix, suffix)) => patterns.push(format!("{prefix}@*.{suffix}")),
+            None => out.push((*u).clone()),
+        }
+    }
+    if !patterns.is_empty() {
+        let listed = systemctl(&["list-units", "--all", "--plain", "--no-legend", "--full"], &patterns);
+        for line in listed.unwrap_or_default().lines() {
+            if let Some(name) = line.split_whitespace().next() {
+                out.push(name.to_string());
             }
         }
     }
+    out
+}
+
+/// Active units whose files changed after they were last started. `changes` maps a
+/// unit file name (from [`changed_units`]) to when it changed
+/// ([`now_monotonic_usec`]).
+pub fn units_to_restart(root: &Path, changes: &BTreeMap<String, u64>) -> Vec<String> {
+    if changes.is_empty() || !systemd_runs(root) {
+        return Vec::new();
+    }
+    let files: Vec<&String> = changes.keys().collect();
+    let units = instances(&files);
+    if units.is_empty() {
+        return Vec::new();
+    }
+    let Some(shown) = systemctl(&["show", "--property=Id,ActiveState,ActiveEnterTimestampMonotonic"], &units) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    // One block of KEY=VALUE lines per unit, in the order asked, blank-line separated.
+    for (unit, block) in units.iter().zip(shown.split("\n\n")) {
+        let prop = |k: &str| block.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('='));
+        if prop("ActiveState") != Some("active") {
+            continue;
+        }
+        let since = prop("ActiveEnterTimestampMonotonic").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let file = match unit.split_once('@') {
+            Some((prefix, rest)) => {
+                let suffix = rest.rsplit_once('.').map(|(_, s)| s).unwrap_or("");
+                changes.get(unit).or_else(|| changes.get(&format!("{prefix}@.{suffix}")))
+            }
+            None => changes.get(unit),
+        };
+        if file.is_some_and(|&changed_at| since < changed_at) {
+            out.push(unit.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Builds the report: `replaced` are the absolute paths (as under ROOT, e.g.
+/// `/usr/lib/libfoo.so.1`) replaced or removed since boot, `unit_changes` the unit
+/// files changed since boot and when.
+pub fn report(root: &Path, replaced: &HashSet<String>, unit_changes: &BTreeMap<String, u64>) -> Restarts {
+    let mut r = Restarts { units: units_to_restart(root, unit_changes), ..Default::default() };
     if replaced.is_empty() {
         return r;
     }
@@ -158,8 +232,15 @@ mod tests {
             "/usr/lib/systemd/system/httpd.service",
             "/etc/systemd/system/sshd.service.d/override.conf",
             "/usr/lib/systemd/system/multi-user.target.wants/httpd.service",
+            "/usr/lib/systemd/system/apache2@.service",
+            "/usr/lib/systemd/system/getty@tty1.service.d/x.conf",
+            "/usr/lib/systemd/system/README",
+            "/usr/lib/systemd/system/.service",
             "/usr/bin/httpd",
         ]);
-        assert_eq!(u.into_iter().collect::<Vec<_>>(), ["httpd.service", "sshd.service"]);
+        assert_eq!(
+            u.into_iter().collect::<Vec<_>>(),
+            ["apache2@.service", "getty@tty1.service", "httpd.service", "sshd.service"]
+        );
     }
 }

@@ -21,6 +21,7 @@
 //! `ostree prune` and `ostree admin cleanup` from deleting its objects; they are
 //! removed when they go stale.
 
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -115,16 +116,33 @@ impl StateDir {
     }
 
     /// Files replaced or removed in `/usr` since boot (processes may hold them).
-    pub fn replaced(&self) -> anyhow::Result<std::collections::HashSet<String>> {
-        match std::fs::read(self.dir.join("replaced.json")) {
-            Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_default()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
-            Err(e) => Err(e).context("cannot read the list of replaced files"),
-        }
+    pub fn replaced(&self) -> anyhow::Result<HashSet<String>> {
+        self.read_record("replaced.json")
     }
 
-    pub fn save_replaced(&self, set: &std::collections::HashSet<String>) -> anyhow::Result<()> {
+    pub fn save_replaced(&self, set: &HashSet<String>) -> anyhow::Result<()> {
         write_atomic(&self.dir.join("replaced.json"), &serde_json::to_vec(set)?)
+    }
+
+    /// Unit files changed since boot, with when they changed (systemd's monotonic
+    /// clock, in µs): a unit started before that runs the old definition.
+    pub fn unit_changes(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        self.read_record("units.json")
+    }
+
+    pub fn save_unit_changes(&self, units: &BTreeMap<String, u64>) -> anyhow::Result<()> {
+        write_atomic(&self.dir.join("units.json"), &serde_json::to_vec(units)?)
+    }
+
+    /// A JSON record of this directory; missing means empty. A record that does
+    /// not parse is reported (it only ever holds what livefs wrote).
+    fn read_record<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{} is corrupt", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
     }
 
     /// Persists `state` atomically.
@@ -165,9 +183,24 @@ pub fn sync_refs(repo: &Repo, state: LiveState) -> anyhow::Result<()> {
         LiveState::Applying { from, to } => (Some(from), Some(to)),
         LiveState::Live { commit } => (Some(commit), None),
     };
-    repo.set_ref(REF_LIVE, live)?;
-    repo.set_ref(REF_INPROGRESS, inprogress)?;
-    Ok(())
+    let set = |repo: &Repo| -> anyhow::Result<()> {
+        repo.set_ref(REF_LIVE, live)?;
+        repo.set_ref(REF_INPROGRESS, inprogress)
+    };
+    match set(repo) {
+        // A sysroot mounted read-only (Fedora CoreOS): write through a private
+        // writable clone of its mount; everyone else still sees it read-only.
+        Err(e) if is_read_only(&e) => {
+            let view = crate::mounts::writable_clone(repo.path())?;
+            let path = Path::new("/proc/self/fd").join(std::os::fd::AsRawFd::as_raw_fd(&view).to_string());
+            set(&Repo::open(&path)?).with_context(|| format!("in {}", repo.path().display()))
+        }
+        r => r,
+    }
+}
+
+fn is_read_only(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.raw_os_error() == Some(libc::EROFS))
 }
 
 impl<'de> Deserialize<'de> for Checksum {

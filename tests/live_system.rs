@@ -241,39 +241,6 @@ fn reboot_forgets_and_cleans_up() {
     assert_eq!(uppers(), 1, "the stale upper directory was not removed");
 }
 
-/// A staged deployment (rpm-ostree's and bootc's default) has no boot entry until
-/// it is finalized at shutdown: it is the pending one all the same.
-#[test]
-fn staged_deployment_is_pending() {
-    let (mut sys, v2) = with_additions();
-    write(&sys.tree.join("usr/bin/staged-only"), b"staged");
-    let v3 = sys.commit("3");
-    sys.deploy(&v3);
-    // Make v3 look staged: no boot entry names it yet.
-    let entries = sys.sysroot.join("boot/loader/entries");
-    let mut removed = false;
-    for e in std::fs::read_dir(&entries).unwrap() {
-        let p = e.unwrap().path();
-        let text = std::fs::read_to_string(&p).unwrap();
-        if text.lines().any(|l| l == "version 3") {
-            std::fs::remove_file(&p).unwrap();
-            removed = true;
-        }
-    }
-    assert!(removed, "no boot entry for the third deployment");
-    let out = sys.run(
-        r#"
-        L status --json > $OUT/unstaged.json
-        mkdir -p $R/run/ostree && touch $R/run/ostree/staged-deployment
-        L status --json > $OUT/staged.json
-        "#,
-    );
-    ok(&out);
-    // Without the staged flag, the default entry (v2) is pending; with it, v3.
-    assert_eq!(read_json(&sys.out.join("unstaged.json"))["pending"]["checksum"], v2.as_str());
-    assert_eq!(read_json(&sys.out.join("staged.json"))["pending"]["checksum"], v3.as_str());
-}
-
 /// `ostree admin status` itself, run as on the booted system, shows the unlock.
 /// It runs in a chroot whose / is a second bind mount of the booted deployment
 /// (so ostree recognises it as booted) with the host's /usr mounted over it for

@@ -1,6 +1,5 @@
 //! Refs and revision parsing, following `ostree rev-parse`.
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::Context;
@@ -70,25 +69,12 @@ pub(super) fn resolve(repo: &Repo, rev: &str) -> anyhow::Result<Checksum> {
     Err(RepoError::RefNotFound(rev.to_string()).into())
 }
 
-/// Points local ref `name` at `target`, or deletes it for `None`; atomic. A
-/// repository on a read-only mount (a sysroot mounted read-only) is written
-/// through a private writable clone of that mount.
+/// Points local ref `name` at `target`, or deletes it for `None`; atomic.
 pub(super) fn set(repo: &Repo, name: &str, target: Option<Checksum>) -> anyhow::Result<()> {
     if !valid_ref(name) {
         return Err(RepoError::InvalidRef(name.to_string()).into());
     }
-    match write_ref(&repo.path().join("refs/heads"), name, target) {
-        Err(e) if is_read_only(&e) => {
-            let view = crate::overlay::writable_clone(repo.path())?;
-            let heads = Path::new("/proc/self/fd").join(view.as_raw_fd().to_string()).join("refs/heads");
-            write_ref(&heads, name, target).with_context(|| format!("in {}", repo.path().display()))
-        }
-        r => r,
-    }
-}
-
-fn is_read_only(e: &anyhow::Error) -> bool {
-    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.raw_os_error() == Some(libc::EROFS))
+    write_ref(&repo.path().join("refs/heads"), name, target)
 }
 
 fn write_ref(heads: &Path, name: &str, target: Option<Checksum>) -> anyhow::Result<()> {

@@ -206,6 +206,7 @@ pub fn interop_repo(mode: &str) -> InteropRepo {
     InteropRepo { dir, repo, a, b }
 }
 
+pub mod gvariant;
 pub mod system;
 
 /// A minimal GVariant encoder for crafting objects that `ostree` would never write

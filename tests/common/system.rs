@@ -23,6 +23,19 @@ pub struct TestSystem {
     pub out: PathBuf,
 }
 
+/// How the simulated system booted.
+#[derive(Debug, Clone, Copy)]
+pub enum Boot {
+    /// ostree-prepare-root without composefs: ROOT is the deployment directory
+    /// (bind-mounted), `/usr` a read-only bind mount, `/run/ostree-booted` empty.
+    Plain,
+    /// A composefs boot as Fedora CoreOS has it: ROOT a read-only overlay of the
+    /// deployment, `/usr` part of it, `/etc` a bind mount (or, with
+    /// `transient_etc`, an overlay with its upper on `/run`), `/sysroot`
+    /// read-only, `/run/ostree-booted` the GVariant naming the deployment.
+    Composefs { transient_etc: bool },
+}
+
 pub fn kernel_release() -> String {
     String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap().trim().to_string()
 }
@@ -116,24 +129,72 @@ impl TestSystem {
     /// namespace. The script sees $R (root), $S (sysroot), $OUT, and `L` (livefs
     /// with --root and --sysroot).
     pub fn run(&self, script: &str) -> Output {
-        let preamble = format!(
-            r#"
-            S={s}; R={r}; OUT={out}; BOOTED={booted}
-            mkdir -p $R
-            mount --bind $S/ostree/deploy/{os}/deploy/$BOOTED.0 $R
-            mount --bind $S/ostree/deploy/{os}/var $R/var
-            mount --bind {run} $R/run
+        self.run_as(Boot::Plain, script)
+    }
+
+    /// The deployment directory of the booted commit.
+    pub fn booted_deployment(&self) -> PathBuf {
+        self.sysroot.join(format!("ostree/deploy/{OS}/deploy/{}.0", self.booted))
+    }
+
+    /// Runs `script` as [`TestSystem::run`] does, on a system booted as `boot` says.
+    pub fn run_as(&self, boot: Boot, script: &str) -> Output {
+        let run = self.dir.path().join("run");
+        let (mount_root, rest) = match boot {
+            Boot::Plain => (
+                "mount --bind $D $R".to_string(),
+                r#"
             touch $R/run/ostree-booted
             mount --bind $R/usr $R/usr
             mount -o remount,bind,ro $R/usr
-            L() {{ {livefs} --root $R --sysroot $S "$@"; }}
+            L() { $LIVEFS --root $R --sysroot $S "$@"; }
+            "#
+                .to_string(),
+            ),
+            Boot::Composefs { transient_etc } => {
+                use std::os::unix::fs::MetadataExt;
+                let st = std::fs::metadata(self.booted_deployment()).unwrap();
+                let etc = transient_etc.then_some("/run/ostree/transient-etc");
+                std::fs::write(run.join("ostree-booted"), super::gvariant::composefs_booted(st.dev(), st.ino(), etc))
+                    .unwrap();
+                let etc_mount = if transient_etc {
+                    "E=$R/run/ostree/transient-etc; mkdir -p $E/upper $E/work
+                     mount -t overlay transient-etc -o lowerdir=$D/etc,upperdir=$E/upper,workdir=$E/work $R/etc"
+                } else {
+                    "mount --bind $D/etc $R/etc"
+                };
+                // / is a read-only overlay (composefs); /usr is no mount of its own;
+                // /etc is a bind mount (or a transient overlay); /sysroot is read-only.
+                let root = "mkdir -p $OUT/composefs-data
+            mount -t overlay composefs -o ro,lowerdir=$D:$OUT/composefs-data $R"
+                    .to_string();
+                let rest = format!(
+                    r#"
+            {etc_mount}
+            mount --bind $S $R/sysroot
+            mount -o remount,bind,ro $R/sysroot
+            L() {{ $LIVEFS --root $R "$@"; }}
+            "#
+                );
+                (root, rest)
+            }
+        };
+        let preamble = format!(
+            r#"
+            S={s}; R={r}; OUT={out}; BOOTED={booted}; LIVEFS={livefs}
+            D=$S/ostree/deploy/{os}/deploy/$BOOTED.0
+            mkdir -p $R
+            {mount_root}
+            mount --bind $S/ostree/deploy/{os}/var $R/var
+            mount --bind {run} $R/run
+            {rest}
             "#,
             s = self.sysroot.display(),
             r = self.root().display(),
             out = self.out.display(),
             booted = self.booted,
             os = OS,
-            run = self.dir.path().join("run").display(),
+            run = run.display(),
             livefs = env!("CARGO_BIN_EXE_livefs"),
         );
         super::in_mount_namespace(&format!("{preamble}\n{script}"))

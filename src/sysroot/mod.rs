@@ -1,17 +1,21 @@
 //! The OSTree sysroot: deployments, boot loader entries, and which deployment is
-//! booted and which is pending — read the way ostree defines them.
+//! booted and which is pending — read the way libostree defines them.
 //!
 //! - Deployments are `ostree/deploy/OS/deploy/CHECKSUM.SERIAL/` directories.
 //! - Boot loader entries (`boot/loader/entries/*.conf`) name a deployment with
 //!   `ostree=/ostree/boot.N/OS/BOOTCSUM/SERIAL`, a symlink chain inside the sysroot,
 //!   resolved here with `RESOLVE_IN_ROOT` so it can never leave the sysroot.
-//! - The booted deployment is the one whose directory is ROOT (same device and
-//!   inode), on a system where `ROOT/run/ostree-booted` exists.
+//! - The booted deployment is the one `ROOT/run/ostree-booted` names
+//!   (`backing-root-device-inode`, see [`booted`]); when the record does not name
+//!   one (ostree before 2024.2), the deployment directory that *is* ROOT (same
+//!   device and inode).
 //! - The pending deployment is the staged one if there is one (rpm-ostree and bootc
-//!   stage by default: `ROOT/run/ostree/staged-deployment` exists, and the staged
-//!   deployment is the one no boot entry names yet, as it only gets its entry when
-//!   finalized at shutdown); otherwise the default boot entry (highest `version`)
-//!   when it is not the booted one.
+//!   stage by default: `ROOT/run/ostree/staged-deployment` names it, see
+//!   [`staged`]); otherwise the default boot entry (highest `version`) when it is
+//!   not the booted one.
+
+pub mod booted;
+pub mod staged;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -21,6 +25,7 @@ use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
 use serde::Serialize;
 
 use crate::repo::{Checksum, Repo};
+use booted::BootRecord;
 
 /// One deployment: a checkout of a commit for an OS (stateroot).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,54 +56,72 @@ pub struct System {
     pub deployments: Vec<Deployment>,
     pub booted: Deployment,
     pub pending: Option<Deployment>,
+    /// Why the pending deployment could not be determined (a malformed staged
+    /// record): only an apply of the pending deployment fails on it.
+    pub pending_error: Option<String>,
+    /// What `ROOT/run/ostree-booted` says of this boot.
+    pub boot: BootRecord,
 }
 
 /// Errors callers branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum SystemError {
-    #[error("{0} is not an OSTree-booted system ({0}/run/ostree-booted does not exist)")]
-    NotBooted(String),
     #[error("no deployment in {sysroot} is the running root {root}")]
     NoBootedDeployment { root: String, sysroot: String },
+    #[error("the staged deployment {name} is not in {sysroot}/ostree/deploy")]
+    StagedMissing { name: String, sysroot: String },
 }
 
 impl System {
     /// Reads the deployments under `sysroot` and identifies those of `root`,
     /// holding ostree's sysroot lock while reading.
     pub fn load(root: &Path, sysroot: &Path) -> anyhow::Result<System> {
-        if !root.join("run/ostree-booted").exists() {
-            return Err(SystemError::NotBooted(root.display().to_string()).into());
-        }
+        let boot = BootRecord::read(root)?;
         let sysroot_fd = rustix::fs::open(sysroot, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("cannot open sysroot {}", sysroot.display()))?;
         let _lock = SysrootLock::acquire(&sysroot_fd, sysroot)?;
         let deployments = list_deployments(sysroot)?;
         let entries = boot_entries(&sysroot_fd, sysroot, &deployments)?;
-        let st = rustix::fs::stat(root).with_context(|| format!("cannot stat {}", root.display()))?;
-        let root_id = (st.st_dev, st.st_ino);
+        let root_id = match boot.backing_root {
+            Some(id) => id,
+            None => {
+                let st = rustix::fs::stat(root).with_context(|| format!("cannot stat {}", root.display()))?;
+                (st.st_dev, st.st_ino)
+            }
+        };
         let booted = deployments.iter().find(|d| d.dev_ino == root_id).cloned().ok_or_else(|| {
             SystemError::NoBootedDeployment { root: root.display().to_string(), sysroot: sysroot.display().to_string() }
         })?;
-        let staged = if root.join("run/ostree/staged-deployment").exists() {
-            deployments
-                .iter()
-                .enumerate()
-                .filter(|(i, d)| **d != booted && !entries.iter().any(|(_, e)| e == i))
-                .max_by_key(|(_, d)| {
-                    rustix::fs::stat(&d.path).map(|st| (st.st_mtime, st.st_mtime_nsec)).unwrap_or_default()
-                })
-                .map(|(_, d)| d.clone())
-        } else {
-            None
+        let (staged, pending_error) = match staged::staged_name(root) {
+            Ok(None) => (None, None),
+            Ok(Some(name)) => match deployments.iter().find(|d| d.id() == name) {
+                Some(d) => (Some(d.clone()), None),
+                None => {
+                    let e = SystemError::StagedMissing { name, sysroot: sysroot.display().to_string() };
+                    (None, Some(e.to_string()))
+                }
+            },
+            Err(e) => (None, Some(format!("{e:#}"))),
         };
-        let pending = staged.or_else(|| {
+        let pending = staged.filter(|d| *d != booted).or_else(|| {
+            if pending_error.is_some() {
+                return None;
+            }
             entries
                 .iter()
                 .max_by_key(|(version, _)| *version)
                 .map(|(_, i)| deployments[*i].clone())
                 .filter(|d| *d != booted)
         });
-        Ok(System { root: root.to_path_buf(), sysroot: sysroot.to_path_buf(), deployments, booted, pending })
+        Ok(System {
+            root: root.to_path_buf(),
+            sysroot: sysroot.to_path_buf(),
+            deployments,
+            booted,
+            pending,
+            pending_error,
+            boot,
+        })
     }
 
     /// The system's repository.
@@ -124,7 +147,7 @@ impl SysrootLock {
         // A write lock needs a writable fd: on a sysroot mounted read-only, open the
         // same file through a private writable clone of the mount.
         let fd = match open(sysroot_fd) {
-            Err(rustix::io::Errno::ROFS) => open(&crate::overlay::writable_clone(sysroot)?),
+            Err(rustix::io::Errno::ROFS) => open(&crate::mounts::writable_clone(sysroot)?),
             r => r,
         }
         .with_context(|| format!("cannot open {}/ostree/lock", sysroot.display()))?;

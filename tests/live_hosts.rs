@@ -1,0 +1,327 @@
+//! The hosts livefs is for, as they look at run time: composefs-booted systems
+//! (Fedora CoreOS, Fedora Atomic, bootc), `/run/ostree-booted` as a GVariant,
+//! staged deployments named in `/run/ostree/staged-deployment`, ostree's and
+//! rpm-ostree's own live state, and SELinux labels — simulated on scratch
+//! sysroots in private mount namespaces (see tests/common/system.rs).
+
+mod common;
+
+use common::system::{ok, read_json, Boot, TestSystem};
+use common::*;
+
+/// v1 booted; v2 adds a program, changes /usr/etc/motd and adds /usr/etc/new.conf.
+fn with_update() -> (TestSystem, String) {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/bin/newprog"), b"#!/bin/sh\necho hello from the new program\n");
+    chmod(&sys.tree.join("usr/bin/newprog"), 0o755);
+    write(&sys.tree.join("usr/etc/motd"), b"motd v2\n");
+    write(&sys.tree.join("usr/etc/new.conf"), b"new\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    (sys, v2)
+}
+
+fn read(sys: &TestSystem, name: &str) -> String {
+    std::fs::read_to_string(sys.out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn gvariant_writer_matches_ostree_prepare_root() {
+    // The single-key record as ostree writes it: 55 bytes, key end 26, entry end 54.
+    let b = gvariant::dict(&[("backing-root-device-inode".to_string(), gvariant::Value::DevIno(1, 2))]);
+    assert_eq!(b.len(), 55);
+    assert_eq!((b[53], b[54]), (26, 54));
+}
+
+/// A composefs boot: / is a read-only overlay (stat of / matches no deployment),
+/// /usr is no mount of its own, /sysroot is read-only. The booted deployment comes
+/// from `/run/ostree-booted`; the new /usr overlay's lower is the physical
+/// deployment's usr, not the composefs view; apply and reset work.
+#[test]
+fn composefs_boot_apply_and_reset() {
+    let (sys, v2) = with_update();
+    let out = sys.run_as(
+        Boot::Composefs { transient_etc: false },
+        r#"
+        L status --json > $OUT/status.json
+        L status > $OUT/status.txt
+        L apply --json > $OUT/apply.json
+        L apply > $OUT/apply-again.txt
+        $R/usr/bin/newprog > $OUT/newprog.out
+        grep " $R/usr " /proc/self/mountinfo > $OUT/mountinfo
+        if touch $R/usr/intruder 2>/dev/null; then echo "/usr is writable" >&2; exit 1; fi
+        if touch $R/sysroot/probe 2>/dev/null; then echo "/sysroot became writable" >&2; exit 1; fi
+        cat $S/ostree/repo/refs/heads/livefs/live > $OUT/ref-live
+        cp $R/etc/motd $OUT/motd-live
+        cp -a $R/usr $OUT/usr-live
+        L reset --json > $OUT/reset.json
+        cp -a $R/usr $OUT/usr-reset
+        cp $R/etc/motd $OUT/motd-reset
+        test ! -e $R/etc/new.conf
+        "#,
+    );
+    ok(&out);
+    let status = read_json(&sys.out.join("status.json"));
+    assert_eq!(status["booted"]["checksum"], sys.booted.as_str());
+    assert_eq!(status["pending"]["checksum"], v2.as_str());
+    assert_eq!(status["boot"]["composefs"], true);
+    assert_eq!(status["boot"]["sysroot_ro"], true);
+    assert_eq!(status["usr"]["kind"], "locked");
+    assert!(read(&sys, "status.txt").contains("Boot:        composefs, read-only /sysroot"));
+
+    let apply = read_json(&sys.out.join("apply.json"));
+    assert_eq!(apply["state"]["state"], "live");
+    assert_eq!(apply["etc_transient"], false);
+    assert_eq!(read(&sys, "newprog.out"), "hello from the new program\n");
+    let mountinfo = read(&sys, "mountinfo");
+    let lower = format!("lowerdir={}/sysroot/ostree/deploy/demo/deploy/{}.0/usr", sys.root().display(), sys.booted);
+    assert!(mountinfo.contains(&lower), "the overlay's lower is not the physical deployment's usr:\n{mountinfo}");
+    assert_eq!(read(&sys, "ref-live").trim(), v2, "the commit is not pinned through the read-only sysroot");
+    assert_eq!(read(&sys, "motd-live"), "motd v2\n");
+    assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+    assert!(read(&sys, "apply-again.txt").contains("0 added (0 directories), 0 replaced, 0 removed"));
+
+    assert_eq!(read_json(&sys.out.join("reset.json"))["state"]["state"], "booted");
+    assert_same_tree(&sys.out.join("usr-reset"), &sys.usr_of(&sys.booted));
+    assert_eq!(read(&sys, "motd-reset"), "motd v1\n");
+}
+
+/// With `etc.transient`, /etc is an overlay whose upper is on /run: livefs merges
+/// into it as usual and says that the changes last until reboot only.
+#[test]
+fn composefs_transient_etc_is_reported() {
+    let (sys, _) = with_update();
+    let out = sys.run_as(
+        Boot::Composefs { transient_etc: true },
+        r#"
+        L status --json > $OUT/status.json
+        L apply > $OUT/apply.txt
+        cp $R/etc/new.conf $OUT/new.conf
+        test -e $R/run/ostree/transient-etc/upper/new.conf
+        "#,
+    );
+    ok(&out);
+    assert_eq!(read_json(&sys.out.join("status.json"))["boot"]["transient_etc"], "/run/ostree/transient-etc");
+    let text = read(&sys, "apply.txt");
+    assert!(
+        text.contains("/etc is transient on this host (etc.transient): these changes last until reboot only"),
+        "{text}"
+    );
+    assert_eq!(read(&sys, "new.conf"), "new\n");
+}
+
+/// bootc's native composefs backend has no /run/ostree-booted and no
+/// deployments: a one-line refusal that names it. A plain non-OSTree root is
+/// told it is not OSTree-booted.
+#[test]
+fn bootc_native_composefs_is_refused_by_name() {
+    let (sys, _) = with_update();
+    let out = sys.run(
+        r#"
+        rm $R/run/ostree-booted
+        if L status 2> $OUT/plain.err; then exit 1; fi
+        mount -t tmpfs tmpfs $R/proc
+        echo "BOOT_IMAGE=/vmlinuz composefs=7c1f0d2e rw" > $R/proc/cmdline
+        if L status 2> $OUT/bootc.err; then exit 1; fi
+        if L apply 2> $OUT/bootc-apply.err; then exit 1; fi
+        "#,
+    );
+    ok(&out);
+    let plain = read(&sys, "plain.err");
+    assert!(plain.contains("is not an OSTree-booted system"), "{plain}");
+    for name in ["bootc.err", "bootc-apply.err"] {
+        let err = read(&sys, name);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("bootc's native composefs backend"), "{err}");
+    }
+}
+
+/// A malformed `/run/ostree-booted` is named; nothing changes.
+#[test]
+fn malformed_boot_record_is_named() {
+    let (sys, _) = with_update();
+    let out = sys.run(
+        r#"
+        printf 'garbage!' > $R/run/ostree-booted
+        if L apply 2> $OUT/err; then exit 1; fi
+        findmnt -n -o FSTYPE $R/usr | wc -l > $OUT/mounts
+        "#,
+    );
+    ok(&out);
+    let err = read(&sys, "err");
+    assert!(err.contains("run/ostree-booted is malformed"), "{err}");
+    assert_eq!(read(&sys, "mounts").trim(), "1", "/usr was unlocked");
+}
+
+/// The staged deployment is the one `/run/ostree/staged-deployment` names
+/// (`target.name`), not a guess: here an older deployment with no boot entry of
+/// its own is staged while a newer one exists. A record naming no deployment,
+/// or a malformed one, makes `apply` fail with the reason; `status`, `apply
+/// --target` and `reset` still work.
+#[test]
+fn staged_deployment_is_read_from_its_record() {
+    let (mut sys, v2) = with_update();
+    write(&sys.tree.join("usr/bin/v3-only"), b"v3");
+    let v3 = sys.commit("3");
+    sys.deploy(&v3);
+    // Stage v2: no boot entry names it (as before finalization).
+    let entries = sys.sysroot.join("boot/loader/entries");
+    for e in std::fs::read_dir(&entries).unwrap() {
+        let p = e.unwrap().path();
+        if std::fs::read_to_string(&p).unwrap().lines().any(|l| l == "version 2") {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    let run = sys.dir.path().join("run/ostree");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("staged-deployment"), gvariant::staged_deployment(&format!("{v2}.0"), "demo")).unwrap();
+    let out = sys.run("L status --json > $OUT/staged.json");
+    ok(&out);
+    assert_eq!(read_json(&sys.out.join("staged.json"))["pending"]["checksum"], v2.as_str());
+
+    std::fs::write(
+        run.join("staged-deployment"),
+        gvariant::staged_deployment(&format!("{}.0", "ab".repeat(32)), "demo"),
+    )
+    .unwrap();
+    let out = sys.run(
+        r#"
+        L status --json > $OUT/missing.json
+        if L apply 2> $OUT/missing.err; then exit 1; fi
+        printf 'xx' > $R/run/ostree/staged-deployment
+        if L apply 2> $OUT/malformed.err; then exit 1; fi
+        findmnt -n -o FSTYPE $R/usr | wc -l > $OUT/mounts
+        L apply --target demo/os > $OUT/target.txt
+        L reset > $OUT/reset.txt
+        "#,
+    );
+    ok(&out);
+    assert!(read_json(&sys.out.join("missing.json"))["pending"].is_null());
+    let missing = read(&sys, "missing.err");
+    assert!(missing.contains(&format!("the staged deployment {}.0 is not in", "ab".repeat(32))), "{missing}");
+    let malformed = read(&sys, "malformed.err");
+    assert!(malformed.contains("run/ostree/staged-deployment is malformed"), "{malformed}");
+    assert_eq!(read(&sys, "mounts").trim(), "1", "a refused apply unlocked /usr");
+    assert!(read(&sys, "target.txt").contains(&format!("-> {}", &v3[..12])));
+    assert!(read(&sys, "reset.txt").contains("(booted)"));
+}
+
+/// ostree 2025.3 and later keep a transient unlock's upper under the sysroot
+/// (`ostree/deploy/OS/backing/CSUM.SERIAL/usr-transient/`): recognised as an
+/// ostree transient unlock and written through, not stacked on.
+#[test]
+fn ostree_2025_transient_unlock_is_recognised() {
+    let (sys, v2) = with_update();
+    let out = sys.run(
+        r#"
+        O=$S/ostree/deploy/demo/backing/$BOOTED.0/usr-transient; mkdir -p $O/upper $O/work
+        mount -t overlay overlay -o lowerdir=$D/usr,upperdir=$O/upper,workdir=$O/work $R/usr
+        mount -o remount,bind,ro $R/usr
+        L status --json > $OUT/before.json
+        L apply --json > $OUT/apply.json
+        findmnt -n -o FSTYPE $R/usr | wc -l > $OUT/mounts
+        test -e $O/upper/bin/newprog
+        cp -a $R/usr $OUT/usr-live
+        "#,
+    );
+    ok(&out);
+    assert_eq!(read_json(&sys.out.join("before.json"))["usr"]["kind"], "ostree-transient");
+    assert_eq!(read_json(&sys.out.join("apply.json"))["state"]["state"], "live");
+    assert_eq!(read(&sys, "mounts").trim(), "2", "another overlay was stacked");
+    assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+}
+
+/// rpm-ostree's apply-live state (its stamp, or its refs while /usr is ostree's
+/// transient unlock) makes livefs refuse, saying what to do; its refs alone,
+/// left from an earlier boot, do not.
+#[test]
+fn rpm_ostree_live_state_is_refused() {
+    let (sys, _) = with_update();
+    let out = sys.run(
+        r#"
+        mkdir -p $S/ostree/repo/refs/heads/rpmostree
+        echo $BOOTED > $S/ostree/repo/refs/heads/rpmostree/live-apply
+        L apply --dry-run > $OUT/stale-refs.txt
+        O=$R/var/tmp/ostree-unlock-ovl.RPM; mkdir -p $O/upper $O/work
+        mount -t overlay overlay -o lowerdir=$D/usr,upperdir=$O/upper,workdir=$O/work $R/usr
+        mount -o remount,bind,ro $R/usr
+        if L apply 2> $OUT/refs.err; then exit 1; fi
+        rm -r $S/ostree/repo/refs/heads/rpmostree
+        mkdir -p $R/run/ostree/deployment-state/$BOOTED.0
+        touch $R/run/ostree/deployment-state/$BOOTED.0/rpmostree-is-live.stamp
+        if L apply 2> $OUT/stamp.err; then exit 1; fi
+        if L reset 2> $OUT/reset.err; then exit 1; fi
+        L status > $OUT/status.txt
+        test ! -e $O/upper/bin
+        "#,
+    );
+    ok(&out);
+    assert!(read(&sys, "stale-refs.txt").contains("Would apply"));
+    for name in ["refs.err", "stamp.err", "reset.err"] {
+        let err = read(&sys, name);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("rpm-ostree has live-applied to this boot"), "{err}");
+        assert!(err.contains("rpm-ostree apply-live --reset"), "{err}");
+    }
+    assert!(read(&sys, "refs.err").contains("rpmostree/live-apply"));
+    assert!(read(&sys, "stamp.err").contains("rpmostree-is-live.stamp"));
+    assert!(read(&sys, "status.txt").contains("rpm-ostree:  live-applied to this boot"));
+}
+
+/// SELinux: the overlay's root takes its upper directory's label, so the upper
+/// and work directories carry /usr's `security.selinux` (written here without a
+/// loaded policy, as the kernel allows).
+#[test]
+fn overlay_upper_carries_the_usr_label() {
+    let (sys, _) = with_update();
+    let label = b"system_u:object_r:usr_t:s0";
+    setxattr(&sys.booted_deployment().join("usr"), "security.selinux", label);
+    let out = sys.run(
+        r#"
+        L apply
+        U=$(ls -d $R/var/tmp/livefs-ovl.*)
+        getfattr --absolute-names --only-values -n security.selinux $U/upper > $OUT/upper-label
+        getfattr --absolute-names --only-values -n security.selinux $U/work > $OUT/work-label
+        getfattr --absolute-names --only-values -n security.selinux $R/usr > $OUT/usr-label
+        "#,
+    );
+    ok(&out);
+    for name in ["upper-label", "work-label", "usr-label"] {
+        assert_eq!(read(&sys, name).as_bytes(), label, "{name}");
+    }
+}
+
+/// /etc is judged as ostree judges it: an xattr-only difference (a label that
+/// differs between `usr/etc` and `/etc`) is not a local edit, so the update is
+/// applied; a content edit still is one.
+#[test]
+fn etc_xattr_only_difference_is_not_a_local_edit() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/etc/edited.conf"), b"edited v1\n");
+    write(&sys.tree.join("usr/etc/labelled.d/x.conf"), b"x v1\n");
+    // Rebuild v1 with these files, then v2 changing all three.
+    sys.booted = sys.commit("1b");
+    sys.deploy(&sys.booted.clone());
+    write(&sys.tree.join("usr/etc/motd"), b"motd v2\n");
+    write(&sys.tree.join("usr/etc/edited.conf"), b"edited v2\n");
+    write(&sys.tree.join("usr/etc/labelled.d/x.conf"), b"x v2\n");
+    chmod(&sys.tree.join("usr/etc/labelled.d"), 0o750);
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let etc = sys.booted_deployment().join("etc");
+    setxattr(&etc.join("motd"), "security.selinux", b"system_u:object_r:etc_t:s0");
+    setxattr(&etc.join("labelled.d"), "user.label", b"local");
+    write(&etc.join("edited.conf"), b"edited by the admin\n");
+    let out = sys.run("L apply --json > $OUT/apply.json");
+    ok(&out);
+    let apply = read_json(&sys.out.join("apply.json"));
+    let action = |path: &str| {
+        apply["etc"]["paths"].as_array().unwrap().iter().find(|p| p["path"] == path).map(|p| p["action"].clone())
+    };
+    assert_eq!(action("/motd"), Some("updated".into()), "{}", apply["etc"]);
+    assert_eq!(action("/labelled.d"), Some("updated".into()), "{}", apply["etc"]);
+    assert_eq!(action("/labelled.d/x.conf"), Some("updated".into()), "{}", apply["etc"]);
+    assert_eq!(action("/edited.conf"), Some("kept".into()), "{}", apply["etc"]);
+    assert_eq!(std::fs::read_to_string(etc.join("motd")).unwrap(), "motd v2\n");
+    assert_eq!(std::fs::read_to_string(etc.join("edited.conf")).unwrap(), "edited by the admin\n");
+}

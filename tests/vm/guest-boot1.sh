@@ -1,0 +1,62 @@
+#!/bin/bash
+# Boot 1 of the VM test, run by the guest's agent as root under systemd. Every
+# command's stdout, stderr and exit status land in out/NAME.{out,err,rc}.
+set -u
+cd /run/livefs-vm
+O=$PWD/out
+L=$PWD/livefs
+A=$(cat commit-a)
+D=/sysroot/ostree/deploy/debian/deploy/$A.0
+run() {
+    local name=$1
+    shift
+    "$@" >"$O/$name.out" 2>"$O/$name.err"
+    echo $? >"$O/$name.rc"
+}
+http_get() {
+    exec 3<>/dev/tcp/127.0.0.1/80 || return 1
+    printf 'GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+    cat <&3
+    exec 3>&-
+}
+# What /etc and /usr hold (type, mode, owner, file size, link target; content digest).
+snapshot() {
+    (cd "$1" && find . \( -type d -printf '%p d %m %U %G\n' \) -o -printf '%p %y %m %U %G %s %l\n' | sort)
+}
+etc_digest() {
+    (cd /etc && find . -type f ! -name ld.so.cache -print0 | sort -z | xargs -0 md5sum)
+}
+
+echo "edited by the admin" >>/etc/motd
+snapshot /etc >"$O/etc-before.txt"
+etc_digest >"$O/etc-before.md5"
+systemctl show -p LoadState --value lighttpd.service >"$O/lighttpd-load-before"
+systemctl show -p MainPID --value livefs-demo.service >"$O/demo-pid-before"
+run status-before "$L" status
+run apply-refused "$L" apply
+run apply "$L" apply --allow-replacement
+systemctl show -p LoadState --value lighttpd.service >"$O/lighttpd-load-after"
+systemctl show -p Description --value livefs-demo.service >"$O/demo-description-after"
+run start-lighttpd systemctl start lighttpd.service
+for _ in $(seq 30); do http_get >"$O/http.txt" 2>/dev/null && break; sleep 1; done
+run status-live "$L" status
+run status-live-json "$L" status --json
+run restart systemctl restart livefs-demo.service livefs-demo-worker@1.service
+systemctl show -p MainPID --value livefs-demo.service >"$O/demo-pid-after"
+cmp "/proc/$(cat "$O/demo-pid-after")/exe" /usr/libexec/livefs-demo/livefs-demo-daemon >"$O/demo-exe-cmp" 2>&1
+echo $? >>"$O/demo-exe-cmp"
+run status-restarted "$L" status
+run status-restarted-json "$L" status --json
+run stop-lighttpd systemctl stop lighttpd.service
+run reset "$L" reset
+run status-reset "$L" status
+snapshot /usr >"$O/usr-after-reset.txt"
+snapshot "$D/usr" >"$O/usr-booted.txt"
+snapshot /etc >"$O/etc-after-reset.txt"
+etc_digest >"$O/etc-after-reset.md5"
+# Leave an apply live, for boot 2 to find it gone.
+run apply-again "$L" apply --allow-replacement
+ls -d /var/tmp/livefs-ovl.* >"$O/uppers.txt" 2>&1
+systemctl --failed --no-legend --plain >"$O/failed-units.txt"
+journalctl -b --no-pager -o cat -t systemctl >"$O/journal-systemctl.txt" 2>&1
+exit 0

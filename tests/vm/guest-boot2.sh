@@ -1,0 +1,22 @@
+#!/bin/bash
+# Boot 2 of the VM test: the reboot threw the live update away; livefs says so and
+# removes what the previous boot left.
+set -u
+cd /run/livefs-vm
+O=$PWD/out
+L=$PWD/livefs
+run() {
+    local name=$1
+    shift
+    "$@" >"$O/$name.out" 2>"$O/$name.err"
+    echo $? >"$O/$name.rc"
+}
+run status "$L" status
+run status-json "$L" status --json
+findmnt -n -o FSTYPE /usr >"$O/usr-mount.txt"
+ls -d /var/tmp/livefs-ovl.* >"$O/uppers-before.txt" 2>&1
+test -e /usr/sbin/lighttpd && echo present >"$O/lighttpd.txt" || echo absent >"$O/lighttpd.txt"
+run reset "$L" reset
+ls -d /var/tmp/livefs-ovl.* >"$O/uppers-after.txt" 2>&1
+ls /sysroot/ostree/repo/refs/heads/livefs >"$O/refs-after.txt" 2>&1
+exit 0

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Builds (once, cached) the disk image of the VM test: an ext4 file system holding
+# an OSTree sysroot with two deployments of Debian 12 (see rootfs.sh):
+#   version 1 (A): the booted one; version 2 (B): the pending one (default entry).
+# Usage: image.sh CACHE_DIR. Prints the image directory last; it holds disk.raw,
+# vmlinuz, initramfs.img, cmdline (A's boot entry options) and the two commits.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${1:?usage: image.sh CACHE_DIR}
+bash "$HERE/rootfs.sh" "$CACHE"
+KEY=$(cat "$HERE/rootfs.sh" "$HERE/image.sh" "$CACHE/rootfs-a.done" | sha256sum | cut -c1-16)
+IMG=$CACHE/image-$KEY
+exec 9>"$CACHE/.image-lock"
+flock 9
+if [ -e "$IMG/done" ]; then
+    echo "$IMG"
+    exit 0
+fi
+rm -rf "$CACHE"/image-* "$CACHE/work"
+W=$CACHE/work
+mkdir -p "$W"
+
+# Each root file system as an OSTree commit, the way rpm-ostree composes one:
+# /etc moves to /usr/etc, /var's directories become a tmpfiles.d snippet, the
+# kernel and initramfs go to /usr/lib/modules/KVER/.
+to_ostree_tree() {
+    local src=$1 dst=$2 kver
+    cp -a "$src" "$dst"
+    kver=$(ls "$dst/usr/lib/modules")
+    mv "$dst/boot/vmlinuz-$kver" "$dst/usr/lib/modules/$kver/vmlinuz"
+    mv "$dst/boot/initramfs-$kver.img" "$dst/usr/lib/modules/$kver/initramfs.img"
+    rm -rf "${dst:?}"/boot/* "$dst"/dev/* "$dst"/run/* "$dst"/tmp/* "$dst"/etc/machine-id
+    # A fixed machine id: no first-boot logic on a test VM.
+    echo 2c1b8a5a2e3b4d1c9f0e7d6c5b4a3f21 >"$dst/etc/machine-id"
+    : >"$dst/etc/fstab"
+    mv "$dst/etc" "$dst/usr/etc"
+    mkdir -p "$dst/usr/lib/tmpfiles.d"
+    (cd "$src/var" && find . -mindepth 1 -type d -printf 'd /var/%P %#m %U %G -\n') \
+        >"$dst/usr/lib/tmpfiles.d/livefs-vm-var.conf"
+    rm -rf "${dst:?}/var"
+    mkdir -p "$dst/var" "$dst/sysroot"
+    ln -s sysroot/ostree "$dst/ostree"
+}
+
+# What the test adds to both versions:
+# - livefs-vm-agent.service: at boot, mounts the host's 9p share and runs the
+#   scenario script the host left there, then powers off (the command channel);
+# - livefs-demo.service: a small service of ours running a program from /usr.
+add_test_units() {
+    local t=$1 version=$2
+    cat >"$t/usr/libexec/livefs-vm-agent" <<'AGENT'
+#!/bin/sh
+# Runs the host's scenario from the 9p share, then powers off.
+mkdir -p /run/livefs-vm
+if mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 livefs /run/livefs-vm; then
+    if [ -x /run/livefs-vm/scenario.sh ]; then
+        /run/livefs-vm/scenario.sh >/run/livefs-vm/scenario.log 2>&1
+        echo $? >/run/livefs-vm/scenario.rc
+    fi
+    sync
+    umount /run/livefs-vm
+fi
+systemctl --no-block poweroff
+AGENT
+    chmod 755 "$t/usr/libexec/livefs-vm-agent"
+    cat >"$t/usr/lib/systemd/system/livefs-vm-agent.service" <<'UNIT'
+[Unit]
+Description=livefs VM test agent
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/libexec/livefs-vm-agent
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    mkdir -p "$t/usr/libexec/livefs-demo"
+    cp "$t/usr/bin/sleep" "$t/usr/libexec/livefs-demo/livefs-demo-daemon"
+    # Version 2's binary differs (trailing bytes an ELF loader ignores).
+    [ "$version" = 1 ] || echo "livefs-demo version $version" >>"$t/usr/libexec/livefs-demo/livefs-demo-daemon"
+    cat >"$t/usr/lib/systemd/system/livefs-demo.service" <<UNIT
+[Unit]
+Description=livefs demo service, version $version
+
+[Service]
+EnvironmentFile=-/etc/default/livefs-demo
+ExecStart=/usr/libexec/livefs-demo/livefs-demo-daemon infinity
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    # A template whose instance runs: a changed template means its instances.
+    cat >"$t/usr/lib/systemd/system/livefs-demo-worker@.service" <<UNIT
+[Unit]
+Description=livefs demo worker %i, version $version
+
+[Service]
+ExecStart=/usr/libexec/livefs-demo/livefs-demo-daemon infinity
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    ln -sf "/usr/lib/systemd/system/livefs-demo-worker@.service" \
+        "$t/usr/etc/systemd/system/multi-user.target.wants/livefs-demo-worker@1.service"
+    mkdir -p "$t/usr/etc/default"
+    echo "LIVEFS_DEMO_VERSION=$version" >"$t/usr/etc/default/livefs-demo"
+    echo "Debian 12 livefs VM, version $version" >"$t/usr/etc/motd"
+    for u in livefs-vm-agent livefs-demo; do
+        ln -sf "/usr/lib/systemd/system/$u.service" "$t/usr/etc/systemd/system/multi-user.target.wants/$u.service"
+    done
+}
+
+to_ostree_tree "$CACHE/rootfs-a" "$W/tree-a"
+add_test_units "$W/tree-a" 1
+to_ostree_tree "$CACHE/rootfs-b" "$W/tree-b"
+add_test_units "$W/tree-b" 2
+# B's web server serves a page from /usr (files under /var are not part of a commit).
+mkdir -p "$W/tree-b/usr/share/livefs-demo/www"
+echo '<h1>served by lighttpd from a live-updated /usr</h1>' >"$W/tree-b/usr/share/livefs-demo/www/index.html"
+sed -i 's|^server.document-root .*|server.document-root = "/usr/share/livefs-demo/www"|' \
+    "$W/tree-b/usr/etc/lighttpd/lighttpd.conf"
+
+S=$W/sysroot
+mkdir "$S"
+export OSTREE_SYSROOT_DEBUG=mutable-deployments
+ostree admin init-fs "$S" >/dev/null
+ostree admin os-init --sysroot="$S" debian >/dev/null
+REPO=$S/ostree/repo
+ostree commit --repo="$REPO" -b debian/12 --add-metadata-string=version=1 -s "Debian 12 livefs VM 1" \
+    --tree=dir="$W/tree-a" >"$W/commit-a"
+ostree admin deploy --sysroot="$S" --os=debian --karg=root=LABEL=livefs-root --karg=rw \
+    --karg=console=ttyS0 debian/12 >/dev/null
+ostree commit --repo="$REPO" -b debian/12 --add-metadata-string=version=2 -s "Debian 12 livefs VM 2" \
+    --tree=dir="$W/tree-b" >"$W/commit-b"
+ostree admin deploy --retain --sysroot="$S" --os=debian debian/12 >/dev/null
+
+mkdir -p "$IMG.tmp"
+A=$(cat "$W/commit-a")
+entry=$(grep -l '^version 1$' "$S"/boot/loader/entries/*.conf)
+grep '^options ' "$entry" | cut -d' ' -f2- >"$IMG.tmp/cmdline"
+cp "$S/boot$(grep '^linux ' "$entry" | cut -d' ' -f2)" "$IMG.tmp/vmlinuz"
+cp "$S/boot$(grep '^initrd ' "$entry" | cut -d' ' -f2)" "$IMG.tmp/initramfs.img"
+cp "$W/commit-a" "$IMG.tmp/commit-a"
+cp "$W/commit-b" "$IMG.tmp/commit-b"
+grep -q "ostree=" "$IMG.tmp/cmdline"
+test -d "$S/ostree/deploy/debian/deploy/$A.0"
+# ext4 with the sysroot's hardlinks and xattrs.
+mkfs.ext4 -q -L livefs-root -d "$S" "$IMG.tmp/disk.raw" 4G
+rm -rf "$W"
+touch "$IMG.tmp/done"
+mv "$IMG.tmp" "$IMG"
+echo "$IMG"

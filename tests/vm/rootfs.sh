@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds (once, cached) the two Debian 12 root filesystems of the VM test:
+#   A = a bootable OSTree system (systemd, linux-image-amd64, dracut with ostree's
+#       module) with livefs-demo.service, a small service of ours running a program
+#       from /usr;
+#   B = A + lighttpd, a changed livefs-demo binary and unit, changed /etc defaults.
+# Usage: rootfs.sh CACHE_DIR. Prints nothing on success; logs go to CACHE_DIR/*.log.
+set -euo pipefail
+CACHE=${1:?usage: rootfs.sh CACHE_DIR}
+MIRROR=${LIVEFS_TEST_MIRROR:-http://deb.debian.org/debian}
+mkdir -p "$CACHE"
+# Bump when what this script builds changes, so caches are rebuilt.
+VERSION=3
+
+in_chroot() {
+    local dir=$1
+    shift
+    unshare -m --propagation private bash -c '
+        set -e
+        dir=$1; shift
+        mount -t proc proc "$dir/proc"
+        mount --rbind /dev "$dir/dev"
+        mount -t sysfs sysfs "$dir/sys"
+        chroot "$dir" "$@"
+    ' in_chroot "$dir" "$@"
+}
+
+exec 9>"$CACHE/.lock"
+flock 9
+
+A=$CACHE/rootfs-a
+B=$CACHE/rootfs-b
+if [ "$(cat "$A.done" 2>/dev/null)" != "$VERSION" ]; then
+    rm -rf "$A" "$A.done" "$B" "$B.done"
+    debootstrap --variant=minbase --include=systemd-sysv,udev,kmod bookworm "$A" "$MIRROR" \
+        >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
+    printf '#!/bin/sh\nexit 101\n' >"$A/usr/sbin/policy-rc.d"
+    chmod 755 "$A/usr/sbin/policy-rc.d"
+    # dracut (not initramfs-tools) so that ostree's dracut module runs ostree-prepare-root.
+    in_chroot "$A" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends dracut linux-image-amd64 ostree ostree-boot' >"$CACHE/apt-a.log" 2>&1 ||
+        { tail -20 "$CACHE/apt-a.log" >&2; exit 1; }
+    kver=$(ls "$A/lib/modules")
+    # A generic initramfs (not host-only: the VM is not this machine) with ostree's module.
+    in_chroot "$A" dracut --force --no-hostonly --add ostree --omit "plymouth network" \
+        --add-drivers "virtio_blk virtio_pci ext4" "/boot/initramfs-$kver.img" "$kver" \
+        >"$CACHE/dracut.log" 2>&1 || { tail -20 "$CACHE/dracut.log" >&2; exit 1; }
+    in_chroot "$A" apt-get clean >/dev/null
+    rm -f "$A/usr/sbin/policy-rc.d"
+    echo "$VERSION" >"$A.done"
+fi
+
+if [ "$(cat "$B.done" 2>/dev/null)" != "$VERSION" ]; then
+    rm -rf "$B" "$B.done"
+    cp -a "$A" "$B"
+    printf '#!/bin/sh\nexit 101\n' >"$B/usr/sbin/policy-rc.d"
+    chmod 755 "$B/usr/sbin/policy-rc.d"
+    in_chroot "$B" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends lighttpd && apt-get clean' >"$CACHE/apt-b.log" 2>&1 ||
+        { tail -20 "$CACHE/apt-b.log" >&2; exit 1; }
+    rm -f "$B/usr/sbin/policy-rc.d"
+    echo "$VERSION" >"$B.done"
+fi

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The VM test of a real boot: a Debian 12 OSTree system (image.sh) booted with
+# QEMU (direct kernel boot of version 1's boot entry; KVM when a usable one is
+# loaded, else TCG), systemd as PID 1, ostree-prepare-root in the initramfs.
+# The host talks to the guest through a 9p share: the guest's agent unit runs
+# the scenario script found there and powers off. Two boots:
+#   1. guest-boot1.sh: status, apply (refused, then --allow-replacement), the new
+#      unit loaded, the web server started and serving, restart hints, restart,
+#      reset, apply again (left live);
+#   2. guest-boot2.sh: after that reboot, nothing is live, stale state is cleaned.
+# Usage: OUT=DIR LIVEFS=BINARY run.sh. Results land in $OUT/boot1, $OUT/boot2.
+set -euo pipefail
+: "${OUT:?}" "${LIVEFS:?}"
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${LIVEFS_TEST_CACHE:-/var/cache/livefs-test}/vm
+IMG=$(bash "$HERE/image.sh" "$CACHE" | tail -n 1)
+
+if [ -e /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
+    ACCEL=(-machine q35,accel=kvm -cpu host)
+else
+    ACCEL=(-machine q35,accel=tcg -cpu max)
+fi
+mkdir -p "$OUT"
+qemu-img create -q -f qcow2 -b "$IMG/disk.raw" -F raw "$OUT/disk.qcow2"
+
+boot() {
+    local n=$1 share=$OUT/boot$1 start
+    mkdir -p "$share/out"
+    cp "$LIVEFS" "$share/livefs"
+    cp "$HERE/guest-boot$n.sh" "$share/scenario.sh"
+    chmod 755 "$share/scenario.sh"
+    cp "$IMG/commit-a" "$share/commit-a"
+    cp "$IMG/commit-b" "$share/commit-b"
+    start=$(date +%s)
+    timeout 900 qemu-system-x86_64 -nodefaults -no-user-config "${ACCEL[@]}" -smp 2 -m 2048 \
+        -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.img" \
+        -append "$(cat "$IMG/cmdline") panic=-1 mitigations=off" \
+        -drive "file=$OUT/disk.qcow2,if=virtio,format=qcow2,cache=unsafe" \
+        -virtfs "local,path=$share,mount_tag=livefs,security_model=none,id=share" \
+        -display none -serial "file:$OUT/console$n.log" -no-reboot ||
+        { echo "boot $n: qemu failed or timed out; console: $OUT/console$n.log" >&2; tail -20 "$OUT/console$n.log" >&2; exit 1; }
+    echo "boot $n: $(($(date +%s) - start)) s (${ACCEL[1]})" >>"$OUT/times.txt"
+    if [ "$(cat "$share/scenario.rc" 2>/dev/null)" != 0 ]; then
+        echo "boot $n: the guest scenario failed:" >&2
+        cat "$share/scenario.log" >&2 || true
+        exit 1
+    fi
+}
+boot 1
+boot 2
+rm -f "$OUT/disk.qcow2"
