@@ -351,9 +351,7 @@ fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
     }
     let usr = match &st.usr {
         UsrState::Locked => "read-only, not unlocked".to_string(),
-        UsrState::Livefs { read_only, .. } => {
-            format!("transient overlay (livefs), {}", if *read_only { "read-only" } else { "writable" })
-        }
+        UsrState::Livefs { .. } => "transient overlay (livefs), read-only".to_string(),
         UsrState::OstreeTransient { read_only, .. } => {
             format!("ostree transient unlock, {}", if *read_only { "read-only" } else { "writable" })
         }
@@ -377,13 +375,14 @@ fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
     if let Some(what) = &st.rpm_ostree_live {
         writeln!(out, "rpm-ostree:  live-applied to this boot ({what}); livefs leaves /usr to it")?;
     }
-    if let Some(o) = &st.overlay {
+    if let Some(l) = &st.layer {
         writeln!(
             out,
-            "Overlay:     {} in {}, {} free",
-            crate::diff::human_bytes(o.bytes),
-            o.upper.display(),
-            crate::diff::human_bytes(o.free)
+            "Layer:       {} ({} written, {} linked to the repository), {} free",
+            l.layer.display(),
+            crate::diff::human_bytes(l.bytes_written),
+            crate::diff::human_bytes(l.bytes_linked),
+            crate::diff::human_bytes(l.free)
         )?;
     }
     print_restarts(&mut out, &st.restarts)?;
@@ -436,6 +435,16 @@ fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Re
             "{done} {} -> {to}: {what}; {} written.",
             short(&o.from),
             crate::diff::human_bytes(o.report.bytes_written)
+        )?;
+    }
+    if let Some(l) = &o.layer {
+        writeln!(
+            out,
+            "/usr switched to a new layer: {} file(s) linked to the repository ({}), {} copied ({}).",
+            l.files_linked,
+            crate::diff::human_bytes(l.bytes_linked),
+            l.files_copied,
+            crate::diff::human_bytes(l.bytes_written)
         )?;
     }
     for k in &o.kept {

@@ -15,6 +15,7 @@ pub mod diff;
 pub mod etc;
 pub mod fault;
 pub mod gvariant;
+pub mod layer;
 pub mod live;
 pub mod mounts;
 pub mod overlay;

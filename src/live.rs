@@ -65,14 +65,6 @@ pub struct ChangeCounts {
     pub removed: usize,
 }
 
-/// The overlay's upper directory and its filesystem.
-#[derive(Debug, Clone, Serialize)]
-pub struct OverlayUsage {
-    pub upper: PathBuf,
-    pub bytes: u64,
-    pub free: u64,
-}
-
 /// What `livefs status` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -84,7 +76,8 @@ pub struct Status {
     pub usr: UsrState,
     /// Booted → live (or → the interrupted target), in `/usr`.
     pub changes: Option<ChangeCounts>,
-    pub overlay: Option<OverlayUsage>,
+    /// The layer `/usr` shows over the booted deployment, and its size.
+    pub layer: Option<overlay::LayerUsage>,
     /// Units and processes that still run what was replaced since boot.
     pub restarts: crate::restart::Restarts,
     /// What `/run/ostree-booted` says of this boot (composefs, read-only sysroot, …).
@@ -114,12 +107,11 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         }
         None => None,
     };
-    let overlay = match usr.upper() {
-        Some(upper) => {
-            let (bytes, free) = overlay::upper_usage(upper)?;
-            Some(OverlayUsage { upper: upper.to_path_buf(), bytes, free })
+    let layer = match &usr {
+        UsrState::Livefs { layer } => {
+            Some(overlay::layer_usage(&overlay::layers_dir(&system.sysroot, &system.booted).join(layer))?)
         }
-        None => None,
+        _ => None,
     };
     let states = StateDir::new(&paths.root);
     let restarts = crate::restart::report(&paths.root, &states.replaced()?, &states.unit_changes()?);
@@ -134,7 +126,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         state,
         usr,
         changes,
-        overlay,
+        layer,
     })
 }
 
@@ -171,6 +163,9 @@ pub struct Outcome {
     pub resumed: bool,
     #[serde(flatten)]
     pub report: Report,
+    /// What the `/usr` layer holds: files linked to repository objects, bytes
+    /// written (absent when `/usr` did not switch to a new layer).
+    pub layer: Option<crate::layer::LayerStats>,
     /// Paths the update would change that livefs keeps (the running kernel's modules).
     pub kept: Vec<String>,
     /// What happened in `/etc`.
@@ -223,11 +218,7 @@ fn list20(paths: &[String]) -> String {
 }
 
 fn usr_diff(repo: &Repo, from: Checksum, to: Checksum) -> anyhow::Result<Diff> {
-    let a = repo.read_commit(from).with_context(|| format!("cannot read commit {from}"))?;
-    let b = repo.read_commit(to).with_context(|| format!("cannot read commit {to}"))?;
-    let ra = TreeRoot::of_subpath(repo, &a, "/usr").with_context(|| format!("in commit {from}"))?;
-    let rb = TreeRoot::of_subpath(repo, &b, "/usr").with_context(|| format!("in commit {to}"))?;
-    Diff::trees(repo, ra, rb)
+    Diff::trees(repo, usr_root(repo, from)?, usr_root(repo, to)?)
 }
 
 /// The running kernel's release, whose `usr/lib/modules/RELEASE` is never removed.
@@ -262,12 +253,13 @@ impl Live {
         self.system.booted.checksum
     }
 
-    /// Removes what earlier boots left: stale refs and overlay upper directories.
-    fn clean_stale(&self, usr: &UsrState) -> anyhow::Result<()> {
+    /// Removes what earlier boots and earlier switches left: stale refs and
+    /// layers no mount uses.
+    fn clean_stale(&self) -> anyhow::Result<()> {
         if self.state == LiveState::Booted {
             pin(&self.repo, LiveState::Booted);
         }
-        overlay::remove_stale_uppers(&self.paths.root, usr.upper())
+        overlay::remove_stale_layers(&self.system.sysroot, &self.system.deployments)
     }
 
     fn save(&mut self, state: LiveState) -> anyhow::Result<()> {
@@ -309,9 +301,16 @@ impl Live {
         Ok((plan, kept))
     }
 
-    /// Brings the system from `from` to `to`: `/usr` (check, unlock, record
-    /// *Applying*, write), then `/etc`, then records the end state; then runs the
-    /// triggers and reports what needs a restart.
+    /// Brings the system from `from` to `to`: `/usr` (check, record *Applying*,
+    /// switch), then `/etc`, then records the end state; then runs the triggers
+    /// and reports what needs a restart.
+    ///
+    /// `/usr` changes in one of two ways. Normally ([`UsrStrategy::Layer`]) a layer
+    /// booted → `to` is built off to the side and `/usr` switched to it in one
+    /// mount operation (or, for `to` = booted, livefs's overlay detached), so `/usr`
+    /// is always exactly one of the two trees. Over an ostree transient unlock,
+    /// whose upper holds the admin's own changes, the difference is written
+    /// through it file by file ([`UsrStrategy::WriteThrough`]).
     fn transition(
         &mut self,
         from: Checksum,
@@ -321,27 +320,38 @@ impl Live {
         etc_mode: EtcMode,
         no_triggers: bool,
     ) -> anyhow::Result<Outcome> {
+        // What running programs see change, under the replacement policy.
         let (plan, kept) = self.plan(from, to, allow_replacement)?;
         let root = self.paths.root.clone();
-        let usr_path = root.join("usr");
         let usr = UsrState::detect(&root, &self.system.booted.path)?;
-        overlay::check_writable(&usr)?;
-        // The check runs on /usr as it is mounted now: a refusal changes nothing.
-        let current = crate::checkout::open_dir_path(&usr_path)?;
-        let space_at = match usr.upper() {
-            Some(_) => crate::checkout::open_dir_path(&usr_path)?,
-            None => {
-                let var_tmp = root.join("var/tmp");
-                std::fs::create_dir_all(&var_tmp).with_context(|| format!("cannot create {}", var_tmp.display()))?;
-                crate::checkout::open_dir_path(&var_tmp)?
+        overlay::check_usable(&usr)?;
+        let booted = self.booted();
+        // Checks run before anything changes: a refusal changes nothing.
+        let strategy = match usr {
+            UsrState::OstreeTransient { .. } => {
+                let usr_fd = crate::checkout::open_dir_path(&root.join("usr"))?;
+                let status = plan::preflight_at(&self.repo, &plan, usr_fd.as_fd(), usr_fd.as_fd(), "/usr", false)?;
+                UsrStrategy::WriteThrough { status }
+            }
+            _ if to == booted => UsrStrategy::Detach,
+            _ => {
+                let (layer_plan, _) = self.plan(booted, to, true)?;
+                let footprint = layer_footprint(&self.repo, &layer_plan);
+                let sysroot_fd = crate::checkout::open_dir_path(&self.system.sysroot)?;
+                plan::check_footprint(footprint, sysroot_fd.as_fd(), &self.system.sysroot.display().to_string())?;
+                UsrStrategy::Layer { plan: layer_plan }
             }
         };
-        let status = plan::preflight_at(&self.repo, &plan, current.as_fd(), space_at.as_fd(), "/usr", false)?;
         let etc_dry = match etc_mode {
             EtcMode::Merge => crate::etc::merge(&self.repo, from, to, &root, true)?,
             EtcMode::Restore => crate::etc::EtcReport::default(),
         };
-        let report = Report::of_plan(&self.repo, &plan, &status)?;
+        let todo = vec![plan::Status::Todo; plan.ops.len()];
+        let status = match &strategy {
+            UsrStrategy::WriteThrough { status } => status,
+            _ => &todo,
+        };
+        let report = Report::of_plan(&self.repo, &plan, status)?;
         let mut outcome = Outcome {
             from,
             to,
@@ -349,8 +359,9 @@ impl Live {
             state: self.state,
             resumed: false,
             report,
+            layer: None,
             kept,
-            plan_text: plan.describe(&status),
+            plan_text: plan.describe(status),
             etc: etc_dry,
             etc_restored: Vec::new(),
             etc_transient: self.system.boot.transient_etc.is_some(),
@@ -372,22 +383,32 @@ impl Live {
                 .collect();
             return Ok(outcome);
         }
-        self.clean_stale(&usr)?;
-        if !plan.ops.is_empty() {
-            if usr.upper().is_none() {
-                overlay::unlock(&root, &self.system.booted.path.join("usr"), &self.system.booted.id())?;
+        self.clean_stale()?;
+        self.save(LiveState::Applying { from, to })?;
+        match strategy {
+            UsrStrategy::WriteThrough { status } => {
+                if !plan.ops.is_empty() {
+                    let view = overlay::writable_view(&root)?;
+                    outcome.report = apply::execute(&self.repo, &plan, &status, view.as_fd())?;
+                }
             }
-            let view = overlay::writable_view(&root)?;
-            self.save(LiveState::Applying { from, to })?;
-            outcome.report = apply::execute(&self.repo, &plan, &status, view.as_fd())?;
-        } else {
-            self.save(LiveState::Applying { from, to })?;
+            UsrStrategy::Detach => overlay::detach(&root, &self.system.booted)?,
+            UsrStrategy::Layer { plan: layer_plan } => {
+                let target = usr_root(&self.repo, to)?;
+                let (path, fd) = overlay::new_layer(&self.system.sysroot, &self.system.booted, &to.to_hex())?;
+                let stats = crate::layer::build(&self.repo, target, &layer_plan, fd.as_fd())?;
+                drop(fd);
+                let lower = self.system.booted.path.join("usr");
+                overlay::switch(&root, &lower, &path, &self.system.booted)?;
+                outcome.report.bytes_written = stats.bytes_written;
+                outcome.layer = Some(stats);
+            }
         }
         match etc_mode {
             EtcMode::Merge => outcome.etc = crate::etc::merge(&self.repo, from, to, &root, false)?,
             EtcMode::Restore => outcome.etc_restored = crate::etc::restore(&root)?,
         }
-        let done = LiveState::reached(to, self.booted());
+        let done = LiveState::reached(to, booted);
         self.save(done)?;
         outcome.state = done;
         outcome.report.mutations = crate::fault::count();
@@ -405,6 +426,34 @@ impl Live {
         outcome.restarts = crate::restart::report(&root, &replaced, &units);
         Ok(outcome)
     }
+}
+
+/// How `/usr` goes from one tree to the next (see [`Live::transition`]).
+enum UsrStrategy {
+    /// Build a layer booted → target and switch `/usr` to it.
+    Layer { plan: Plan },
+    /// Back to the booted `/usr`: detach livefs's overlay.
+    Detach,
+    /// Write the difference through an ostree transient unlock.
+    WriteThrough { status: Vec<plan::Status> },
+}
+
+/// The space and inodes a layer needs: with a bare repository, files are links
+/// (no space, no inode); a directory or whiteout per operation at most. Other
+/// modes copy the content too.
+fn layer_footprint(repo: &Repo, plan: &Plan) -> crate::diff::Footprint {
+    let entries = plan.ops.len() as u64;
+    let mut f = crate::diff::Footprint { bytes: 0, space: entries * crate::diff::BLOCK, entries };
+    if repo.mode() != crate::repo::RepoMode::Bare {
+        f += plan.total;
+    }
+    f
+}
+
+/// The `/usr` tree of a commit.
+fn usr_root(repo: &Repo, commit: Checksum) -> anyhow::Result<TreeRoot> {
+    let c = repo.read_commit(commit).with_context(|| format!("cannot read commit {commit}"))?;
+    TreeRoot::of_subpath(repo, &c, "/usr").with_context(|| format!("in commit {commit}"))
 }
 
 /// Every path the transition changes, absolute: `/usr` operations and `/etc`
@@ -503,6 +552,12 @@ pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
+/// Whether `/usr` is changed file by file (an ostree transient unlock), so that
+/// an interrupted apply left a mix to finish first.
+fn write_through(live: &Live) -> anyhow::Result<bool> {
+    Ok(matches!(UsrState::detect(&live.paths.root, &live.system.booted.path)?, UsrState::OstreeTransient { .. }))
+}
+
 /// `livefs reset`: `/usr` back to the booted commit (finishing an interrupted
 /// apply first), state back to *Booted*.
 pub fn reset(paths: &Paths, dry_run: bool, no_triggers: bool) -> anyhow::Result<Outcome> {
@@ -512,6 +567,9 @@ pub fn reset(paths: &Paths, dry_run: bool, no_triggers: bool) -> anyhow::Result<
     let from = match live.state {
         LiveState::Booted => booted,
         LiveState::Live { commit } => commit,
+        // /usr shows one whole tree: going back needs no forward step, and /etc
+        // comes back from its journal.
+        LiveState::Applying { to, .. } if !write_through(&live)? => to,
         LiveState::Applying { from, to } if !dry_run => {
             live.transition(from, to, true, false, EtcMode::Merge, true)
                 .context("cannot finish the interrupted apply before the reset")?;

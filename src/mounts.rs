@@ -15,6 +15,8 @@ pub struct MountInfo {
     /// Per-mount options (`ro`, `nosuid`, …).
     pub options: String,
     pub fstype: String,
+    /// The mount source (`/dev/vda`, `overlay`, or a name the mounter chose).
+    pub source: String,
     /// Per-filesystem options (`upperdir=…`, …).
     pub super_options: String,
 }
@@ -28,6 +30,7 @@ impl MountInfo {
             mount_point: PathBuf::from(unescape(head.get(4)?)),
             options: head.get(5)?.to_string(),
             fstype: tail.first()?.to_string(),
+            source: unescape(tail.get(1)?),
             super_options: unescape(tail.get(2)?),
         })
     }

@@ -1,28 +1,48 @@
-//! The transient overlay on `/usr`: how `/usr` is mounted now, making it a
-//! read-only overlay whose changes the next reboot throws away, and the private
-//! writable view through which only livefs writes.
+//! The live `/usr`: how it is mounted now, and switching it from one tree to
+//! another in one mount operation.
 //!
-//! Where the upper directory lives: `ROOT/var/tmp/livefs-ovl.ID.NONCE/`, next to
-//! ostree's own transient unlock (`/var/tmp/ostree-unlock-ovl.*`). It is on disk,
-//! not in RAM, so a large update cannot exhaust memory; the name is new for every
-//! unlock, so no later boot reuses it (the kernel forgets the overlay at reboot and
-//! livefs deletes stale upper directories the next time it runs).
+//! livefs's `/usr` is a read-only overlay `lowerdir=LAYER:DEPLOYMENT/usr`: the
+//! physical booted deployment's `usr` (as ostree's own unlock uses it: on a
+//! composefs host `/usr` is part of an overlay already) under a layer built off
+//! to the side ([`crate::layer`]). It has no upper directory, so nothing can
+//! write to it, and the kernel forgets it at reboot.
 //!
-//! Read-only for everyone else: the overlay is created with `fsmount(…,
-//! MOUNT_ATTR_RDONLY)` and attached on `/usr`. To write, livefs clones that mount
-//! with `open_tree(OPEN_TREE_CLONE)` — a detached copy no other process can
-//! reach — and clears the read-only flag of the clone only (`mount_setattr`).
+//! Switching: the new overlay is created detached (`fsmount`), then
+//! - over an overlay of livefs's, mounted **beneath** it (`MOVE_MOUNT_BENEATH`,
+//!   Linux 6.5+) and the old one detached: every new lookup sees the whole new
+//!   tree, and a process holding a directory of the old tree keeps a consistent
+//!   old view; on older kernels it is stacked on top;
+//! - over the plain `/usr`, attached on top.
+//!
+//! Going back to the booted `/usr` ([`detach`]) lazily detaches livefs's
+//! overlays. Layers live in `SYSROOT/ostree/deploy/OS/backing/CSUM.SERIAL/livefs/`
+//! next to ostree's own unlock state: on the filesystem of the repository (so
+//! objects can be hardlinked), where no tmpfiles cleaner ages them (unlike
+//! `/var/tmp`), written through a private writable clone of the sysroot's mount
+//! when it is read-only. A layer no mount uses is removed by the next run.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use rustix::fs::{Mode, OFlags, CWD};
-use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+use rustix::io::Errno;
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
 use serde::Serialize;
 
-/// Upper directories livefs creates, under `ROOT/var/tmp`.
-const UPPER_PREFIX: &str = "livefs-ovl.";
+use crate::checkout;
+use crate::fault;
+use crate::mounts::MountInfo;
+use crate::sysroot::Deployment;
+
+/// The directory of livefs's layers in a deployment's backing directory.
+const LAYERS_DIR: &str = "livefs";
+/// Layer directory names: `usr.TARGET12.NONCE`.
+const LAYER_PREFIX: &str = "usr.";
+/// The mount source of livefs's overlays names their layer: `livefs:usr.…`.
+/// (The `lowerdir=` option cannot: fsconfig(2) takes at most 256 bytes, so the
+/// layers are passed as `/proc/self/fd/N` paths.)
+const SOURCE_PREFIX: &str = "livefs:";
 
 /// How `ROOT/usr` is mounted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,9 +50,11 @@ const UPPER_PREFIX: &str = "livefs-ovl.";
 pub enum UsrState {
     /// No overlay: the read-only deployment content.
     Locked,
-    /// An overlay livefs made (transient, read-only to others).
-    Livefs { upper: PathBuf, read_only: bool },
-    /// `ostree admin unlock --transient` (or rpm-ostree usroverlay): accepted.
+    /// livefs's read-only overlay of the layer named `layer` (in [`layers_dir`])
+    /// over the deployment's `usr`.
+    Livefs { layer: String },
+    /// `ostree admin unlock --transient` (or rpm-ostree usroverlay): written
+    /// through, file by file.
     OstreeTransient { upper: Option<PathBuf>, read_only: bool },
     /// `ostree admin unlock --hotfix`: persistent across reboots; refused.
     Hotfix,
@@ -58,6 +80,9 @@ impl UsrState {
         if m.fstype != "overlay" {
             return Ok(UsrState::Locked);
         }
+        if let Some(layer) = livefs_layer(&m) {
+            return Ok(UsrState::Livefs { layer });
+        }
         let upper = m.super_options.split(',').find_map(|o| o.strip_prefix("upperdir=")).map(PathBuf::from);
         let read_only = m.options.split(',').any(|o| o == "ro");
         let name = upper
@@ -66,7 +91,6 @@ impl UsrState {
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned());
         Ok(match (upper, name) {
-            (Some(upper), Some(n)) if n.starts_with(UPPER_PREFIX) => UsrState::Livefs { upper, read_only },
             // ostree 2025.2 and older: /var/tmp/ostree-unlock-ovl.XXXXXX/upper; since
             // 2025.3: SYSROOT/ostree/deploy/OS/backing/CSUM.SERIAL/usr-transient/upper.
             (Some(upper), Some(n)) if n.starts_with("ostree-unlock-ovl.") || n == "usr-transient" => {
@@ -76,130 +100,198 @@ impl UsrState {
             (upper, _) => UsrState::Other { description: format!("overlay with upperdir {upper:?}") },
         })
     }
-
-    /// The upper directory of an overlay that livefs may write through.
-    pub fn upper(&self) -> Option<&Path> {
-        match self {
-            UsrState::Livefs { upper, .. } => Some(upper),
-            UsrState::OstreeTransient { upper, .. } => upper.as_deref(),
-            _ => None,
-        }
-    }
 }
 
-/// The SELinux label xattr: an overlay's root takes its upper directory's label,
-/// so the upper and work directories get `/usr`'s (ostree #762).
-const SELINUX_XATTR: &std::ffi::CStr = c"security.selinux";
+/// The layer name of an overlay livefs mounted, from its mount source.
+fn livefs_layer(m: &MountInfo) -> Option<String> {
+    let name = m.source.strip_prefix(SOURCE_PREFIX)?;
+    (m.fstype == "overlay" && name.starts_with(LAYER_PREFIX) && !name.contains('/')).then(|| name.to_string())
+}
 
-/// Mounts a fresh, read-only, transient overlay on `ROOT/usr` whose lower layer is
-/// `lower` — the physical deployment's `usr`, as ostree's own unlock has it (on a
-/// composefs-booted host `/usr` is part of an overlay already, and overlays stack
-/// only two deep) — and writes ostree's `unlocked-transient` flag so `ostree admin
-/// status` shows it. Returns the upper directory.
-pub fn unlock(root: &Path, lower: &Path, deployment_id: &str) -> anyhow::Result<PathBuf> {
-    let usr = root.join("usr");
-    let base = root.join("var/tmp");
-    std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+/// Where a deployment's layers live.
+pub fn layers_dir(sysroot: &Path, deployment: &Deployment) -> PathBuf {
+    sysroot.join("ostree/deploy").join(&deployment.osname).join("backing").join(deployment.id()).join(LAYERS_DIR)
+}
+
+/// A new, empty layer directory for `target` and a writable fd on it (through a
+/// private writable clone of the sysroot's mount when that is read-only; the
+/// clone lives as long as the fd).
+pub fn new_layer(sysroot: &Path, deployment: &Deployment, target: &str) -> anyhow::Result<(PathBuf, OwnedFd)> {
+    let rel = format!("ostree/deploy/{}/backing/{}/{LAYERS_DIR}", deployment.osname, deployment.id());
+    let base = make_dirs(writable_sysroot(sysroot)?.as_fd(), &rel)
+        .with_context(|| format!("cannot create {}/{rel}", sysroot.display()))?;
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let dir = base.join(format!("{UPPER_PREFIX}{}.{nonce:x}", &deployment_id[..12.min(deployment_id.len())]));
-    let (upper, work) = (dir.join("upper"), dir.join("work"));
-    for d in [&dir, &upper, &work] {
-        std::fs::create_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
+    let name = format!("{LAYER_PREFIX}{}.{nonce:x}", &target[..12.min(target.len())]);
+    rustix::fs::mkdirat(&base, name.as_str(), Mode::from_raw_mode(0o755))
+        .with_context(|| format!("cannot create layer {name}"))?;
+    fault::mutation();
+    let fd = checkout::open_dir(base.as_fd(), &name)?;
+    Ok((sysroot.join(&rel).join(name), fd))
+}
+
+/// The sysroot's directory, writable: through a private writable clone of its
+/// mount when that is read-only (Fedora CoreOS); everyone else still sees it
+/// read-only. The clone lives as long as the fd (and fds opened through it).
+fn writable_sysroot(sysroot: &Path) -> anyhow::Result<OwnedFd> {
+    let fd = checkout::open_dir_path(sysroot)?;
+    let vfs = rustix::fs::fstatvfs(&fd).with_context(|| format!("cannot stat {}", sysroot.display()))?;
+    if vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return crate::mounts::writable_clone(sysroot);
     }
-    // The merged root takes the upper root's attributes: give it /usr's.
-    let st = rustix::fs::stat(lower).with_context(|| format!("cannot stat {}", lower.display()))?;
-    rustix::fs::chown(&upper, Some(rustix::fs::Uid::from_raw(st.st_uid)), Some(rustix::fs::Gid::from_raw(st.st_gid)))?;
-    rustix::fs::chmod(&upper, Mode::from_raw_mode(st.st_mode & 0o7777))?;
-    label_like(lower, &[&upper, &work])?;
+    Ok(fd)
+}
 
-    let mount = |redirect: bool| -> anyhow::Result<OwnedFd> {
-        let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).context("overlayfs is not available")?;
-        rustix::mount::fsconfig_set_string(&fs, "lowerdir", lower)?;
-        rustix::mount::fsconfig_set_string(&fs, "upperdir", &upper)?;
-        rustix::mount::fsconfig_set_string(&fs, "workdir", &work)?;
-        if redirect {
-            // Lets directories of the lower layer be renamed (atomic removal).
-            rustix::mount::fsconfig_set_string(&fs, "redirect_dir", "on")?;
+/// Opens `rel` under `dir`, creating missing directories, never following symlinks.
+fn make_dirs(dir: rustix::fd::BorrowedFd<'_>, rel: &str) -> anyhow::Result<OwnedFd> {
+    let mut fd = rustix::io::dup(dir)?;
+    for c in rel.split('/') {
+        match rustix::fs::mkdirat(&fd, c, Mode::from_raw_mode(0o700)) {
+            Ok(()) => fault::mutation(),
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
         }
-        rustix::mount::fsconfig_create(&fs)?;
-        Ok(rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::MOUNT_ATTR_RDONLY)?)
-    };
-    let mnt = mount(true)
-        .or_else(|_| mount(false))
-        .with_context(|| format!("cannot mount an overlay on {} (lower {})", usr.display(), lower.display()))?;
-    rustix::mount::move_mount(mnt.as_fd(), "", CWD, &usr, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
-        .with_context(|| format!("cannot attach the overlay on {}", usr.display()))?;
+        fd = checkout::open_dir(fd.as_fd(), c)?;
+    }
+    Ok(fd)
+}
 
-    let flag_dir = root.join("run/ostree/deployment-state").join(deployment_id);
+/// Switches `ROOT/usr` to the read-only overlay of `layer` over `lower` (the
+/// booted deployment's `usr`), in one mount operation; writes ostree's
+/// `unlocked-transient` flag so `ostree admin status` shows the unlock.
+pub fn switch(root: &Path, lower: &Path, layer: &Path, deployment: &Deployment) -> anyhow::Result<()> {
+    let usr = root.join("usr");
+    let name = layer.file_name().and_then(|n| n.to_str()).context("a layer without a name")?;
+    let open = |p: &Path| {
+        rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("cannot open {}", p.display()))
+    };
+    let (layer_fd, lower_fd) = (open(layer)?, open(lower)?);
+    let lowers = format!("/proc/self/fd/{}:/proc/self/fd/{}", layer_fd.as_raw_fd(), lower_fd.as_raw_fd());
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).context("overlayfs is not available")?;
+    // No upper directory: the superblock itself is read-only.
+    rustix::mount::fsconfig_set_string(&fs, "source", format!("{SOURCE_PREFIX}{name}").as_str())
+        .and_then(|()| rustix::mount::fsconfig_set_string(&fs, "lowerdir", lowers.as_str()))
+        .and_then(|()| rustix::mount::fsconfig_set_flag(&fs, "ro"))
+        .and_then(|()| rustix::mount::fsconfig_create(&fs))
+        .with_context(|| format!("cannot create the overlay of {} over {}", layer.display(), lower.display()))?;
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::MOUNT_ATTR_RDONLY)?;
+    let attach = |flags: MoveMountFlags| {
+        rustix::mount::move_mount(mnt.as_fd(), "", CWD, &usr, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | flags)
+    };
+    let on_ours = matches!(UsrState::detect(root, &deployment.path)?, UsrState::Livefs { .. });
+    if on_ours {
+        match attach(MoveMountFlags::MOVE_MOUNT_BENEATH) {
+            Ok(()) => {
+                fault::mutation();
+                rustix::mount::unmount(&usr, UnmountFlags::DETACH)
+                    .with_context(|| format!("cannot detach the previous overlay of {}", usr.display()))?;
+            }
+            // Before Linux 6.5: stack the new tree on top of the old one.
+            Err(Errno::INVAL) => attach(MoveMountFlags::empty())?,
+            Err(e) => return Err(e).with_context(|| format!("cannot attach the overlay beneath {}", usr.display())),
+        }
+    } else {
+        attach(MoveMountFlags::empty()).with_context(|| format!("cannot attach the overlay on {}", usr.display()))?;
+    }
+    fault::mutation();
+    let flag_dir = root.join("run/ostree/deployment-state").join(deployment.id());
     std::fs::create_dir_all(&flag_dir).with_context(|| format!("cannot create {}", flag_dir.display()))?;
     std::fs::write(flag_dir.join("unlocked-transient"), b"")
         .with_context(|| format!("cannot write {}/unlocked-transient", flag_dir.display()))?;
-    Ok(upper)
-}
-
-/// Gives `dirs` the SELinux label of `like`, when it has one.
-fn label_like(like: &Path, dirs: &[&Path]) -> anyhow::Result<()> {
-    let mut buf = [0u8; 4096];
-    let n = match rustix::fs::lgetxattr(like, SELINUX_XATTR, &mut buf) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read the SELinux label of {}", like.display())),
-    };
-    for d in dirs {
-        rustix::fs::lsetxattr(*d, SELINUX_XATTR, &buf[..n], rustix::fs::XattrFlags::empty())
-            .with_context(|| format!("cannot label {} like {}", d.display(), like.display()))?;
-    }
     Ok(())
 }
 
-/// A writable view of `ROOT/usr` that only this process can reach: a detached
-/// clone of the overlay mount with its read-only flag cleared. Dropping the fd
-/// detaches the view.
-pub fn writable_view(root: &Path) -> anyhow::Result<OwnedFd> {
-    crate::mounts::writable_clone(&root.join("usr"))
+/// Brings back the booted `/usr`: lazily detaches livefs's overlays from
+/// `ROOT/usr` (a process holding the old tree keeps it until it lets go) and
+/// removes ostree's unlock flag.
+pub fn detach(root: &Path, deployment: &Deployment) -> anyhow::Result<()> {
+    let usr = root.join("usr");
+    while let UsrState::Livefs { .. } = UsrState::detect(root, &deployment.path)? {
+        rustix::mount::unmount(&usr, UnmountFlags::DETACH)
+            .with_context(|| format!("cannot detach the overlay of {}", usr.display()))?;
+        fault::mutation();
+    }
+    let flag = root.join("run/ostree/deployment-state").join(deployment.id()).join("unlocked-transient");
+    match std::fs::remove_file(&flag) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", flag.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
-/// Deletes upper directories of earlier boots (or of overlays no longer mounted),
-/// keeping `keep`.
-pub fn remove_stale_uppers(root: &Path, keep: Option<&Path>) -> anyhow::Result<()> {
-    let base = root.join("var/tmp");
-    let Ok(fd) = rustix::fs::open(&base, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
-        return Ok(());
-    };
-    let keep_name = keep.and_then(|k| k.parent()).and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
-    for name in crate::checkout::list(fd.as_fd())? {
-        if name.starts_with(UPPER_PREFIX) && Some(&name) != keep_name.as_ref() {
-            crate::checkout::remove(fd.as_fd(), &name)
-                .with_context(|| format!("cannot remove {}/{name}", base.display()))?;
+/// Removes the layers of every deployment that no mount uses: those of earlier
+/// boots and those switched away from.
+pub fn remove_stale_layers(sysroot: &Path, deployments: &[Deployment]) -> anyhow::Result<()> {
+    let in_use: Vec<String> = crate::mounts::mounts()?.iter().filter_map(livefs_layer).collect();
+    for d in deployments {
+        let dir = layers_dir(sysroot, d);
+        if !dir.exists() {
+            continue;
+        }
+        let rel = dir.strip_prefix(sysroot).expect("under the sysroot").to_string_lossy().into_owned();
+        let writable = checkout::open_dir(writable_sysroot(sysroot)?.as_fd(), &rel)
+            .with_context(|| format!("cannot open {}", dir.display()))?;
+        for name in checkout::list(writable.as_fd())? {
+            if name.starts_with(LAYER_PREFIX) && !in_use.contains(&name) {
+                checkout::remove(writable.as_fd(), &name)
+                    .with_context(|| format!("cannot remove the stale layer {}/{name}", dir.display()))?;
+            }
         }
     }
     Ok(())
 }
 
-/// Bytes the upper directory holds (allocated blocks), and the free space of its
-/// filesystem.
-pub fn upper_usage(upper: &Path) -> anyhow::Result<(u64, u64)> {
-    let mut used = 0u64;
-    let mut stack = vec![upper.to_path_buf()];
+/// Bytes a layer holds: written (copies, directories, whiteouts: allocated
+/// blocks) and linked (files that are repository objects' inodes), and the free
+/// space of its filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerUsage {
+    pub layer: PathBuf,
+    pub bytes_written: u64,
+    pub bytes_linked: u64,
+    pub free: u64,
+}
+
+pub fn layer_usage(layer: &Path) -> anyhow::Result<LayerUsage> {
+    let (mut written, mut linked) = (0u64, 0u64);
+    let mut stack = vec![layer.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let st = rustix::fs::lstat(&p)?;
-        used += st.st_blocks as u64 * 512;
-        if st.st_mode & crate::repo::objects::S_IFMT == crate::repo::objects::S_IFDIR {
-            for e in std::fs::read_dir(&p)? {
+        let st = rustix::fs::lstat(&p).with_context(|| format!("cannot stat {}", p.display()))?;
+        let is_dir = st.st_mode & crate::repo::objects::S_IFMT == crate::repo::objects::S_IFDIR;
+        if !is_dir && st.st_nlink > 1 {
+            linked += st.st_size as u64;
+        } else {
+            written += st.st_blocks as u64 * 512;
+        }
+        if is_dir {
+            for e in std::fs::read_dir(&p).with_context(|| format!("cannot list {}", p.display()))? {
                 stack.push(e?.path());
             }
         }
     }
-    let vfs = rustix::fs::statvfs(upper)?;
-    Ok((used, vfs.f_bavail * vfs.f_frsize))
+    let vfs = rustix::fs::statvfs(layer)?;
+    Ok(LayerUsage {
+        layer: layer.to_path_buf(),
+        bytes_written: written,
+        bytes_linked: linked,
+        free: vfs.f_bavail * vfs.f_frsize,
+    })
 }
 
-/// Refuses states livefs must not write through.
-pub fn check_writable(state: &UsrState) -> anyhow::Result<()> {
+/// A writable view of `ROOT/usr` that only this process can reach: a detached
+/// clone of an ostree transient unlock's overlay mount with its read-only flag
+/// cleared. Dropping the fd detaches the view.
+pub fn writable_view(root: &Path) -> anyhow::Result<OwnedFd> {
+    crate::mounts::writable_clone(&root.join("usr"))
+}
+
+/// Refuses states livefs must not change.
+pub fn check_usable(state: &UsrState) -> anyhow::Result<()> {
     match state {
-        UsrState::Hotfix => bail!(
-            "/usr is unlocked in hotfix mode (persistent across reboots); livefs only writes to a transient overlay"
-        ),
+        UsrState::Hotfix => {
+            bail!("/usr is unlocked in hotfix mode (persistent across reboots); livefs only makes transient changes")
+        }
         UsrState::Other { description } => {
             bail!("/usr is already mounted as an {description} that livefs did not make")
         }

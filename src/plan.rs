@@ -356,6 +356,12 @@ fn check_space(plan: &Plan, status: &[Status], root: BorrowedFd<'_>, target_name
             todo += op.footprint;
         }
     }
+    check_footprint(todo, root, target_name)
+}
+
+/// Refuses, before anything is written, a footprint that the filesystem of
+/// `root` cannot hold (space, with a margin, and inodes).
+pub fn check_footprint(todo: Footprint, root: BorrowedFd<'_>, target_name: &str) -> anyhow::Result<()> {
     if todo == Footprint::default() {
         return Ok(());
     }

@@ -45,7 +45,9 @@ fn composefs_boot_apply_and_reset() {
         r#"
         L status --json > $OUT/status.json
         L status > $OUT/status.txt
+        test -e $R/usr/composefs-view-only
         L apply --json > $OUT/apply.json
+        if test -e $R/usr/composefs-view-only; then echo "the overlay's lower is the composefs view" >&2; exit 1; fi
         L apply > $OUT/apply-again.txt
         $R/usr/bin/newprog > $OUT/newprog.out
         grep " $R/usr " /proc/self/mountinfo > $OUT/mountinfo
@@ -56,6 +58,7 @@ fn composefs_boot_apply_and_reset() {
         cp -a $R/usr $OUT/usr-live
         L reset --json > $OUT/reset.json
         cp -a $R/usr $OUT/usr-reset
+        rm $OUT/usr-reset/composefs-view-only  # back to the composefs view itself
         cp $R/etc/motd $OUT/motd-reset
         test ! -e $R/etc/new.conf
         "#,
@@ -74,8 +77,7 @@ fn composefs_boot_apply_and_reset() {
     assert_eq!(apply["etc_transient"], false);
     assert_eq!(read(&sys, "newprog.out"), "hello from the new program\n");
     let mountinfo = read(&sys, "mountinfo");
-    let lower = format!("lowerdir={}/sysroot/ostree/deploy/demo/deploy/{}.0/usr", sys.root().display(), sys.booted);
-    assert!(mountinfo.contains(&lower), "the overlay's lower is not the physical deployment's usr:\n{mountinfo}");
+    assert!(mountinfo.contains(" - overlay livefs:usr."), "/usr is not livefs's overlay:\n{mountinfo}");
     assert_eq!(read(&sys, "ref-live").trim(), v2, "the commit is not pinned through the read-only sysroot");
     assert_eq!(read(&sys, "motd-live"), "motd v2\n");
     assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
@@ -268,27 +270,32 @@ fn rpm_ostree_live_state_is_refused() {
     assert!(read(&sys, "status.txt").contains("rpm-ostree:  live-applied to this boot"));
 }
 
-/// SELinux: the overlay's root takes its upper directory's label, so the upper
-/// and work directories carry /usr's `security.selinux` (written here without a
-/// loaded policy, as the kernel allows).
+/// SELinux: a merged directory takes its attributes from the topmost layer that
+/// has it, so every directory of the layer — its root, the merged /usr, included —
+/// carries the target commit's label for its path (written here without a loaded
+/// policy, as the kernel allows).
 #[test]
-fn overlay_upper_carries_the_usr_label() {
-    let (sys, _) = with_update();
-    let label = b"system_u:object_r:usr_t:s0";
-    setxattr(&sys.booted_deployment().join("usr"), "security.selinux", label);
+fn layer_directories_carry_the_target_labels() {
+    let mut sys = TestSystem::new();
+    let (usr_label, share_label) = (b"system_u:object_r:usr_t:s0", b"system_u:object_r:share_t:s0");
+    write(&sys.tree.join("usr/share/newpkg/data"), b"data\n");
+    setxattr(&sys.tree.join("usr"), "security.selinux", usr_label);
+    setxattr(&sys.tree.join("usr/share"), "security.selinux", share_label);
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
     let out = sys.run(
         r#"
-        L apply
-        U=$(ls -d $R/var/tmp/livefs-ovl.*)
-        getfattr --absolute-names --only-values -n security.selinux $U/upper > $OUT/upper-label
-        getfattr --absolute-names --only-values -n security.selinux $U/work > $OUT/work-label
+        L apply --allow-replacement
+        Y=$(ls -d $S/ostree/deploy/demo/backing/$BOOTED.0/livefs/usr.*)
+        getfattr --absolute-names --only-values -n security.selinux $Y > $OUT/layer-label
         getfattr --absolute-names --only-values -n security.selinux $R/usr > $OUT/usr-label
+        getfattr --absolute-names --only-values -n security.selinux $R/usr/share > $OUT/share-label
         "#,
     );
     ok(&out);
-    for name in ["upper-label", "work-label", "usr-label"] {
-        assert_eq!(read(&sys, name).as_bytes(), label, "{name}");
-    }
+    assert_eq!(read(&sys, "layer-label").as_bytes(), usr_label);
+    assert_eq!(read(&sys, "usr-label").as_bytes(), usr_label);
+    assert_eq!(read(&sys, "share-label").as_bytes(), share_label);
 }
 
 /// /etc is judged as ostree judges it: an xattr-only difference (a label that

@@ -12,11 +12,11 @@ mod refs;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 pub use checksum::Checksum;
@@ -314,6 +314,25 @@ impl Repo {
         read_archive_header(&mut file).with_context(|| format!("cannot read object {name}"))?;
         let stream = flate2::read::DeflateDecoder::new(std::io::BufReader::with_capacity(128 << 10, file));
         Ok((meta, Content::Deflate(Box::new(stream))))
+    }
+
+    /// Hardlinks the file object `checksum` as `name` in `dir`, as a deployment
+    /// checkout shares it, when the repository's objects are the files themselves
+    /// with their real owner, mode and xattrs (`bare` mode) and `dir` is on the
+    /// same filesystem. Returns `false` when a link is not possible here (the
+    /// caller then copies). Metadata objects are checked on read; file content is
+    /// trusted as the deployment itself trusts it (`ostree fsck` verifies it).
+    pub fn link_file(&self, checksum: Checksum, dir: BorrowedFd<'_>, name: &str) -> anyhow::Result<bool> {
+        if self.mode != RepoMode::Bare {
+            return Ok(false);
+        }
+        let object = self.name(checksum, ObjectType::File);
+        match rustix::fs::linkat(&self.objects, Self::rel_path(&object), dir, name, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::XDEV | rustix::io::Errno::MLINK | rustix::io::Errno::PERM) => Ok(false),
+            Err(rustix::io::Errno::NOENT) => Err(self.missing(object)),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot link object {object} as {name}"))),
+        }
     }
 
     /// Full checksums of the commit objects whose hex name starts with `prefix`.

@@ -77,6 +77,10 @@ impl System {
     /// holding ostree's sysroot lock while reading.
     pub fn load(root: &Path, sysroot: &Path) -> anyhow::Result<System> {
         let boot = BootRecord::read(root)?;
+        // One spelling of every path under the sysroot (layers are matched against
+        // the overlays' lowerdir= by path).
+        let sysroot =
+            &std::fs::canonicalize(sysroot).with_context(|| format!("cannot open sysroot {}", sysroot.display()))?;
         let sysroot_fd = rustix::fs::open(sysroot, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("cannot open sysroot {}", sysroot.display()))?;
         let _lock = SysrootLock::acquire(&sysroot_fd, sysroot)?;

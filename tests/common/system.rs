@@ -165,7 +165,9 @@ impl TestSystem {
                 };
                 // / is a read-only overlay (composefs); /usr is no mount of its own;
                 // /etc is a bind mount (or a transient overlay); /sysroot is read-only.
-                let root = "mkdir -p $OUT/composefs-data
+                // A file only the composefs view shows (its data layer): gone once
+                // /usr is an overlay of the physical deployment's usr.
+                let root = "mkdir -p $OUT/composefs-data/usr; touch $OUT/composefs-data/usr/composefs-view-only
             mount -t overlay composefs -o ro,lowerdir=$D:$OUT/composefs-data $R"
                     .to_string();
                 let rest = format!(

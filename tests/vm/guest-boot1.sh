@@ -56,7 +56,7 @@ snapshot /etc >"$O/etc-after-reset.txt"
 etc_digest >"$O/etc-after-reset.md5"
 # Leave an apply live, for boot 2 to find it gone.
 run apply-again "$L" apply --allow-replacement
-ls -d /var/tmp/livefs-ovl.* >"$O/uppers.txt" 2>&1
+ls -d /sysroot/ostree/deploy/debian/backing/*/livefs/usr.* >"$O/uppers.txt" 2>&1
 systemctl --failed --no-legend --plain >"$O/failed-units.txt"
 journalctl -b --no-pager -o cat -t systemctl >"$O/journal-systemctl.txt" 2>&1
 exit 0
