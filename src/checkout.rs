@@ -43,13 +43,25 @@ pub fn tmp_name(name: &str) -> String {
 /// refusing any symlink on the way (`ELOOP`) and any escape from `dir`.
 pub fn open_dir(dir: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
     let rel = if rel.is_empty() { "." } else { rel };
-    rustix::fs::openat2(
+    openat2(
         dir,
         rel,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )
+}
+
+/// `openat2(2)`, retried when it answers `EAGAIN`: with `RESOLVE_BENEATH` or
+/// `RESOLVE_IN_ROOT` the kernel gives up when a rename or mount anywhere on the
+/// system raced with the lookup, and asks the caller to try again.
+pub fn openat2(dir: BorrowedFd<'_>, rel: &str, flags: OFlags, resolve: ResolveFlags) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(dir, rel, flags, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 64 => tries += 1,
+            r => return r,
+        }
+    }
 }
 
 /// Opens a directory given by a path the caller chose (a target directory, ROOT/etc):

@@ -14,9 +14,10 @@
 //!   merged directory takes its attributes (and SELinux label) from the topmost
 //!   layer that has it, the layer's root included.
 //!
-//! The layer is written completely, and synced, before anything mounts it:
-//! nothing is ever written into a layer in use. An interrupted build is just an
-//! unused directory, removed later.
+//! The layer is written completely before anything mounts it: nothing is ever
+//! written into a layer in use. An interrupted build is just an unused directory,
+//! removed later. It is not synced: the overlay lives only until the next boot,
+//! which throws the layer away, and until then the page cache is coherent.
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -50,14 +51,14 @@ pub struct LayerStats {
 /// `/usr` is `base` into `usr` of `target`: `plan` is that difference (with any
 /// operation livefs keeps out already removed).
 pub fn build(repo: &Repo, target: TreeRoot, plan: &Plan, layer: BorrowedFd<'_>) -> anyhow::Result<LayerStats> {
-    let mut b = Builder { repo, layer, target, dirs: HashSet::new(), stats: LayerStats::default() };
+    let mut b = Builder { repo, layer, target, dirs: HashSet::new(), last: None, stats: LayerStats::default() };
     // The merged root takes the layer root's attributes: the target's /usr's.
     let root_meta = repo.read_dirmeta(target.meta)?;
     checkout::set_dir_meta(layer, &root_meta, &[]).context("cannot set the layer's root metadata")?;
     for op in &plan.ops {
-        b.op(op.kind, &op.path, op.to).with_context(|| format!("cannot build /usr{} in the layer", op.path))?;
+        b.op(op.kind, &op.path, op.to, op.footprint.bytes)
+            .with_context(|| format!("cannot build /usr{} in the layer", op.path))?;
     }
-    rustix::fs::syncfs(layer).context("cannot sync the layer")?;
     Ok(b.stats)
 }
 
@@ -68,31 +69,52 @@ struct Builder<'a> {
     /// Directories of the layer made so far, by path relative to its root (paths,
     /// not fds: a large update must not hold one fd per directory).
     dirs: HashSet<String>,
+    /// The directory of the previous operation.
+    last: Option<(String, OwnedFd)>,
     stats: LayerStats,
 }
 
 impl Builder<'_> {
-    fn op(&mut self, kind: OpKind, path: &str, to: Option<NodeKind>) -> anyhow::Result<()> {
+    /// One operation of the plan; `bytes` is the content it brings.
+    fn op(&mut self, kind: OpKind, path: &str, to: Option<NodeKind>, bytes: u64) -> anyhow::Result<()> {
         let (dir, name) = checkout::split_path(path);
         if name.is_empty() {
             return Ok(()); // the root: its metadata is set already
         }
-        let parent = self.dir(dir)?;
+        // Operations on one directory are adjacent: reuse its fd.
+        let parent = match self.last.take() {
+            Some((d, fd)) if d == dir => fd,
+            _ => self.dir(dir)?,
+        };
+        self.op_in(kind, path, parent.as_fd(), name, to, bytes)?;
+        self.last = Some((dir.to_string(), parent));
+        Ok(())
+    }
+
+    fn op_in(
+        &mut self,
+        kind: OpKind,
+        path: &str,
+        parent: BorrowedFd<'_>,
+        name: &str,
+        to: Option<NodeKind>,
+        bytes: u64,
+    ) -> anyhow::Result<()> {
         match (kind, to) {
             (OpKind::Remove, _) => {
-                rustix::fs::mknodat(&parent, name, FileType::CharacterDevice, Mode::empty(), 0)
+                rustix::fs::mknodat(parent, name, FileType::CharacterDevice, Mode::empty(), 0)
                     .with_context(|| format!("cannot create a whiteout for {name}"))?;
                 fault::mutation();
                 self.stats.whiteouts += 1;
             }
-            (_, Some(NodeKind::File(c))) => self.file(parent.as_fd(), name, c)?,
+            (_, Some(NodeKind::File(c))) => self.file(parent, name, c, bytes)?,
             (OpKind::MakeDir | OpKind::SetDirMeta, Some(NodeKind::Dir { .. })) => {
                 // Made with the target's metadata, by path (contents come as their own operations).
                 self.dir(path.trim_start_matches('/'))?;
             }
             (_, Some(NodeKind::Dir { tree, meta })) => {
                 // A directory where the booted commit has a file: complete in the layer.
-                let fd = checkout::make_dir(self.repo, parent.as_fd(), name, meta)?;
+                let fd = checkout::make_dir(self.repo, parent, name, meta)?;
                 self.stats.directories += 1;
                 self.populate(fd.as_fd(), tree)?;
             }
@@ -101,9 +123,8 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// A hardlink of the object, else a copy.
-    fn file(&mut self, dir: BorrowedFd<'_>, name: &str, c: Checksum) -> anyhow::Result<()> {
-        let size = self.repo.read_file_meta(c)?.size();
+    /// A hardlink of the object (of `size` content bytes), else a copy.
+    fn file(&mut self, dir: BorrowedFd<'_>, name: &str, c: Checksum, size: u64) -> anyhow::Result<()> {
         if self.repo.link_file(c, dir, name)? {
             fault::mutation();
             self.stats.files_linked += 1;
@@ -118,7 +139,8 @@ impl Builder<'_> {
     fn populate(&mut self, dir: BorrowedFd<'_>, tree: Checksum) -> anyhow::Result<()> {
         let t = self.repo.read_dirtree(tree)?;
         for f in t.files() {
-            self.file(dir, f.name, f.checksum)?;
+            let size = self.repo.read_file_meta(f.checksum)?.size();
+            self.file(dir, f.name, f.checksum, size)?;
         }
         for d in t.dirs() {
             let fd = checkout::make_dir(self.repo, dir, d.name, d.meta)?;

@@ -259,7 +259,10 @@ impl Live {
         if self.state == LiveState::Booted {
             pin(&self.repo, LiveState::Booted);
         }
-        overlay::remove_stale_layers(&self.system.sysroot, &self.system.deployments)
+        let layers = self.states.layers()?;
+        let devices = crate::restart::devices_in_use();
+        let held = |name: &str| layers.get(name).is_some_and(|dev| devices.contains(dev));
+        overlay::remove_stale_layers(&self.system.sysroot, &self.system.deployments, held)
     }
 
     fn save(&mut self, state: LiveState) -> anyhow::Result<()> {
@@ -383,7 +386,6 @@ impl Live {
                 .collect();
             return Ok(outcome);
         }
-        self.clean_stale()?;
         self.save(LiveState::Applying { from, to })?;
         match strategy {
             UsrStrategy::WriteThrough { status } => {
@@ -400,6 +402,9 @@ impl Live {
                 drop(fd);
                 let lower = self.system.booted.path.join("usr");
                 overlay::switch(&root, &lower, &path, &self.system.booted)?;
+                let dev = rustix::fs::stat(root.join("usr"))?.st_dev;
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                self.states.save_layer(&name, dev)?;
                 outcome.report.bytes_written = stats.bytes_written;
                 outcome.layer = Some(stats);
             }
@@ -411,6 +416,8 @@ impl Live {
         let done = LiveState::reached(to, booted);
         self.save(done)?;
         outcome.state = done;
+        // What this switch (or an earlier boot) left is stale now.
+        self.clean_stale()?;
         outcome.report.mutations = crate::fault::count();
         for a in crate::triggers::pending(&root) {
             if !actions.contains(&a) {

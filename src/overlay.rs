@@ -220,9 +220,14 @@ pub fn detach(root: &Path, deployment: &Deployment) -> anyhow::Result<()> {
     }
 }
 
-/// Removes the layers of every deployment that no mount uses: those of earlier
-/// boots and those switched away from.
-pub fn remove_stale_layers(sysroot: &Path, deployments: &[Deployment]) -> anyhow::Result<()> {
+/// Removes the layers of every deployment that no mount uses — those of earlier
+/// boots and those switched away from — except those `held` says a process still
+/// looks into (through a lazily detached overlay).
+pub fn remove_stale_layers(
+    sysroot: &Path,
+    deployments: &[Deployment],
+    held: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
     let in_use: Vec<String> = crate::mounts::mounts()?.iter().filter_map(livefs_layer).collect();
     for d in deployments {
         let dir = layers_dir(sysroot, d);
@@ -233,7 +238,7 @@ pub fn remove_stale_layers(sysroot: &Path, deployments: &[Deployment]) -> anyhow
         let writable = checkout::open_dir(writable_sysroot(sysroot)?.as_fd(), &rel)
             .with_context(|| format!("cannot open {}", dir.display()))?;
         for name in checkout::list(writable.as_fd())? {
-            if name.starts_with(LAYER_PREFIX) && !in_use.contains(&name) {
+            if name.starts_with(LAYER_PREFIX) && !in_use.contains(&name) && !held(&name) {
                 checkout::remove(writable.as_fd(), &name)
                     .with_context(|| format!("cannot remove the stale layer {}/{name}", dir.display()))?;
             }

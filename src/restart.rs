@@ -173,6 +173,27 @@ pub fn report(root: &Path, replaced: &HashSet<String>, unit_changes: &BTreeMap<S
     r
 }
 
+/// The devices of the directories and files processes hold (open fds, working
+/// and root directories): a detached tree someone may still look things up in.
+pub fn devices_in_use() -> HashSet<u64> {
+    let mut out = HashSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let base = Path::new("/proc").join(pid.to_string());
+        let fds = std::fs::read_dir(base.join("fd")).into_iter().flatten().flatten().map(|e| e.path());
+        for p in [base.join("cwd"), base.join("root")].into_iter().chain(fds) {
+            if let Ok(m) = std::fs::metadata(&p) {
+                out.insert(m.dev());
+            }
+        }
+    }
+    out
+}
+
 /// The replaced paths process `pid` runs or maps.
 fn stale_files(pid: u32, prefix: &str, replaced: &HashSet<String>) -> Vec<String> {
     let mut out = BTreeSet::new();

@@ -134,6 +134,19 @@ impl StateDir {
         write_atomic(&self.dir.join("units.json"), &serde_json::to_vec(units)?)
     }
 
+    /// The layers `/usr` was switched to in this boot, with the device of their
+    /// overlay: a layer switched away from is kept while a process still holds
+    /// a directory of that overlay.
+    pub fn layers(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        self.read_record("layers.json")
+    }
+
+    pub fn save_layer(&self, name: &str, dev: u64) -> anyhow::Result<()> {
+        let mut layers = self.layers()?;
+        layers.insert(name.to_string(), dev);
+        write_atomic(&self.dir.join("layers.json"), &serde_json::to_vec(&layers)?)
+    }
+
     /// A JSON record of this directory; missing means empty. A record that does
     /// not parse is reported (it only ever holds what livefs wrote).
     fn read_record<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
@@ -168,6 +181,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     std::fs::File::open(dir)?.sync_all()?;
+    // A crash point of its own: the crash sweeps kill livefs after state writes too.
+    crate::fault::mutation();
     Ok(())
 }
 

@@ -230,11 +230,10 @@ fn boot_entries(sysroot_fd: &OwnedFd, sysroot: &Path, deployments: &[Deployment]
         }
         let Some(target) = target else { continue };
         let rel = target.trim_start_matches('/');
-        let fd = match rustix::fs::openat2(
-            sysroot_fd,
+        let fd = match crate::checkout::openat2(
+            sysroot_fd.as_fd(),
             rel,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
             ResolveFlags::IN_ROOT,
         ) {
             Ok(fd) => fd,
