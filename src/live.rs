@@ -337,6 +337,10 @@ impl Live {
                 UsrStrategy::WriteThrough { status }
             }
             _ if to == booted => UsrStrategy::Detach,
+            // Already showing the target (an apply run again): nothing to switch.
+            UsrState::Livefs { .. } if from == to && self.state == (LiveState::Live { commit: to }) => {
+                UsrStrategy::Keep
+            }
             _ => {
                 let (layer_plan, _) = self.plan(booted, to, true)?;
                 let footprint = layer_footprint(&self.repo, &layer_plan);
@@ -394,6 +398,7 @@ impl Live {
                     outcome.report = apply::execute(&self.repo, &plan, &status, view.as_fd())?;
                 }
             }
+            UsrStrategy::Keep => {}
             UsrStrategy::Detach => overlay::detach(&root, &self.system.booted)?,
             UsrStrategy::Layer { plan: layer_plan } => {
                 let target = usr_root(&self.repo, to)?;
@@ -441,6 +446,8 @@ enum UsrStrategy {
     Layer { plan: Plan },
     /// Back to the booted `/usr`: detach livefs's overlay.
     Detach,
+    /// `/usr` shows the target already.
+    Keep,
     /// Write the difference through an ostree transient unlock.
     WriteThrough { status: Vec<plan::Status> },
 }

@@ -76,12 +76,20 @@ fn layer_files_are_repository_objects() {
     let out = sys.run(
         r#"
         L apply --allow-replacement --json > $OUT/apply.json
+        grep " - overlay livefs:" /proc/self/mountinfo > $OUT/mount-1
+        L apply --allow-replacement > $OUT/again.txt
+        grep " - overlay livefs:" /proc/self/mountinfo > $OUT/mount-2
         L status --json > $OUT/status.json
         cp -a $R/usr $OUT/usr-live
         "#,
     );
     ok(&out);
     assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+    // Applied again: nothing to do, no new layer, the same mount.
+    let read = |n: &str| std::fs::read_to_string(sys.out.join(n)).unwrap();
+    assert!(read("again.txt").contains("0 added (0 directories), 0 replaced, 0 removed"), "{}", read("again.txt"));
+    assert!(!read("again.txt").contains("switched"), "{}", read("again.txt"));
+    assert_eq!(read("mount-1"), read("mount-2"));
     let status = read_json(&sys.out.join("status.json"));
     let layer = Path::new(status["layer"]["layer"].as_str().unwrap()).to_path_buf();
     let objects = object_inodes(&sys.repo);
