@@ -208,31 +208,6 @@ fn staged_deployment_is_read_from_its_record() {
     assert!(read(&sys, "reset.txt").contains("(booted)"));
 }
 
-/// ostree 2025.3 and later keep a transient unlock's upper under the sysroot
-/// (`ostree/deploy/OS/backing/CSUM.SERIAL/usr-transient/`): recognised as an
-/// ostree transient unlock and written through, not stacked on.
-#[test]
-fn ostree_2025_transient_unlock_is_recognised() {
-    let (sys, v2) = with_update();
-    let out = sys.run(
-        r#"
-        O=$S/ostree/deploy/demo/backing/$BOOTED.0/usr-transient; mkdir -p $O/upper $O/work
-        mount -t overlay overlay -o lowerdir=$D/usr,upperdir=$O/upper,workdir=$O/work $R/usr
-        mount -o remount,bind,ro $R/usr
-        L status --json > $OUT/before.json
-        L apply --json > $OUT/apply.json
-        findmnt -n -o FSTYPE $R/usr | wc -l > $OUT/mounts
-        test -e $O/upper/bin/newprog
-        cp -a $R/usr $OUT/usr-live
-        "#,
-    );
-    ok(&out);
-    assert_eq!(read_json(&sys.out.join("before.json"))["usr"]["kind"], "ostree-transient");
-    assert_eq!(read_json(&sys.out.join("apply.json"))["state"]["state"], "live");
-    assert_eq!(read(&sys, "mounts").trim(), "2", "another overlay was stacked");
-    assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
-}
-
 /// rpm-ostree's apply-live state (its stamp, or its refs while /usr is ostree's
 /// transient unlock) makes livefs refuse, saying what to do; its refs alone,
 /// left from an earlier boot, do not.

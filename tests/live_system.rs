@@ -260,30 +260,41 @@ fn ostree_admin_status_shows_the_unlock() {
     assert!(text.contains("Unlocked: transient"), "ostree does not show the unlock:\n{text}");
 }
 
-/// An existing `ostree admin unlock --transient` overlay (read-only, upper in
-/// /var/tmp/ostree-unlock-ovl.*) is used as it is.
-#[test]
-fn existing_ostree_transient_unlock_is_used() {
+/// An existing `ostree admin unlock --transient` overlay (read-only) is used as it
+/// is: written through, file by file, not stacked on. `upper` is where ostree
+/// keeps its upper and work directories.
+fn ostree_transient_unlock_is_used(upper: &str) {
     let (sys, v2) = with_additions();
-    let out = sys.run(
+    let out = sys.run(&format!(
         r#"
-        O=$R/var/tmp/ostree-unlock-ovl.TEST; mkdir -p $O/upper $O/work
+        O={upper}; mkdir -p $O/upper $O/work
         mount -t overlay overlay -o lowerdir=$R/usr,upperdir=$O/upper,workdir=$O/work $R/usr
         mount -o remount,bind,ro $R/usr
         L status --json > $OUT/before.json
         L apply --json > $OUT/apply.json
-        findmnt -n -o SOURCE,FSTYPE -T $R/usr | tail -1 > $OUT/mount
         findmnt -n -o FSTYPE $R/usr | wc -l > $OUT/mounts
         test -e $O/upper/bin/newprog
         cp -a $R/usr $OUT/usr-live
-        "#,
-    );
+        "#
+    ));
     ok(&out);
     assert_eq!(read_json(&sys.out.join("before.json"))["usr"]["kind"], "ostree-transient");
     assert_eq!(read_json(&sys.out.join("apply.json"))["state"]["state"], "live");
     // No second overlay was stacked on top: ro bind + the ostree overlay.
     assert_eq!(std::fs::read_to_string(sys.out.join("mounts")).unwrap().trim(), "2");
     assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+}
+
+/// ostree 2025.2 and older: /var/tmp/ostree-unlock-ovl.XXXXXX.
+#[test]
+fn ostree_transient_unlock_in_var_tmp_is_used() {
+    ostree_transient_unlock_is_used("$R/var/tmp/ostree-unlock-ovl.TEST");
+}
+
+/// ostree 2025.3 and later: SYSROOT/ostree/deploy/OS/backing/CSUM.SERIAL/usr-transient.
+#[test]
+fn ostree_transient_unlock_in_backing_is_used() {
+    ostree_transient_unlock_is_used("$S/ostree/deploy/demo/backing/$BOOTED.0/usr-transient");
 }
 
 /// A hotfix unlock persists across reboots: livefs refuses to write through it.
