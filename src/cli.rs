@@ -459,6 +459,8 @@ fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Re
             "skipped"
         } else if t.ok {
             "ok"
+        } else if t.gave_up {
+            "FAILED (for the last time: not retried; run it by hand)"
         } else {
             "FAILED (will be retried by the next apply)"
         };
@@ -486,6 +488,10 @@ fn print_etc(out: &mut impl Write, o: &crate::live::Outcome) -> std::io::Result<
     }
     for p in list(EtcAction::Conflict) {
         writeln!(out, "/etc: conflict at {p} (changed locally, and the update changes its type): left alone")?;
+    }
+    for p in o.etc.paths.iter().filter(|p| p.action == EtcAction::Failed) {
+        let why = p.error.as_deref().unwrap_or("unknown error");
+        writeln!(out, "/etc: FAILED at /etc{}: {why} (left as it was)", p.path)?;
     }
     if !o.etc_restored.is_empty() {
         writeln!(out, "/etc: {} path(s) restored as they were before the first apply", o.etc_restored.len())?;

@@ -31,6 +31,9 @@ use crate::repo::{Checksum, Repo};
 pub struct EtcPath {
     pub path: String,
     pub action: EtcAction,
+    /// Why the path could not be changed ([`EtcAction::Failed`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -45,6 +48,9 @@ pub enum EtcAction {
     Kept,
     /// Changed locally and changed in type by the update: left alone.
     Conflict,
+    /// Could not be changed (an immutable file, a full disk…): left as it was,
+    /// the rest of `/etc` goes on.
+    Failed,
 }
 
 /// The `/etc` part of an apply.
@@ -158,28 +164,51 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
     let etc_path = root.join("etc");
     let etc = checkout::open_dir_path(&etc_path)?;
     let steps = plan(repo, source, target, etc.as_fd())?;
-    let report =
-        EtcReport { paths: steps.iter().map(|s| EtcPath { path: s.path.clone(), action: s.action }).collect() };
+    let mut report = EtcReport {
+        paths: steps.iter().map(|s| EtcPath { path: s.path.clone(), action: s.action, error: None }).collect(),
+    };
     if dry_run {
         return Ok(report);
     }
     let journal = Journal::open(root)?;
     let mut index = journal.load()?;
-    for step in &steps {
+    // A path that fails is contained: reported, left as it was, and what lies
+    // under it is left alone with it; every other path goes on.
+    let mut failed: Vec<String> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
         if !matches!(step.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed) {
             continue;
         }
-        let (dir, name) = checkout::split_path(&step.path);
-        let parent = checkout::open_dir(etc.as_fd(), dir).with_context(|| format!("cannot open /etc/{dir}"))?;
-        if !index.iter().any(|e| e.path == step.path) {
-            let original = journal.capture(parent.as_fd(), name, step, index.len())?;
-            index.push(JournalEntry { path: step.path.clone(), original });
-            journal.save(&index)?;
-            crate::fault::mutation();
+        if failed.iter().any(|f| step.path.starts_with(f.as_str()) && step.path[f.len()..].starts_with('/')) {
+            report.paths[i].action = EtcAction::Failed;
+            report.paths[i].error = Some("its parent could not be changed".into());
+            continue;
         }
-        apply_step(repo, parent.as_fd(), name, step).with_context(|| format!("cannot update /etc{}", step.path))?;
+        if let Err(e) = merge_step(repo, &journal, &mut index, etc.as_fd(), step) {
+            report.paths[i].action = EtcAction::Failed;
+            report.paths[i].error = Some(format!("{e:#}"));
+            failed.push(step.path.clone());
+        }
     }
     Ok(report)
+}
+
+/// Journals one path (the first time livefs touches it), then changes it.
+fn merge_step(
+    repo: &Repo,
+    journal: &Journal,
+    index: &mut Vec<JournalEntry>,
+    etc: BorrowedFd<'_>,
+    step: &Step,
+) -> anyhow::Result<()> {
+    let (dir, name) = checkout::split_path(&step.path);
+    let parent = checkout::open_dir(etc, dir).with_context(|| format!("cannot open /etc/{dir}"))?;
+    if !index.iter().any(|e| e.path == step.path) {
+        let original = journal.capture(parent.as_fd(), name, step, index.len())?;
+        index.push(JournalEntry { path: step.path.clone(), original });
+        journal.save(index)?;
+    }
+    apply_step(repo, parent.as_fd(), name, step).with_context(|| format!("cannot update /etc{}", step.path))
 }
 
 fn apply_step(repo: &Repo, parent: BorrowedFd<'_>, name: &str, step: &Step) -> anyhow::Result<()> {
@@ -353,49 +382,78 @@ fn copy_entry(from_dir: BorrowedFd<'_>, name: &str, to_dir: BorrowedFd<'_>, to_n
     Ok(())
 }
 
+/// What a restore of `/etc` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Restored {
+    pub paths: Vec<String>,
+    /// Paths that could not be put back, with why: they stay in the journal, and
+    /// the next `livefs reset` tries again.
+    pub failed: Vec<EtcPath>,
+}
+
 /// Puts every journaled path of `/etc` back as it was before the first apply,
-/// then forgets the journal. Returns the paths restored.
-pub fn restore(root: &Path) -> anyhow::Result<Vec<String>> {
+/// then forgets the journal (but for what failed, kept for the next try).
+pub fn restore(root: &Path) -> anyhow::Result<Restored> {
     let dir = root.join("run/livefs/etc-journal");
     if !dir.exists() {
-        return Ok(Vec::new());
+        return Ok(Restored::default());
     }
     let journal = Journal::open(root)?;
     let index = journal.load()?;
     let etc = checkout::open_dir_path(&root.join("etc"))?;
-    let mut restored = Vec::new();
+    let mut out = Restored::default();
+    let mut keep = Vec::new();
     // Deepest changes were journaled last: undo in reverse.
     for e in index.iter().rev() {
-        let (d, name) = checkout::split_path(&e.path);
-        let parent = match checkout::open_dir(etc.as_fd(), d) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => continue,
-            Err(err) => return Err(err).with_context(|| format!("cannot open /etc/{d}")),
-        };
-        let parent = parent.as_fd();
-        match &e.original {
-            Original::Absent => checkout::remove(parent, name)?,
-            Original::Copy { slot } => {
-                let tmp = checkout::tmp_name(name);
-                checkout::remove(parent, &tmp)?;
-                copy_entry(journal.fd.as_fd(), slot, parent, &tmp)?;
-                swap_in(parent, &tmp, name)?;
-            }
-            Original::DirMeta { uid, gid, mode, xattrs } => {
-                if let Ok(fd) = checkout::open_dir(parent, name) {
-                    let meta = crate::repo::DirMeta {
-                        uid: *uid,
-                        gid: *gid,
-                        mode: *mode,
-                        xattrs: xattrs.iter().map(|(k, v)| (unhex(k), unhex(v))).collect(),
-                    };
-                    let current: Vec<Vec<u8>> = crate::xattrs::of_fd(fd.as_fd())?.into_iter().map(|(k, _)| k).collect();
-                    checkout::set_dir_meta(fd.as_fd(), &meta, &current)?;
-                }
+        match restore_entry(&journal, etc.as_fd(), e) {
+            Ok(()) => out.paths.push(e.path.clone()),
+            Err(err) => {
+                out.failed.push(EtcPath {
+                    path: e.path.clone(),
+                    action: EtcAction::Failed,
+                    error: Some(format!("{err:#}")),
+                });
+                keep.push(e.clone());
             }
         }
-        restored.push(e.path.clone());
     }
-    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-    Ok(restored)
+    if keep.is_empty() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    } else {
+        keep.reverse();
+        journal.save(&keep)?;
+    }
+    Ok(out)
+}
+
+fn restore_entry(journal: &Journal, etc: BorrowedFd<'_>, e: &JournalEntry) -> anyhow::Result<()> {
+    let (d, name) = checkout::split_path(&e.path);
+    let parent = match checkout::open_dir(etc, d) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(err) => return Err(err).with_context(|| format!("cannot open /etc/{d}")),
+    };
+    let parent = parent.as_fd();
+    match &e.original {
+        Original::Absent => checkout::remove(parent, name)?,
+        Original::Copy { slot } => {
+            let tmp = checkout::tmp_name(name);
+            checkout::remove(parent, &tmp)?;
+            copy_entry(journal.fd.as_fd(), slot, parent, &tmp)?;
+            swap_in(parent, &tmp, name).with_context(|| format!("cannot put back /etc{}", e.path))?;
+        }
+        Original::DirMeta { uid, gid, mode, xattrs } => {
+            if let Ok(fd) = checkout::open_dir(parent, name) {
+                let meta = crate::repo::DirMeta {
+                    uid: *uid,
+                    gid: *gid,
+                    mode: *mode,
+                    xattrs: xattrs.iter().map(|(k, v)| (unhex(k), unhex(v))).collect(),
+                };
+                let current: Vec<Vec<u8>> = crate::xattrs::of_fd(fd.as_fd())?.into_iter().map(|(k, _)| k).collect();
+                checkout::set_dir_meta(fd.as_fd(), &meta, &current)?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -197,7 +197,7 @@ pub enum PolicyError {
     #[error("nothing to apply: no pending deployment (deploy an update first, e.g. `rpm-ostree upgrade`, `bootc upgrade` or `ostree admin deploy`, or pass --target)")]
     NoPending,
     #[error(
-        "an interrupted apply to {to} must be finished first: run `livefs apply --target {to}`, or `livefs reset`"
+        "an interrupted apply to {to} must be finished first: run `livefs apply` (it resumes it), or `livefs reset`"
     )]
     InterruptedOther { to: Checksum },
     #[error(
@@ -386,6 +386,7 @@ impl Live {
                     ok: true,
                     skipped: true,
                     output: "dry run".into(),
+                    gave_up: false,
                 })
                 .collect();
             return Ok(outcome);
@@ -416,14 +417,14 @@ impl Live {
         }
         match etc_mode {
             EtcMode::Merge => outcome.etc = crate::etc::merge(&self.repo, from, to, &root, false)?,
-            EtcMode::Restore => outcome.etc_restored = crate::etc::restore(&root)?,
+            EtcMode::Restore => {
+                let r = crate::etc::restore(&root)?;
+                outcome.etc_restored = r.paths;
+                outcome.etc.paths = r.failed;
+            }
         }
-        let done = LiveState::reached(to, booted);
-        self.save(done)?;
-        outcome.state = done;
-        // What this switch (or an earlier boot) left is stale now.
-        self.clean_stale()?;
-        outcome.report.mutations = crate::fault::count();
+        // The triggers and what processes may hold are recorded before the state
+        // says the transition is done: a kill from here on loses neither.
         for a in crate::triggers::pending(&root) {
             if !actions.contains(&a) {
                 actions.push(a);
@@ -431,10 +432,19 @@ impl Live {
         }
         actions.sort();
         if !no_triggers {
-            outcome.triggers = crate::triggers::run(&root, &actions)?;
+            crate::triggers::record_pending(&root, &actions)?;
         }
         let replaced = record_replaced(&self.states, &plan)?;
         let units = record_unit_changes(&self.states, &changed)?;
+        let done = LiveState::reached(to, booted);
+        self.save(done)?;
+        outcome.state = done;
+        // What this switch (or an earlier boot) left is stale now.
+        self.clean_stale()?;
+        if !no_triggers {
+            outcome.triggers = crate::triggers::run(&root, &actions)?;
+        }
+        outcome.report.mutations = crate::fault::count();
         outcome.restarts = crate::restart::report(&root, &replaced, &units);
         Ok(outcome)
     }
@@ -546,9 +556,12 @@ fn pin(repo: &Repo, state: LiveState) {
 /// `livefs apply`: the pending deployment (or `--target`) into the running `/usr`.
 pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
     let mut live = Live::open(paths)?;
-    let target = match &req.target {
-        Some(rev) => live.repo.resolve_rev(rev)?,
-        None => match (&live.system.pending, &live.system.pending_error) {
+    let target = match (&req.target, live.state) {
+        (Some(rev), _) => live.repo.resolve_rev(rev)?,
+        // An interrupted apply resumes its recorded (pinned) target, even if the
+        // pending deployment changed or was undeployed since.
+        (None, LiveState::Applying { to, .. }) => to,
+        (None, _) => match (&live.system.pending, &live.system.pending_error) {
             (_, Some(e)) => bail!("cannot tell the pending deployment: {e}"),
             (Some(p), None) => p.checksum,
             (None, None) => return Err(PolicyError::NoPending.into()),

@@ -6,6 +6,7 @@
 //! `/`. A failed action is reported with its output and remembered in
 //! `ROOT/run/livefs/triggers-pending.json`, so the next `livefs apply` retries it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -89,15 +90,53 @@ pub struct Run {
     /// Not run: not applicable here (e.g. daemon-reload when systemd does not run ROOT).
     pub skipped: bool,
     pub output: String,
+    /// Failed for the last allowed time: not retried any more.
+    #[serde(default)]
+    pub gave_up: bool,
 }
 
 fn pending_file(root: &Path) -> PathBuf {
     root.join("run/livefs/triggers-pending.json")
 }
 
-/// Actions that failed earlier and must be retried.
-pub fn pending(root: &Path) -> Vec<Action> {
+/// How many times a failing action is tried before livefs gives up on it.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Pending actions and how many times each failed so far.
+fn load_pending(root: &Path) -> BTreeMap<Action, u32> {
     std::fs::read(pending_file(root)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn save_pending(root: &Path, pending: &BTreeMap<Action, u32>) -> anyhow::Result<()> {
+    let file = pending_file(root);
+    if pending.is_empty() {
+        return match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", file.display()))
+            }
+            _ => Ok(()),
+        };
+    }
+    crate::state::write_atomic(&file, &serde_json::to_vec(pending)?)
+}
+
+/// Actions that must still run: recorded before an apply's state says *Live*
+/// (so a kill during the triggers loses none), and those that failed before.
+pub fn pending(root: &Path) -> Vec<Action> {
+    load_pending(root).into_keys().collect()
+}
+
+/// Records `actions` as pending until [`run`] has run them.
+pub fn record_pending(root: &Path, actions: &[Action]) -> anyhow::Result<()> {
+    let mut pending = load_pending(root);
+    let before = pending.len();
+    for a in actions {
+        pending.entry(*a).or_insert(0);
+    }
+    if pending.len() == before {
+        return Ok(());
+    }
+    save_pending(root, &pending)
 }
 
 /// Runs `actions` for the system at `root`; remembers the failed ones.
@@ -137,6 +176,7 @@ pub fn run(root: &Path, actions: &[Action]) -> anyhow::Result<Vec<Run>> {
                         ok: true,
                         skipped: true,
                         output: String::new(),
+                        gave_up: false,
                     });
                     continue;
                 }
@@ -153,19 +193,24 @@ pub fn run(root: &Path, actions: &[Action]) -> anyhow::Result<Vec<Run>> {
             ),
             Err(e) => (false, format!("cannot run: {e}")),
         };
-        runs.push(Run { action, command, ok, skipped: false, output });
+        runs.push(Run { action, command, ok, skipped: false, output, gave_up: false });
     }
-    let failed: Vec<Action> = runs.iter().filter(|r| !r.ok).map(|r| r.action).collect();
-    let file = pending_file(root);
-    if failed.is_empty() {
-        match std::fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
+    // Done actions leave the pending list; a failed one stays for the next apply,
+    // up to MAX_ATTEMPTS tries.
+    let mut pending = load_pending(root);
+    for r in &mut runs {
+        if r.ok {
+            pending.remove(&r.action);
+            continue;
         }
-    } else {
-        crate::state::write_atomic(&file, &serde_json::to_vec(&failed)?)?;
+        let attempts = pending.entry(r.action).or_insert(0);
+        *attempts += 1;
+        if *attempts >= MAX_ATTEMPTS {
+            pending.remove(&r.action);
+            r.gave_up = true;
+        }
     }
+    save_pending(root, &pending)?;
     Ok(runs)
 }
 

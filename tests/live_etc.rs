@@ -172,3 +172,46 @@ fn interrupted_apply_resumes_etc() {
         write(&etc.join("to-dir-edited"), b"v1 file\n");
     }
 }
+
+/// A path the update cannot change (an immutable file) is contained: reported as
+/// failed with the reason, left as it was, and the rest of /etc (and /usr) goes
+/// on. A reset that cannot put it back keeps it in the journal; once possible,
+/// the next reset does, and /etc is exactly as before.
+#[test]
+fn etc_failures_are_contained_per_path() {
+    let mut sys = TestSystem::new();
+    etc_update(&mut sys);
+    let out = sys.run(
+        r#"
+        cp -a $R/etc $OUT/etc-before
+        chattr +i $R/etc/plain.conf
+        L apply --allow-replacement --json > $OUT/apply.json
+        L apply --allow-replacement > $OUT/apply.txt
+        cat $R/etc/plain.conf > $OUT/plain-after-apply
+        L reset --json > $OUT/reset.json
+        L status --json > $OUT/status.json
+        chattr -i $R/etc/plain.conf
+        L reset --json > $OUT/reset-again.json
+        cp -a $R/etc $OUT/etc-after
+        "#,
+    );
+    ok(&out);
+    let apply = read_json(&sys.out.join("apply.json"));
+    assert_eq!(apply["state"]["state"], "live");
+    let paths = apply["etc"]["paths"].as_array().unwrap();
+    let of = |p: &str| paths.iter().find(|e| e["path"] == p).unwrap_or_else(|| panic!("{p} in {paths:?}")).clone();
+    assert_eq!(of("/plain.conf")["action"], "failed");
+    assert!(of("/plain.conf")["error"].as_str().unwrap().contains("Operation not permitted"), "{paths:?}");
+    assert_eq!(of("/new.conf")["action"], "added");
+    assert_eq!(of("/newdir/a.conf")["action"], "added");
+    assert_eq!(std::fs::read_to_string(sys.out.join("plain-after-apply")).unwrap(), "v1\n");
+    let reset = read_json(&sys.out.join("reset.json"));
+    assert_eq!(reset["state"]["state"], "booted");
+    let failed = reset["etc"]["paths"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["path"], "/plain.conf");
+    assert_eq!(read_json(&sys.out.join("status.json"))["state"]["state"], "booted");
+    let again = read_json(&sys.out.join("reset-again.json"));
+    assert_eq!(again["etc_restored"], serde_json::json!(["/plain.conf"]));
+    assert_same_tree(&sys.out.join("etc-after"), &sys.out.join("etc-before"));
+}

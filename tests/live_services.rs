@@ -85,6 +85,7 @@ fn triggers_create_users_and_var_and_retry_failures() {
         mkdir $R/etc/passwd
         L apply --json > $OUT/apply.json
         cat $R/run/livefs/triggers-pending.json > $OUT/pending.json
+        L apply > $OUT/second-failure.txt
         rmdir $R/etc/passwd
         L apply --json > $OUT/retry.json
         test ! -e $R/run/livefs/triggers-pending.json
@@ -102,13 +103,44 @@ fn triggers_create_users_and_var_and_retry_failures() {
     let reload = trig(&apply, "daemon-reload").unwrap();
     assert_eq!(reload["skipped"], true, "daemon-reload must not run for another root: {reload}");
     // tmpfiles fails too: the user it needs does not exist yet.
-    assert_eq!(std::fs::read_to_string(sys.out.join("pending.json")).unwrap(), "[\"sysusers\",\"tmpfiles\"]");
+    assert_eq!(std::fs::read_to_string(sys.out.join("pending.json")).unwrap(), r#"{"sysusers":1,"tmpfiles":1}"#);
+    let second = std::fs::read_to_string(sys.out.join("second-failure.txt")).unwrap();
+    assert!(second.contains("Trigger systemd-sysusers: FAILED (will be retried by the next apply)"), "{second}");
     let retry = read_json(&sys.out.join("retry.json"));
     assert_eq!(trig(&retry, "sysusers").unwrap()["ok"], true, "{}", retry["triggers"]);
     assert_eq!(trig(&retry, "tmpfiles").unwrap()["ok"], true, "{}", retry["triggers"]);
     let passwd = std::fs::read_to_string(sys.out.join("passwd")).unwrap();
     let uid = passwd.split(':').nth(2).unwrap();
     assert_eq!(std::fs::read_to_string(sys.out.join("var-demo")).unwrap(), format!("750 {uid}\n"), "{passwd}");
+}
+
+/// A trigger that keeps failing is tried a bounded number of times, then given up
+/// (and said so), not retried by every apply forever.
+#[test]
+fn failing_trigger_is_given_up_after_bounded_retries() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/lib/sysusers.d/demo.conf"), b"u demo-svc - \"Demo service\" /var/lib/demo\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        mkdir $R/etc/passwd
+        for i in 1 2 3; do L apply > $OUT/apply-$i.txt; done
+        test ! -e $R/run/livefs/triggers-pending.json
+        L apply > $OUT/apply-4.txt
+        "#,
+    );
+    ok(&out);
+    let read = |n: &str| std::fs::read_to_string(sys.out.join(n)).unwrap();
+    for i in 1..=2 {
+        assert!(read(&format!("apply-{i}.txt")).contains("systemd-sysusers: FAILED (will be retried"));
+    }
+    assert!(
+        read("apply-3.txt").contains("systemd-sysusers: FAILED (for the last time: not retried"),
+        "{}",
+        read("apply-3.txt")
+    );
+    assert!(!read("apply-4.txt").contains("Trigger"), "{}", read("apply-4.txt"));
 }
 
 #[test]

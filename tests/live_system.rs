@@ -179,6 +179,39 @@ fn interrupted_apply_resumes() {
     assert_eq!(read_json(&sys.out.join("status-done.json"))["state"]["state"], "live");
 }
 
+/// An interrupted apply whose pending deployment was undeployed since (and its
+/// objects pruned but for livefs's pin) resumes its recorded target.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn interrupted_apply_resumes_after_undeploy() {
+    let (sys, v2) = with_additions();
+    let out = sys.run("if LIVEFS_FAULT_AFTER=3 L apply; then exit 1; fi; L status --json > $OUT/status.json");
+    ok(&out);
+    assert_eq!(read_json(&sys.out.join("status.json"))["state"]["state"], "applying");
+    let list = ostree(&["admin", "status", &format!("--sysroot={}", sys.sysroot.display())]);
+    let index = list.lines().filter(|l| l.contains(" demo ")).position(|l| l.contains(&v2)).expect("v2 deployed");
+    let undeploy = std::process::Command::new("ostree")
+        .args(["admin", "undeploy", &format!("--sysroot={}", sys.sysroot.display()), &index.to_string()])
+        .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+        .output()
+        .unwrap();
+    assert!(undeploy.status.success(), "{}", String::from_utf8_lossy(&undeploy.stderr));
+    ostree(&["prune", &format!("--repo={}", sys.repo.display()), "--refs-only"]);
+    let out = sys.run(
+        r#"
+        L status --json > $OUT/status-undeployed.json
+        L apply --json > $OUT/resume.json
+        cp -a $R/usr $OUT/usr-live
+        "#,
+    );
+    ok(&out);
+    assert!(read_json(&sys.out.join("status-undeployed.json"))["pending"].is_null());
+    let resume = read_json(&sys.out.join("resume.json"));
+    assert_eq!(resume["resumed"], true);
+    assert_eq!(resume["to"], v2.as_str());
+    assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
+}
+
 #[test]
 fn one_livefs_at_a_time() {
     let (sys, _) = with_additions();
