@@ -108,6 +108,13 @@ fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) ->
         let parent = match checkout::open_dir(etc, dir) {
             Ok(fd) => Some(fd),
             Err(rustix::io::Errno::NOENT) => None,
+            // The admin replaced a directory above by a symlink or a file: that
+            // subtree is theirs; the rest of the update goes on.
+            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => {
+                skipped.push(path.clone());
+                steps.push(Step { path, action: EtcAction::Kept, from, to });
+                continue;
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot open /etc/{dir}")),
         };
         let is = |node: &Option<NodeKind>| -> anyhow::Result<bool> {
@@ -150,7 +157,10 @@ fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) ->
         } else {
             EtcAction::Kept
         };
-        if matches!(action, EtcAction::Kept | EtcAction::Conflict) {
+        // A kept or conflicting entry keeps its subtree, except a directory whose
+        // own metadata the admin changed: its children are judged one by one.
+        let meta_only = matches!((from, to), (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { .. })));
+        if matches!(action, EtcAction::Kept | EtcAction::Conflict) && !meta_only {
             skipped.push(path.clone());
         }
         steps.push(Step { path, action, from, to });
@@ -176,6 +186,10 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
     // under it is left alone with it; every other path goes on.
     let mut failed: Vec<String> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
+        if step.action == EtcAction::AlreadyDone {
+            // What a killed run may have left beside it.
+            remove_leftover(etc.as_fd(), &step.path)?;
+        }
         if !matches!(step.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed) {
             continue;
         }
@@ -191,6 +205,15 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
         }
     }
     Ok(report)
+}
+
+/// Removes the temporary entry a killed run left for `path`, if any.
+fn remove_leftover(etc: BorrowedFd<'_>, path: &str) -> anyhow::Result<()> {
+    let (dir, name) = checkout::split_path(path);
+    match checkout::open_dir(etc, dir) {
+        Ok(parent) => checkout::remove(parent.as_fd(), &checkout::tmp_name(name)),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Journals one path (the first time livefs touches it), then changes it.
@@ -221,7 +244,15 @@ fn apply_step(repo: &Repo, parent: BorrowedFd<'_>, name: &str, step: &Step) -> a
             checkout::make_dir(repo, parent, name, meta).map(drop)
         }
         (_, Some(to)) => replace_with(repo, parent, name, &to),
-        (_, None) => checkout::remove(parent, name),
+        (_, None) => {
+            // Renamed away first: the path disappears at once, and a killed
+            // removal leaves only a temporary name, which the next run removes.
+            let tmp = checkout::tmp_name(name);
+            checkout::remove(parent, &tmp)?;
+            rustix::fs::renameat(parent, name, parent, tmp.as_str())?;
+            crate::fault::mutation();
+            checkout::remove(parent, &tmp)
+        }
     }
 }
 

@@ -215,3 +215,43 @@ fn etc_failures_are_contained_per_path() {
     assert_eq!(again["etc_restored"], serde_json::json!(["/plain.conf"]));
     assert_same_tree(&sys.out.join("etc-after"), &sys.out.join("etc-before"));
 }
+
+/// The admin's own changes win, judged per subtree: a directory replaced by a
+/// symlink keeps its subtree (the rest of the update goes on), and a directory
+/// whose own mode the admin changed still gets the updates of its children.
+#[test]
+fn etc_local_changes_are_judged_per_subtree() {
+    let mut sys = TestSystem::new();
+    let e = sys.tree.join("usr/etc");
+    write(&e.join("linked.d/a.conf"), b"a v1\n");
+    write(&e.join("chmodded.d/b.conf"), b"b v1\n");
+    sys.booted = sys.commit("1.1");
+    sys.deploy(&sys.booted.clone());
+    write(&e.join("linked.d/a.conf"), b"a v2\n");
+    write(&e.join("linked.d/new.conf"), b"new\n");
+    write(&e.join("chmodded.d/b.conf"), b"b v2\n");
+    chmod(&e.join("chmodded.d"), 0o750);
+    write(&e.join("other.conf"), b"other\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        mkdir $OUT/elsewhere
+        rm -r $R/etc/linked.d && ln -s $OUT/elsewhere $R/etc/linked.d
+        chmod 700 $R/etc/chmodded.d
+        L apply --json > $OUT/apply.json
+        stat -c %a $R/etc/chmodded.d > $OUT/mode
+        "#,
+    );
+    ok(&out);
+    let apply = read_json(&sys.out.join("apply.json"));
+    let paths = apply["etc"]["paths"].as_array().unwrap();
+    let of = |p: &str| paths.iter().find(|e| e["path"] == p).map(|e| e["action"].as_str().unwrap().to_string());
+    assert_eq!(of("/linked.d/a.conf").as_deref(), Some("kept"), "{paths:?}");
+    assert_eq!(of("/linked.d/new.conf").as_deref(), Some("kept"), "{paths:?}");
+    assert_eq!(of("/chmodded.d").as_deref(), Some("kept"), "{paths:?}");
+    assert_eq!(of("/chmodded.d/b.conf").as_deref(), Some("updated"), "{paths:?}");
+    assert_eq!(of("/other.conf").as_deref(), Some("added"), "{paths:?}");
+    assert!(std::fs::read_dir(sys.out.join("elsewhere")).unwrap().next().is_none(), "wrote through the symlink");
+    assert_eq!(std::fs::read_to_string(sys.out.join("mode")).unwrap().trim(), "700");
+}

@@ -108,6 +108,9 @@ UNIT
     mkdir -p "$t/usr/etc/default"
     echo "LIVEFS_DEMO_VERSION=$version" >"$t/usr/etc/default/livefs-demo"
     echo "Debian 12 livefs VM, version $version" >"$t/usr/etc/motd"
+    # No virtual terminals in this VM (serial console only): getty-static's
+    # gettys on tty2-6 would fail, and a failed unit is what the test looks for.
+    ln -sf /dev/null "$t/usr/etc/systemd/system/getty-static.service"
     for u in livefs-vm-agent livefs-demo; do
         ln -sf "/usr/lib/systemd/system/$u.service" "$t/usr/etc/systemd/system/multi-user.target.wants/$u.service"
     done
