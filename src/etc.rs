@@ -207,6 +207,23 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
     Ok(report)
 }
 
+/// Journals `path` under `/etc` as it is now, unless it is journaled already:
+/// for files a trigger rewrites (`ld.so.cache`), so a reset puts them back too.
+pub fn journal_path(root: &Path, path: &str) -> anyhow::Result<()> {
+    let journal = Journal::open(root)?;
+    let mut index = journal.load()?;
+    if index.iter().any(|e| e.path == path) {
+        return Ok(());
+    }
+    let etc = checkout::open_dir_path(&root.join("etc"))?;
+    let (dir, name) = checkout::split_path(path);
+    let parent = checkout::open_dir(etc.as_fd(), dir).with_context(|| format!("cannot open /etc/{dir}"))?;
+    let step = Step { path: path.to_string(), action: EtcAction::Updated, from: None, to: None };
+    let original = journal.capture(parent.as_fd(), name, &step, index.len())?;
+    index.push(JournalEntry { path: path.to_string(), original });
+    journal.save(&index)
+}
+
 /// Removes the temporary entry a killed run left for `path`, if any.
 fn remove_leftover(etc: BorrowedFd<'_>, path: &str) -> anyhow::Result<()> {
     let (dir, name) = checkout::split_path(path);

@@ -1,11 +1,14 @@
-//! The running system: `livefs status`, `apply` and `reset` — the apply engine
-//! driven by the deployments, the transient overlay and the live state.
+//! The running system: `livefs status`, `apply` and `reset` — the engines (the
+//! `/usr` layer, `/etc` merge, triggers) driven by the deployments and the live
+//! state.
 //!
 //! An apply diffs `/usr` of the source (the live commit, else the booted one)
-//! against the target (the pending deployment, or `--target`), applies the
-//! replacement policy, checks the plan against the running `/usr`, and only then
-//! unlocks `/usr` (if needed), records *Applying*, writes through the private
-//! writable view, and records *Live*.
+//! against the target (the pending deployment, or `--target`; an interrupted
+//! apply's recorded target), applies the replacement policy, checks space and
+//! the `/etc` merge, and only then records *Applying*, switches `/usr`, merges
+//! `/etc` and records *Live*. The transitions, their failure edges and why every
+//! state has a way out are in `state.rs`'s design notes; [`Live::transition`]
+//! is the one place that performs them.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
@@ -21,6 +24,7 @@ use crate::plan::{self, OpKind, Plan};
 use crate::repo::{Checksum, Repo};
 use crate::state::{self, LiveState, StateDir};
 use crate::sysroot::System;
+use crate::triggers::Action;
 
 /// Where the running system is.
 #[derive(Debug, Clone)]
@@ -142,6 +146,9 @@ pub struct Request {
     pub no_triggers: bool,
 }
 
+/// The loader cache, under `/etc`, that the ldconfig trigger rewrites.
+const LD_SO_CACHE: &str = "/ld.so.cache";
+
 /// How `/etc` follows `/usr` in a transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EtcMode {
@@ -237,7 +244,10 @@ struct Live {
 }
 
 impl Live {
-    fn open(paths: &Paths) -> anyhow::Result<Live> {
+    /// Loads the system and its state under the lock. `for_reset`: a state file
+    /// that does not parse does not stop a reset, which needs only the booted
+    /// deployment and the `/etc` journal (it goes back from "anything applied").
+    fn open(paths: &Paths, for_reset: bool) -> anyhow::Result<Live> {
         let states = StateDir::new(&paths.root);
         let system = System::load(&paths.root, &paths.sysroot)?;
         let lock = states.lock()?;
@@ -245,7 +255,14 @@ impl Live {
         if let Some(what) = rpm_ostree_live(&system, &repo) {
             return Err(PolicyError::RpmOstreeLive(what).into());
         }
-        let state = states.load(&system.booted.id())?;
+        let booted = system.booted.checksum;
+        let state = match states.load(&system.booted.id()) {
+            Err(e) if for_reset => {
+                eprintln!("livefs: warning: {e:#}; resetting from it");
+                LiveState::Applying { from: booted, to: booted }
+            }
+            r => r?,
+        };
         Ok(Live { paths: paths.clone(), system, repo, states, state, _lock: lock })
     }
 
@@ -431,6 +448,17 @@ impl Live {
             }
         }
         actions.sort();
+        match etc_mode {
+            // ldconfig rewrites /etc/ld.so.cache: journaled first, so a reset puts it back.
+            EtcMode::Merge if actions.contains(&Action::Ldconfig) && !no_triggers => {
+                crate::etc::journal_path(&root, LD_SO_CACHE)?
+            }
+            // The cache restored with /etc is the booted /usr's: nothing to rebuild.
+            EtcMode::Restore if outcome.etc_restored.iter().any(|p| p == LD_SO_CACHE) => {
+                actions.retain(|a| *a != Action::Ldconfig)
+            }
+            _ => {}
+        }
         if !no_triggers {
             crate::triggers::record_pending(&root, &actions)?;
         }
@@ -555,7 +583,7 @@ fn pin(repo: &Repo, state: LiveState) {
 
 /// `livefs apply`: the pending deployment (or `--target`) into the running `/usr`.
 pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
-    let mut live = Live::open(paths)?;
+    let mut live = Live::open(paths, false)?;
     let target = match (&req.target, live.state) {
         (Some(rev), _) => live.repo.resolve_rev(rev)?,
         // An interrupted apply resumes its recorded (pinned) target, even if the
@@ -588,7 +616,7 @@ fn write_through(live: &Live) -> anyhow::Result<bool> {
 /// `livefs reset`: `/usr` back to the booted commit (finishing an interrupted
 /// apply first), state back to *Booted*.
 pub fn reset(paths: &Paths, dry_run: bool, no_triggers: bool) -> anyhow::Result<Outcome> {
-    let mut live = Live::open(paths)?;
+    let mut live = Live::open(paths, true)?;
     let booted = live.booted();
     let mut resumed = false;
     let from = match live.state {

@@ -197,20 +197,18 @@ pub fn devices_in_use() -> HashSet<u64> {
 /// The replaced paths process `pid` runs or maps.
 fn stale_files(pid: u32, prefix: &str, replaced: &HashSet<String>) -> Vec<String> {
     let mut out = BTreeSet::new();
+    // Judged by inode: a path that still names the mapped inode is current (even
+    // if its name happens to end in " (deleted)"); otherwise the kernel's
+    // " (deleted)" suffix is taken off to find which replaced path it was.
     let mut consider = |raw: &str, inode: Option<u64>| {
-        let (path, deleted) = match raw.strip_suffix(" (deleted)") {
-            Some(p) => (p, true),
-            None => (raw, false),
-        };
-        let Some(rel) = path.strip_prefix(prefix) else { return };
-        if !replaced.contains(rel) {
+        let same =
+            |p: &str| inode.is_some() && std::fs::symlink_metadata(p).map(|m| Some(m.ino()) == inode).unwrap_or(false);
+        if same(raw) {
             return;
         }
-        // Still the same file as the path now names? Then it is not stale.
-        let same = !deleted
-            && inode.is_some()
-            && std::fs::symlink_metadata(path).map(|m| Some(m.ino()) == inode).unwrap_or(false);
-        if !same {
+        let path = raw.strip_suffix(" (deleted)").unwrap_or(raw);
+        let Some(rel) = path.strip_prefix(prefix) else { return };
+        if replaced.contains(rel) {
             out.insert(rel.to_string());
         }
     };

@@ -5,21 +5,53 @@
 //!            apply B                 done
 //!   Booted ───────────▶ Applying{A→B} ──────▶ Live{B}
 //!     ▲  ▲                  │  ▲                 │
-//!     │  │ reset done       │  │ apply B again   │ apply C: Applying{B→C}
+//!     │  │ reset done       │  │ apply again     │ apply C: Applying{B→C}
 //!     │  └──────────────────┘  └─ (interrupted:  │ reset:   Applying{B→booted}
 //!     │                           resumed)       │
 //!     └──────────────── reset done ◀─────────────┘
 //! ```
 //!
 //! *Booted*: `/usr` holds the booted commit. *Applying{from, to}*: an apply is in
-//! progress — found at start, it was interrupted, and only the same target may
-//! resume it. *Live{commit}*: `/usr` holds `commit`. The state file also names the
-//! booted deployment, so a state written for another boot is recognised as stale.
+//! progress — found at start, it was interrupted. *Live{commit}*: `/usr` holds
+//! `commit`. The state file also names the booted deployment, so a state written
+//! for another boot is recognised as stale (and means *Booted*).
 //!
-//! The state is written atomically (temporary file, fsync, rename). While a commit
-//! is live or being applied, refs `livefs/live` and `livefs/inprogress` keep
-//! `ostree prune` and `ostree admin cleanup` from deleting its objects; they are
-//! removed when they go stale.
+//! # Design: every state has a way out
+//!
+//! What a transition does, in order, and where it can fail or be killed:
+//!
+//! 1. Checks (plan, policy, space, the `/etc` dry run): read only. A failure
+//!    leaves the state as it was.
+//! 2. *Applying{from, to}* is written, and the refs `livefs/live` (= from) and
+//!    `livefs/inprogress` (= to) pin both commits, so `ostree prune` or an
+//!    undeploy cannot take the objects a resume or a reset needs.
+//! 3. `/usr` switches in one mount operation (a layer built off to the side,
+//!    see `overlay.rs`): before it `/usr` shows `from`, after it `to`, never a mix.
+//! 4. `/etc` is merged path by path, each change journaled first
+//!    (`etc-journal/`); a path that cannot be changed is reported and left as it
+//!    was (contained, never aborting the rest).
+//! 5. Pending triggers, replaced files and changed units are recorded.
+//! 6. *Live{to}* (or *Booted*) is written; stale refs and layers are removed;
+//!    the triggers run (a failed one stays pending, tried at most 3 times).
+//!
+//! Ways out, from each state found at start:
+//! - *Booted*, *Live*: any apply or reset.
+//! - *Applying{from, to}*: `livefs apply` (without `--target`) resumes `to`, even
+//!   if the pending deployment was undeployed since (its objects are pinned);
+//!   rebuilding the layer and re-merging `/etc` are idempotent (journaled paths
+//!   are not journaled twice; paths already as the target has them are skipped).
+//!   `livefs reset` needs neither `to` nor the merge to succeed: it detaches the
+//!   overlay (only the booted deployment is needed) and restores `/etc` from the
+//!   journal alone; a path it cannot put back stays in the journal for the next
+//!   reset, and the state still becomes *Booted*. Only over an ostree transient
+//!   unlock (written file by file) does a reset finish the interrupted apply
+//!   first.
+//! - A state file that does not parse makes `apply` refuse and say so; `reset`
+//!   goes back from it as from an interrupted apply. One of another boot is
+//!   ignored.
+//!
+//! Every record here is written atomically (temporary file, fsync, rename, fsync
+//! of the directory) and counts as a crash point for the fault-injection sweeps.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -111,7 +143,7 @@ impl StateDir {
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.file().display())),
         };
         let r: Record = serde_json::from_str(&text)
-            .with_context(|| format!("{} is corrupt; remove it after checking /usr", self.file().display()))?;
+            .with_context(|| format!("{} is corrupt (`livefs reset` still works)", self.file().display()))?;
         Ok(if r.deployment == deployment { r.state } else { LiveState::Booted })
     }
 
@@ -147,12 +179,17 @@ impl StateDir {
         write_atomic(&self.dir.join("layers.json"), &serde_json::to_vec(&layers)?)
     }
 
-    /// A JSON record of this directory; missing means empty. A record that does
-    /// not parse is reported (it only ever holds what livefs wrote).
+    /// A JSON record of this directory; missing (or corrupt, with a warning)
+    /// means empty.
     fn read_record<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
         let path = self.dir.join(name);
         match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{} is corrupt", path.display())),
+            // These records only refine reports (restart hints, layers to keep):
+            // one that does not parse must not stop an apply or a reset.
+            Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_else(|e| {
+                eprintln!("livefs: warning: {} is corrupt ({e}); ignoring it", path.display());
+                T::default()
+            })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }

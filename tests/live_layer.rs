@@ -153,9 +153,10 @@ fn held_directories_keep_their_tree() {
     }
 }
 
-/// Killed after each of its mutations, `apply` and then `reset` leave /usr exactly
-/// one of the two trees, never a mix; running the command again finishes it, and
-/// /etc comes back exactly.
+/// Killed after each of its mutations — of /usr, /etc, the state records and the
+/// triggers (ldconfig runs: a library is removed) — `apply` and then `reset`
+/// leave /usr exactly one of the two trees, never a mix; running the command
+/// again finishes it, and /etc (the loader cache included) comes back exactly.
 #[cfg(feature = "fault-injection")]
 #[test]
 fn killed_at_every_step_usr_is_one_tree() {
@@ -164,8 +165,8 @@ fn killed_at_every_step_usr_is_one_tree() {
     let out = sys.run(
         r#"
         cp -a $R/etc $OUT/etc-before
-        L apply --allow-replacement --no-triggers --json > $OUT/full.json
-        L reset --no-triggers > /dev/null
+        L apply --allow-replacement --json > $OUT/full.json
+        L reset > /dev/null
         "#,
     );
     ok(&out);
@@ -175,21 +176,21 @@ fn killed_at_every_step_usr_is_one_tree() {
     let out = sys.run(
         r#"
         n=1
-        while LIVEFS_FAULT_AFTER=$n L apply --allow-replacement --no-triggers > /dev/null 2>&1; [ $? -eq 137 ]; do
+        while LIVEFS_FAULT_AFTER=$n L apply --allow-replacement > /dev/null 2>&1; [ $? -eq 137 ]; do
             cp -a $R/usr $OUT/apply-killed-$n
-            L apply --allow-replacement --no-triggers > /dev/null
+            L apply --allow-replacement > /dev/null
             cp -a $R/usr $OUT/apply-resumed-$n
-            L reset --no-triggers > /dev/null
+            L reset > /dev/null
             n=$((n + 1))
         done
         echo $((n - 1)) > $OUT/apply-kills
         n=1
-        while LIVEFS_FAULT_AFTER=$n L reset --no-triggers > /dev/null 2>&1; [ $? -eq 137 ]; do
+        while LIVEFS_FAULT_AFTER=$n L reset > /dev/null 2>&1; [ $? -eq 137 ]; do
             cp -a $R/usr $OUT/reset-killed-$n
-            L reset --no-triggers > /dev/null
+            L reset > /dev/null
             cp -a $R/usr $OUT/reset-done-$n
             cp -a $R/etc $OUT/etc-reset-$n
-            L apply --allow-replacement --no-triggers > /dev/null
+            L apply --allow-replacement > /dev/null
             n=$((n + 1))
         done
         echo $((n - 1)) > $OUT/reset-kills

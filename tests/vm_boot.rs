@@ -109,8 +109,9 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
     assert!(status.contains("/usr:        read-only, not unlocked"), "{status}");
     assert_eq!(read(&b2, "usr-mount.txt").trim(), "ext4");
     assert_eq!(read(&b2, "lighttpd.txt").trim(), "absent");
-    assert_eq!(read(&b2, "uppers-before.txt").lines().count(), 1, "the previous boot's upper is gone already?");
+    let before = read(&b2, "uppers-before.txt");
+    assert!(before.lines().count() >= 1 && !before.contains("No such file"), "no layer of the previous boot: {before}");
     quiet_ok(&b2, "reset");
-    assert!(read(&b2, "uppers-after.txt").contains("No such file"), "stale upper not removed");
+    assert!(read(&b2, "uppers-after.txt").contains("No such file"), "stale layers not removed");
     assert_eq!(read(&b2, "refs-after.txt"), "", "stale refs not removed");
 }
