@@ -180,7 +180,7 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
     if dry_run {
         return Ok(report);
     }
-    let journal = Journal::open(root)?;
+    let journal = Journal::open(root, true)?.expect("created");
     let mut index = journal.load()?;
     // A path that fails is contained: reported, left as it was, and what lies
     // under it is left alone with it; every other path goes on.
@@ -210,7 +210,7 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
 /// Journals `path` under `/etc` as it is now, unless it is journaled already:
 /// for files a trigger rewrites (`ld.so.cache`), so a reset puts them back too.
 pub fn journal_path(root: &Path, path: &str) -> anyhow::Result<()> {
-    let journal = Journal::open(root)?;
+    let journal = Journal::open(root, true)?.expect("created");
     let mut index = journal.load()?;
     if index.iter().any(|e| e.path == path) {
         return Ok(());
@@ -243,10 +243,29 @@ fn merge_step(
 ) -> anyhow::Result<()> {
     let (dir, name) = checkout::split_path(&step.path);
     let parent = checkout::open_dir(etc, dir).with_context(|| format!("cannot open /etc/{dir}"))?;
-    if !index.iter().any(|e| e.path == step.path) {
-        let original = journal.capture(parent.as_fd(), name, step, index.len())?;
-        index.push(JournalEntry { path: step.path.clone(), original });
-        journal.save(index)?;
+    let meta_only = matches!((step.from, step.to), (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { .. })));
+    match index.iter().position(|e| e.path == step.path) {
+        None => {
+            let original = journal.capture(parent.as_fd(), name, step, next_slot(index))?;
+            index.push(JournalEntry { path: step.path.clone(), original });
+            journal.save(index)?;
+        }
+        // Only a directory's metadata was journaled, and now it goes (or changes
+        // type): a reset needs its content too. The copy taken now gets the
+        // journaled metadata, and moves to the end of the index so it is put back
+        // before the entries under it are.
+        Some(i) if !meta_only && matches!(index[i].original, Original::DirMeta { .. }) => {
+            let whole = Step { path: step.path.clone(), action: step.action, from: None, to: None };
+            let original = journal.capture(parent.as_fd(), name, &whole, next_slot(index))?;
+            if let (Original::Copy { slot }, Original::DirMeta { .. }) = (&original, &index[i].original) {
+                let fd = checkout::open_dir(journal.fd.as_fd(), slot)?;
+                set_original_meta(fd.as_fd(), &index[i].original)?;
+            }
+            index.remove(i);
+            index.push(JournalEntry { path: step.path.clone(), original });
+            journal.save(index)?;
+        }
+        Some(_) => {}
     }
     apply_step(repo, parent.as_fd(), name, step).with_context(|| format!("cannot update /etc{}", step.path))
 }
@@ -258,7 +277,15 @@ fn apply_step(repo: &Repo, parent: BorrowedFd<'_>, name: &str, step: &Step) -> a
             checkout::change_dir_meta(fd.as_fd(), &repo.read_dirmeta(from)?, &repo.read_dirmeta(to)?)
         }
         (_, Some(NodeKind::Dir { meta, .. })) if step.from.is_none() => {
-            checkout::make_dir(repo, parent, name, meta).map(drop)
+            // Made complete (owner, mode, xattrs) under a temporary name, then
+            // renamed in: a killed run never leaves a half-made directory that
+            // would look like the admin's own.
+            let tmp = checkout::tmp_name(name);
+            checkout::remove(parent, &tmp)?;
+            checkout::make_dir(repo, parent, &tmp, meta)?;
+            rustix::fs::renameat(parent, tmp.as_str(), parent, name)?;
+            crate::fault::mutation();
+            Ok(())
         }
         (_, Some(to)) => replace_with(repo, parent, name, &to),
         (_, None) => {
@@ -340,26 +367,44 @@ fn unhex(s: &str) -> Vec<u8> {
     (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
 }
 
+/// The journal's directory in `ROOT/run/livefs`.
+const JOURNAL: &str = "etc-journal";
+
 impl Journal {
-    fn open(root: &Path) -> anyhow::Result<Journal> {
-        let dir = root.join("run/livefs/etc-journal");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let fd = checkout::open_dir_path(&dir)?;
-        Ok(Journal { dir, fd })
+    /// Opens (and with `create`, creates) the journal beneath ROOT without
+    /// following symlinks; `None` when there is none.
+    fn open(root: &Path, create: bool) -> anyhow::Result<Option<Journal>> {
+        let states = crate::state::StateDir::new(root);
+        let dir = root.join("run/livefs").join(JOURNAL);
+        Ok(states.subdir(JOURNAL, create)?.map(|fd| Journal { dir, fd }))
     }
 
     fn load(&self) -> anyhow::Result<Vec<JournalEntry>> {
-        match std::fs::read(self.dir.join("index.json")) {
-            Ok(b) => {
-                serde_json::from_slice(&b).with_context(|| format!("{}/index.json is corrupt", self.dir.display()))
+        let Some(bytes) = crate::state::read_at(self.fd.as_fd(), "index.json")
+            .with_context(|| format!("cannot read {}/index.json", self.dir.display()))?
+        else {
+            return Ok(Vec::new());
+        };
+        let index: Vec<JournalEntry> =
+            serde_json::from_slice(&bytes).with_context(|| format!("{}/index.json is corrupt", self.dir.display()))?;
+        // Only what livefs itself writes: paths under /etc without `.`/`..`,
+        // numbered slots. Anything else is refused, never followed.
+        for e in &index {
+            let path_ok =
+                e.path.starts_with('/') && e.path[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+            let slot_ok = match &e.original {
+                Original::Copy { slot } => !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit()),
+                _ => true,
+            };
+            if !path_ok || !slot_ok {
+                bail!("{}/index.json names {:?}, which livefs never journals", self.dir.display(), e.path);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}/index.json", self.dir.display())),
         }
+        Ok(index)
     }
 
     fn save(&self, index: &[JournalEntry]) -> anyhow::Result<()> {
-        crate::state::write_atomic(&self.dir.join("index.json"), &serde_json::to_vec_pretty(index)?)
+        crate::state::write_atomic_at(self.fd.as_fd(), "index.json", &serde_json::to_vec_pretty(index)?)
             .context("cannot write the /etc journal")
     }
 
@@ -442,11 +487,9 @@ pub struct Restored {
 /// Puts every journaled path of `/etc` back as it was before the first apply,
 /// then forgets the journal (but for what failed, kept for the next try).
 pub fn restore(root: &Path) -> anyhow::Result<Restored> {
-    let dir = root.join("run/livefs/etc-journal");
-    if !dir.exists() {
+    let Some(journal) = Journal::open(root, false)? else {
         return Ok(Restored::default());
-    }
-    let journal = Journal::open(root)?;
+    };
     let index = journal.load()?;
     let etc = checkout::open_dir_path(&root.join("etc"))?;
     let mut out = Restored::default();
@@ -466,12 +509,35 @@ pub fn restore(root: &Path) -> anyhow::Result<Restored> {
         }
     }
     if keep.is_empty() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        drop(journal);
+        crate::state::StateDir::new(root).remove(JOURNAL)?;
     } else {
         keep.reverse();
         journal.save(&keep)?;
     }
     Ok(out)
+}
+
+/// A journal slot name no entry uses.
+fn next_slot(index: &[JournalEntry]) -> usize {
+    let used = index.iter().filter_map(|e| match &e.original {
+        Original::Copy { slot } => slot.parse::<usize>().ok(),
+        _ => None,
+    });
+    used.max().map_or(0, |m| m + 1).max(index.len())
+}
+
+/// Sets a directory's owner, mode and xattrs to a journaled [`Original::DirMeta`].
+fn set_original_meta(fd: BorrowedFd<'_>, original: &Original) -> anyhow::Result<()> {
+    let Original::DirMeta { uid, gid, mode, xattrs } = original else { return Ok(()) };
+    let meta = crate::repo::DirMeta {
+        uid: *uid,
+        gid: *gid,
+        mode: *mode,
+        xattrs: xattrs.iter().map(|(k, v)| (unhex(k), unhex(v))).collect(),
+    };
+    let current: Vec<Vec<u8>> = crate::xattrs::of_fd(fd)?.into_iter().map(|(k, _)| k).collect();
+    checkout::set_dir_meta(fd, &meta, &current)
 }
 
 fn restore_entry(journal: &Journal, etc: BorrowedFd<'_>, e: &JournalEntry) -> anyhow::Result<()> {
@@ -490,16 +556,9 @@ fn restore_entry(journal: &Journal, etc: BorrowedFd<'_>, e: &JournalEntry) -> an
             copy_entry(journal.fd.as_fd(), slot, parent, &tmp)?;
             swap_in(parent, &tmp, name).with_context(|| format!("cannot put back /etc{}", e.path))?;
         }
-        Original::DirMeta { uid, gid, mode, xattrs } => {
+        Original::DirMeta { .. } => {
             if let Ok(fd) = checkout::open_dir(parent, name) {
-                let meta = crate::repo::DirMeta {
-                    uid: *uid,
-                    gid: *gid,
-                    mode: *mode,
-                    xattrs: xattrs.iter().map(|(k, v)| (unhex(k), unhex(v))).collect(),
-                };
-                let current: Vec<Vec<u8>> = crate::xattrs::of_fd(fd.as_fd())?.into_iter().map(|(k, _)| k).collect();
-                checkout::set_dir_meta(fd.as_fd(), &meta, &current)?;
+                set_original_meta(fd.as_fd(), &e.original)?;
             }
         }
     }

@@ -442,7 +442,7 @@ impl Live {
         }
         // The triggers and what processes may hold are recorded before the state
         // says the transition is done: a kill from here on loses neither.
-        for a in crate::triggers::pending(&root) {
+        for a in crate::triggers::pending(&root)? {
             if !actions.contains(&a) {
                 actions.push(a);
             }

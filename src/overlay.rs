@@ -145,7 +145,7 @@ fn writable_sysroot(sysroot: &Path) -> anyhow::Result<OwnedFd> {
 fn make_dirs(dir: rustix::fd::BorrowedFd<'_>, rel: &str) -> anyhow::Result<OwnedFd> {
     let mut fd = rustix::io::dup(dir)?;
     for c in rel.split('/') {
-        match rustix::fs::mkdirat(&fd, c, Mode::from_raw_mode(0o700)) {
+        match rustix::fs::mkdirat(&fd, c, Mode::from_raw_mode(0o755)) {
             Ok(()) => fault::mutation(),
             Err(Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
@@ -194,11 +194,28 @@ pub fn switch(root: &Path, lower: &Path, layer: &Path, deployment: &Deployment) 
         attach(MoveMountFlags::empty()).with_context(|| format!("cannot attach the overlay on {}", usr.display()))?;
     }
     fault::mutation();
-    let flag_dir = root.join("run/ostree/deployment-state").join(deployment.id());
-    std::fs::create_dir_all(&flag_dir).with_context(|| format!("cannot create {}", flag_dir.display()))?;
-    std::fs::write(flag_dir.join("unlocked-transient"), b"")
-        .with_context(|| format!("cannot write {}/unlocked-transient", flag_dir.display()))?;
-    Ok(())
+    unlock_flag(root, deployment, true)
+}
+
+/// Writes (or removes) ostree's `run/ostree/deployment-state/CSUM.SERIAL/
+/// unlocked-transient` flag beneath ROOT, never following a symlink.
+fn unlock_flag(root: &Path, deployment: &Deployment, present: bool) -> anyhow::Result<()> {
+    let rel = format!("run/ostree/deployment-state/{}", deployment.id());
+    let what = || format!("{}/{rel}/unlocked-transient", root.display());
+    let root_fd = checkout::open_dir_path(root)?;
+    if present {
+        let dir = make_dirs(root_fd.as_fd(), &rel).with_context(what)?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        rustix::fs::openat(&dir, "unlocked-transient", flags, Mode::from_raw_mode(0o644)).with_context(what)?;
+        return Ok(());
+    }
+    match checkout::open_dir(root_fd.as_fd(), &rel) {
+        Ok(dir) => match rustix::fs::unlinkat(&dir, "unlocked-transient", rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(e).with_context(what),
+        },
+        Err(_) => Ok(()),
+    }
 }
 
 /// Brings back the booted `/usr`: lazily detaches livefs's overlays from
@@ -211,13 +228,7 @@ pub fn detach(root: &Path, deployment: &Deployment) -> anyhow::Result<()> {
             .with_context(|| format!("cannot detach the overlay of {}", usr.display()))?;
         fault::mutation();
     }
-    let flag = root.join("run/ostree/deployment-state").join(deployment.id()).join("unlocked-transient");
-    match std::fs::remove_file(&flag) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot remove {}", flag.display()))
-        }
-        _ => Ok(()),
-    }
+    unlock_flag(root, deployment, false)
 }
 
 /// Removes the layers of every deployment that no mount uses — those of earlier

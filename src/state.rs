@@ -54,14 +54,16 @@
 //! of the directory) and counts as a crash point for the fault-injection sweeps.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::checkout;
 use crate::repo::{Checksum, Repo};
 
 /// What `/usr` holds, as far as livefs is concerned.
@@ -104,9 +106,13 @@ struct Record {
     state: LiveState,
 }
 
-/// The state directory of a running system, `ROOT/run/livefs`.
+/// The state directory of a running system, `ROOT/run/livefs`. Everything in it
+/// is opened relative to it, and it relative to ROOT, never following a symlink
+/// (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, `O_NOFOLLOW`): a planted symlink
+/// makes livefs fail, never write elsewhere.
 #[derive(Debug)]
 pub struct StateDir {
+    root: PathBuf,
     dir: PathBuf,
 }
 
@@ -116,7 +122,62 @@ pub const REF_INPROGRESS: &str = "livefs/inprogress";
 
 impl StateDir {
     pub fn new(root: &Path) -> StateDir {
-        StateDir { dir: root.join("run/livefs") }
+        StateDir { root: root.to_path_buf(), dir: root.join("run/livefs") }
+    }
+
+    /// The directory, opened safely; `None` when it does not exist and `create`
+    /// is not asked.
+    fn open(&self, create: bool) -> anyhow::Result<Option<OwnedFd>> {
+        let root = checkout::open_dir_path(&self.root)?;
+        if create {
+            let run = checkout::open_dir(root.as_fd(), "run")
+                .with_context(|| format!("cannot open {}/run", self.root.display()))?;
+            match rustix::fs::mkdirat(&run, "livefs", Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", self.dir.display())),
+            }
+        }
+        match checkout::open_dir(root.as_fd(), "run/livefs") {
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::NOENT) if !create => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot open {} (not a directory of livefs's?)", self.dir.display()))
+            }
+        }
+    }
+
+    /// A file's bytes, `None` when it does not exist.
+    pub fn read(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(dir) = self.open(false)? else { return Ok(None) };
+        read_at(dir.as_fd(), name).with_context(|| format!("cannot read {}/{name}", self.dir.display()))
+    }
+
+    /// Replaces a file atomically (see [`write_atomic_at`]).
+    pub fn write(&self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let dir = self.open(true)?.expect("created");
+        write_atomic_at(dir.as_fd(), name, bytes).with_context(|| format!("cannot write {}/{name}", self.dir.display()))
+    }
+
+    /// Removes a file or a whole subdirectory, if present.
+    pub fn remove(&self, name: &str) -> anyhow::Result<()> {
+        let Some(dir) = self.open(false)? else { return Ok(()) };
+        checkout::remove(dir.as_fd(), name).with_context(|| format!("cannot remove {}/{name}", self.dir.display()))
+    }
+
+    /// A subdirectory (the `/etc` journal), opened safely; created if asked.
+    pub fn subdir(&self, name: &str, create: bool) -> anyhow::Result<Option<OwnedFd>> {
+        let Some(dir) = self.open(create)? else { return Ok(None) };
+        if create {
+            match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}/{name}", self.dir.display())),
+            }
+        }
+        match checkout::open_dir(dir.as_fd(), name) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::NOENT) if !create => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot open {}/{name}", self.dir.display())),
+        }
     }
 
     fn file(&self) -> PathBuf {
@@ -125,10 +186,15 @@ impl StateDir {
 
     /// Takes the lock that lets one livefs at a time change the system.
     pub fn lock(&self) -> anyhow::Result<Lock> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let dir = self.open(true)?.expect("created");
         let path = self.dir.join("lock");
-        let fd = rustix::fs::open(&path, OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let fd = rustix::fs::openat(
+            &dir,
+            "lock",
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .with_context(|| format!("cannot open {}", path.display()))?;
         rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
             .map_err(|_| anyhow::anyhow!("another livefs is running on this system (it holds {})", path.display()))?;
         Ok(Lock(fd))
@@ -137,12 +203,8 @@ impl StateDir {
     /// The state for the booted deployment `deployment` (`CHECKSUM.SERIAL`); a
     /// missing file, or one written for another deployment, means *Booted*.
     pub fn load(&self, deployment: &str) -> anyhow::Result<LiveState> {
-        let text = match std::fs::read_to_string(self.file()) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LiveState::Booted),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.file().display())),
-        };
-        let r: Record = serde_json::from_str(&text)
+        let Some(bytes) = self.read("state.json")? else { return Ok(LiveState::Booted) };
+        let r: Record = serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is corrupt (`livefs reset` still works)", self.file().display()))?;
         Ok(if r.deployment == deployment { r.state } else { LiveState::Booted })
     }
@@ -153,7 +215,7 @@ impl StateDir {
     }
 
     pub fn save_replaced(&self, set: &HashSet<String>) -> anyhow::Result<()> {
-        write_atomic(&self.dir.join("replaced.json"), &serde_json::to_vec(set)?)
+        self.write("replaced.json", &serde_json::to_vec(set)?)
     }
 
     /// Unit files changed since boot, with when they changed (systemd's monotonic
@@ -163,7 +225,7 @@ impl StateDir {
     }
 
     pub fn save_unit_changes(&self, units: &BTreeMap<String, u64>) -> anyhow::Result<()> {
-        write_atomic(&self.dir.join("units.json"), &serde_json::to_vec(units)?)
+        self.write("units.json", &serde_json::to_vec(units)?)
     }
 
     /// The layers `/usr` was switched to in this boot, with the device of their
@@ -176,48 +238,60 @@ impl StateDir {
     pub fn save_layer(&self, name: &str, dev: u64) -> anyhow::Result<()> {
         let mut layers = self.layers()?;
         layers.insert(name.to_string(), dev);
-        write_atomic(&self.dir.join("layers.json"), &serde_json::to_vec(&layers)?)
+        self.write("layers.json", &serde_json::to_vec(&layers)?)
     }
 
     /// A JSON record of this directory; missing (or corrupt, with a warning)
     /// means empty.
-    fn read_record<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
-        let path = self.dir.join(name);
-        match std::fs::read(&path) {
-            // These records only refine reports (restart hints, layers to keep):
-            // one that does not parse must not stop an apply or a reset.
-            Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_else(|e| {
-                eprintln!("livefs: warning: {} is corrupt ({e}); ignoring it", path.display());
-                T::default()
-            })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+    pub fn read_record<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
+        let Some(bytes) = self.read(name)? else { return Ok(T::default()) };
+        // These records only refine reports (restart hints, layers to keep,
+        // triggers to retry): one that does not parse must not stop an apply or
+        // a reset.
+        Ok(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            eprintln!("livefs: warning: {}/{name} is corrupt ({e}); ignoring it", self.dir.display());
+            T::default()
+        }))
     }
 
     /// Persists `state` atomically.
     pub fn save(&self, deployment: &str, state: LiveState) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
         let record = Record { deployment: deployment.to_string(), state };
         let mut bytes = serde_json::to_vec_pretty(&record)?;
         bytes.push(b'\n');
-        write_atomic(&self.file(), &bytes)
+        self.write("state.json", &bytes)
     }
 }
 
-/// Replaces the file at `path` with `bytes` so that a crash leaves the old or the
+/// A file of `dir`, not following a symlink; `None` when it does not exist.
+pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let fd = match rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// Replaces `name` in `dir` with `bytes` so that a crash leaves the old or the
 /// new content, never a mix: a temporary file beside it, fsync, rename, fsync of
-/// the directory. Every record livefs keeps in `/run` is written this way.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("a file without a directory")?;
-    let mut tmp_name = path.file_name().context("a path without a file name")?.to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+/// the directory, never following a symlink. Every record livefs keeps in `/run`
+/// is written this way.
+pub fn write_atomic_at(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = format!("{name}.tmp");
+    let fd = rustix::fs::openat(
+        dir,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::File::open(dir)?.sync_all()?;
+    rustix::fs::renameat(dir, tmp.as_str(), dir, name)?;
+    rustix::fs::fsync(dir)?;
     // A crash point of its own: the crash sweeps kill livefs after state writes too.
     crate::fault::mutation();
     Ok(())
@@ -269,6 +343,7 @@ mod tests {
     #[test]
     fn state_roundtrip_and_staleness() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
         let s = StateDir::new(dir.path());
         assert_eq!(s.load("a.0").unwrap(), LiveState::Booted);
         let (a, b) = (Checksum([1; 32]), Checksum([2; 32]));
@@ -283,11 +358,29 @@ mod tests {
     #[test]
     fn one_lock_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
         let s = StateDir::new(dir.path());
         let held = s.lock().unwrap();
         let err = s.lock().unwrap_err().to_string();
         assert!(err.contains("another livefs is running"), "{err}");
         drop(held);
         s.lock().unwrap();
+    }
+
+    #[test]
+    fn a_planted_symlink_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("run/livefs")).unwrap();
+        let s = StateDir::new(dir.path());
+        assert!(s.save("a.0", LiveState::Booted).is_err());
+        assert!(s.lock().is_err());
+        std::fs::remove_file(dir.path().join("run/livefs")).unwrap();
+        std::fs::create_dir(dir.path().join("run/livefs")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("state"), dir.path().join("run/livefs/state.json.tmp"))
+            .unwrap();
+        assert!(s.save("a.0", LiveState::Booted).is_err(), "wrote through a symlink");
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "something was written elsewhere");
     }
 }

@@ -7,11 +7,12 @@
 //! `ROOT/run/livefs/triggers-pending.json`, so the next `livefs apply` retries it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+use crate::state::StateDir;
 
 /// Something to run after an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -95,40 +96,34 @@ pub struct Run {
     pub gave_up: bool,
 }
 
-fn pending_file(root: &Path) -> PathBuf {
-    root.join("run/livefs/triggers-pending.json")
-}
+/// The record of pending actions in `ROOT/run/livefs`.
+const PENDING: &str = "triggers-pending.json";
 
 /// How many times a failing action is tried before livefs gives up on it.
 pub const MAX_ATTEMPTS: u32 = 3;
 
 /// Pending actions and how many times each failed so far.
-fn load_pending(root: &Path) -> BTreeMap<Action, u32> {
-    std::fs::read(pending_file(root)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+fn load_pending(root: &Path) -> anyhow::Result<BTreeMap<Action, u32>> {
+    StateDir::new(root).read_record(PENDING)
 }
 
 fn save_pending(root: &Path, pending: &BTreeMap<Action, u32>) -> anyhow::Result<()> {
-    let file = pending_file(root);
+    let states = StateDir::new(root);
     if pending.is_empty() {
-        return match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("cannot remove {}", file.display()))
-            }
-            _ => Ok(()),
-        };
+        return states.remove(PENDING);
     }
-    crate::state::write_atomic(&file, &serde_json::to_vec(pending)?)
+    states.write(PENDING, &serde_json::to_vec(pending)?)
 }
 
 /// Actions that must still run: recorded before an apply's state says *Live*
 /// (so a kill during the triggers loses none), and those that failed before.
-pub fn pending(root: &Path) -> Vec<Action> {
-    load_pending(root).into_keys().collect()
+pub fn pending(root: &Path) -> anyhow::Result<Vec<Action>> {
+    Ok(load_pending(root)?.into_keys().collect())
 }
 
 /// Records `actions` as pending until [`run`] has run them.
 pub fn record_pending(root: &Path, actions: &[Action]) -> anyhow::Result<()> {
-    let mut pending = load_pending(root);
+    let mut pending = load_pending(root)?;
     let before = pending.len();
     for a in actions {
         pending.entry(*a).or_insert(0);
@@ -197,7 +192,7 @@ pub fn run(root: &Path, actions: &[Action]) -> anyhow::Result<Vec<Run>> {
     }
     // Done actions leave the pending list; a failed one stays for the next apply,
     // up to MAX_ATTEMPTS tries.
-    let mut pending = load_pending(root);
+    let mut pending = load_pending(root)?;
     for r in &mut runs {
         if r.ok {
             pending.remove(&r.action);
