@@ -158,10 +158,20 @@ impl StateDir {
         write_atomic_at(dir.as_fd(), name, bytes).with_context(|| format!("cannot write {}/{name}", self.dir.display()))
     }
 
-    /// Removes a file or a whole subdirectory, if present.
+    /// Removes a file or a whole subdirectory, if present, atomically: it is
+    /// renamed to `NAME.old` first (a leftover of a killed removal is finished
+    /// here too), so a kill never leaves half of it under its name.
     pub fn remove(&self, name: &str) -> anyhow::Result<()> {
         let Some(dir) = self.open(false)? else { return Ok(()) };
-        checkout::remove(dir.as_fd(), name).with_context(|| format!("cannot remove {}/{name}", self.dir.display()))
+        let old = format!("{name}.old");
+        let what = || format!("cannot remove {}/{name}", self.dir.display());
+        checkout::remove(dir.as_fd(), &old).with_context(what)?;
+        match rustix::fs::renameat(&dir, name, &dir, old.as_str()) {
+            Ok(()) => crate::fault::mutation(),
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e).with_context(what),
+        }
+        checkout::remove(dir.as_fd(), &old).with_context(what)
     }
 
     /// A subdirectory (the `/etc` journal), opened safely; created if asked.
