@@ -356,6 +356,22 @@ pub fn list(dir: BorrowedFd<'_>) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// The names in a directory that start with `prefix`, sorted; other names —
+/// anyone else's, non-UTF-8 ones included — are passed over, never an error.
+pub fn list_prefixed(dir: BorrowedFd<'_>, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in rustix::fs::Dir::read_from(dir).context("cannot read directory")? {
+        let e = e.context("cannot read directory")?;
+        if let Ok(name) = e.file_name().to_str() {
+            if name.starts_with(prefix) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn cstr_name(name: &CStr) -> anyhow::Result<String> {
     name.to_str().map(str::to_string).with_context(|| format!("non-UTF-8 name {name:?}"))
 }

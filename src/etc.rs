@@ -73,6 +73,15 @@ fn usr_etc(repo: &Repo, commit: Checksum) -> anyhow::Result<Option<TreeRoot>> {
     Ok(t.find_dir("etc").map(|d| TreeRoot { tree: d.tree, meta: d.meta }))
 }
 
+/// The parent directory and name of an `/etc` path; `/etc` itself (`/`) is `.`
+/// in itself, so its own metadata changes like any directory's.
+fn split(path: &str) -> (&str, &str) {
+    match checkout::split_path(path) {
+        (dir, "") => (dir, "."),
+        parts => parts,
+    }
+}
+
 /// One decision about one path, before anything is written.
 struct Step {
     path: String,
@@ -94,17 +103,19 @@ fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) ->
     let under_skipped = |skipped: &[String], p: &str| {
         skipped.iter().any(|s| p.starts_with(s.as_str()) && p[s.len()..].starts_with('/'))
     };
+    let dir_node = |r: TreeRoot| NodeKind::Dir { tree: r.tree, meta: r.meta };
     let entries = diff
-        .modified
-        .iter()
-        .map(|m| (m.path.clone(), Some(m.from), Some(m.to)))
+        .root_meta
+        .map(|(from, to)| ("/".to_string(), Some(dir_node(from)), Some(dir_node(to))))
+        .into_iter()
+        .chain(diff.modified.iter().map(|m| (m.path.clone(), Some(m.from), Some(m.to))))
         .chain(diff.removed.iter().map(|n| (n.path.clone(), Some(n.kind), None)))
         .chain(diff.added.iter().map(|n| (n.path.clone(), None, Some(n.kind))));
     for (path, from, to) in entries {
         if under_skipped(&skipped, &path) {
             continue;
         }
-        let (dir, name) = checkout::split_path(&path);
+        let (dir, name) = split(&path);
         let parent = match checkout::open_dir(etc, dir) {
             Ok(fd) => Some(fd),
             Err(rustix::io::Errno::NOENT) => None,
@@ -216,7 +227,7 @@ pub fn journal_path(root: &Path, path: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let etc = checkout::open_dir_path(&root.join("etc"))?;
-    let (dir, name) = checkout::split_path(path);
+    let (dir, name) = split(path);
     let parent = checkout::open_dir(etc.as_fd(), dir).with_context(|| format!("cannot open /etc/{dir}"))?;
     let step = Step { path: path.to_string(), action: EtcAction::Updated, from: None, to: None };
     let original = journal.capture(parent.as_fd(), name, &step, index.len())?;
@@ -226,7 +237,7 @@ pub fn journal_path(root: &Path, path: &str) -> anyhow::Result<()> {
 
 /// Removes the temporary entry a killed run left for `path`, if any.
 fn remove_leftover(etc: BorrowedFd<'_>, path: &str) -> anyhow::Result<()> {
-    let (dir, name) = checkout::split_path(path);
+    let (dir, name) = split(path);
     match checkout::open_dir(etc, dir) {
         Ok(parent) => checkout::remove(parent.as_fd(), &checkout::tmp_name(name)),
         Err(_) => Ok(()),
@@ -241,7 +252,7 @@ fn merge_step(
     etc: BorrowedFd<'_>,
     step: &Step,
 ) -> anyhow::Result<()> {
-    let (dir, name) = checkout::split_path(&step.path);
+    let (dir, name) = split(&step.path);
     let parent = checkout::open_dir(etc, dir).with_context(|| format!("cannot open /etc/{dir}"))?;
     let meta_only = matches!((step.from, step.to), (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { .. })));
     match index.iter().position(|e| e.path == step.path) {
@@ -390,8 +401,8 @@ impl Journal {
         // Only what livefs itself writes: paths under /etc without `.`/`..`,
         // numbered slots. Anything else is refused, never followed.
         for e in &index {
-            let path_ok =
-                e.path.starts_with('/') && e.path[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+            let path_ok = e.path == "/"
+                || (e.path.starts_with('/') && e.path[1..].split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
             let slot_ok = match &e.original {
                 Original::Copy { slot } => !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit()),
                 _ => true,
@@ -541,7 +552,7 @@ fn set_original_meta(fd: BorrowedFd<'_>, original: &Original) -> anyhow::Result<
 }
 
 fn restore_entry(journal: &Journal, etc: BorrowedFd<'_>, e: &JournalEntry) -> anyhow::Result<()> {
-    let (d, name) = checkout::split_path(&e.path);
+    let (d, name) = split(&e.path);
     let parent = match checkout::open_dir(etc, d) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(()),

@@ -248,8 +248,8 @@ pub fn remove_stale_layers(
         let rel = dir.strip_prefix(sysroot).expect("under the sysroot").to_string_lossy().into_owned();
         let writable = checkout::open_dir(writable_sysroot(sysroot)?.as_fd(), &rel)
             .with_context(|| format!("cannot open {}", dir.display()))?;
-        for name in checkout::list(writable.as_fd())? {
-            if name.starts_with(LAYER_PREFIX) && !in_use.contains(&name) && !held(&name) {
+        for name in checkout::list_prefixed(writable.as_fd(), LAYER_PREFIX)? {
+            if !in_use.contains(&name) && !held(&name) {
                 checkout::remove(writable.as_fd(), &name)
                     .with_context(|| format!("cannot remove the stale layer {}/{name}", dir.display()))?;
             }

@@ -291,3 +291,28 @@ fn etc_dir_changed_then_removed_comes_back_whole() {
     assert_eq!(std::fs::read_to_string(sys.out.join("mode-v2")).unwrap().trim(), "750");
     assert_same_tree(&sys.out.join("etc-after"), &sys.out.join("etc-before"));
 }
+
+/// A mode change of `usr/etc` itself is carried to `/etc` like any directory's,
+/// and a reset takes it back.
+#[test]
+fn etc_own_mode_change_is_applied_and_reset() {
+    let mut sys = TestSystem::new();
+    chmod(&sys.tree.join("usr/etc"), 0o750);
+    write(&sys.tree.join("usr/etc/new.conf"), b"new\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        stat -c %a $R/etc > $OUT/before
+        L apply --allow-replacement --json > $OUT/apply.json
+        stat -c %a $R/etc > $OUT/live
+        L reset > /dev/null
+        stat -c %a $R/etc > $OUT/reset
+        "#,
+    );
+    ok(&out);
+    let read = |n: &str| std::fs::read_to_string(sys.out.join(n)).unwrap().trim().to_string();
+    assert_eq!((read("before"), read("live"), read("reset")), ("755".into(), "750".into(), "755".into()));
+    let apply = read_json(&sys.out.join("apply.json"));
+    assert!(apply["etc"]["paths"].as_array().unwrap().iter().any(|p| p["path"] == "/" && p["action"] == "updated"));
+}

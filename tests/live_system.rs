@@ -5,6 +5,7 @@ mod common;
 
 use common::system::{kernel_release, ok, read_json, TestSystem};
 use common::*;
+use std::os::unix::ffi::OsStrExt;
 
 /// A system booted at v1 with v2 (pure additions) deployed as pending.
 fn with_additions() -> (TestSystem, String) {
@@ -257,14 +258,24 @@ fn reboot_forgets_and_cleans_up() {
     ok(&sys.run("L apply"));
     assert!(sys.repo.join("refs/heads/livefs/live").exists());
     let layers_dir = sys.sysroot.join(format!("ostree/deploy/demo/backing/{}.0/livefs", sys.booted));
-    let layers = || std::fs::read_dir(&layers_dir).unwrap().count();
+    let layers = || {
+        std::fs::read_dir(&layers_dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().as_encoded_bytes().starts_with(b"usr."))
+            .count()
+    };
     assert_eq!(layers(), 1);
+    // Names that are not livefs's (one not even UTF-8) never block the cleanup
+    // and are left alone.
+    std::fs::create_dir(layers_dir.join("not-ours")).unwrap();
+    std::fs::write(layers_dir.join(std::ffi::OsStr::from_bytes(b"usr.\xff\xfe")), b"x").unwrap();
     sys.reboot();
     let out = sys.run("L status --json > $OUT/status.json; L apply --json > $OUT/apply.json");
     ok(&out);
     assert_eq!(read_json(&sys.out.join("status.json"))["state"]["state"], "booted");
     assert_eq!(read_json(&sys.out.join("apply.json"))["from"], sys.booted.as_str());
-    assert_eq!(layers(), 1, "the stale layer was not removed");
+    assert_eq!(layers(), 2, "the stale layer was not removed (or the foreign name was)");
+    assert!(layers_dir.join("not-ours").is_dir());
 }
 
 /// `ostree admin status` itself, run as on the booted system, shows the unlock.
