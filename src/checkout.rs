@@ -466,7 +466,18 @@ pub fn tree_matches(repo: &Repo, fd: BorrowedFd<'_>, tree: Checksum, xattrs: Xat
     let t = repo.read_dirtree(tree)?;
     let mut want: Vec<&str> = t.files().map(|f| f.name).chain(t.dirs().map(|d| d.name)).collect();
     want.sort();
-    if list(fd)? != want {
+    // A name that is not UTF-8 is in no OSTree tree: the directory differs.
+    let mut names = Vec::new();
+    for e in rustix::fs::Dir::read_from(fd).context("cannot read directory")? {
+        let e = e.context("cannot read directory")?;
+        match e.file_name().to_str() {
+            Ok("." | "..") => {}
+            Ok(n) => names.push(n.to_string()),
+            Err(_) => return Ok(false),
+        }
+    }
+    names.sort();
+    if names != want {
         return Ok(false);
     }
     for f in t.files() {

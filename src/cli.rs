@@ -342,12 +342,13 @@ fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
     };
     writeln!(out, "Live:        {live}")?;
     if let Some((from, to)) = &st.in_progress {
-        writeln!(
-            out,
-            "In progress: {} -> {} (interrupted: run `livefs apply` to finish it, or `livefs reset`)",
-            short(&from.checksum),
-            short(&to.checksum)
-        )?;
+        // Only commands that work: an interrupted reset is finished by a reset.
+        let advice = if to.checksum == st.booted.checksum {
+            "an interrupted reset: run `livefs reset` to finish it"
+        } else {
+            "interrupted: run `livefs apply` to finish it, or `livefs reset`"
+        };
+        writeln!(out, "In progress: {} -> {} ({advice})", short(&from.checksum), short(&to.checksum))?;
     }
     let usr = match &st.usr {
         UsrState::Locked => "read-only, not unlocked".to_string(),

@@ -189,6 +189,11 @@ pub fn merge(repo: &Repo, source: Checksum, target: Checksum, root: &Path, dry_r
         paths: steps.iter().map(|s| EtcPath { path: s.path.clone(), action: s.action, error: None }).collect(),
     };
     if dry_run {
+        // A journal livefs cannot read would stop the real merge after /usr
+        // changed: refuse now, while nothing has.
+        if let Some(journal) = Journal::open(root, false)? {
+            journal.load()?;
+        }
         return Ok(report);
     }
     let journal = Journal::open(root, true)?.expect("created");
@@ -408,7 +413,12 @@ impl Journal {
                 _ => true,
             };
             if !path_ok || !slot_ok {
-                bail!("{}/index.json names {:?}, which livefs never journals", self.dir.display(), e.path);
+                bail!(
+                    "{}/index.json names {:?}, which livefs never journals (check /etc, then remove {})",
+                    self.dir.display(),
+                    e.path,
+                    self.dir.display()
+                );
             }
         }
         Ok(index)

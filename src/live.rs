@@ -212,6 +212,8 @@ pub enum PolicyError {
          run `rpm-ostree apply-live --reset` or reboot before using livefs"
     )]
     RpmOstreeLive(String),
+    #[error("an interrupted reset must be finished first: run `livefs reset`")]
+    InterruptedReset,
     #[error("the update changes or removes {} existing path(s) in /usr (rerun with --allow-replacement to allow it): {}", .0.len(), list20(.0))]
     Replacement(Vec<String>),
 }
@@ -587,8 +589,10 @@ pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
     let target = match (&req.target, live.state) {
         (Some(rev), _) => live.repo.resolve_rev(rev)?,
         // An interrupted apply resumes its recorded (pinned) target, even if the
-        // pending deployment changed or was undeployed since.
-        (None, LiveState::Applying { to, .. }) => to,
+        // pending deployment changed or was undeployed since. An interrupted reset
+        // is finished by `livefs reset`.
+        (None, LiveState::Applying { to, .. }) if to != live.booted() => to,
+        (None, LiveState::Applying { .. }) => return Err(PolicyError::InterruptedReset.into()),
         (None, _) => match (&live.system.pending, &live.system.pending_error) {
             (_, Some(e)) => bail!("cannot tell the pending deployment: {e}"),
             (Some(p), None) => p.checksum,
@@ -596,6 +600,7 @@ pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
         },
     };
     let (from, resumed) = match live.state {
+        LiveState::Applying { to, .. } if to == live.booted() => return Err(PolicyError::InterruptedReset.into()),
         LiveState::Applying { from, to } if to == target => (from, true),
         LiveState::Applying { to, .. } => return Err(PolicyError::InterruptedOther { to }.into()),
         LiveState::Live { commit } => (commit, false),

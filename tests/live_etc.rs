@@ -316,3 +316,43 @@ fn etc_own_mode_change_is_applied_and_reset() {
     let apply = read_json(&sys.out.join("apply.json"));
     assert!(apply["etc"]["paths"].as_array().unwrap().iter().any(|p| p["path"] == "/" && p["action"] == "updated"));
 }
+
+/// The journal holds only what livefs writes: an index naming a path outside
+/// /etc is refused with a one-line error before anything changes, and nothing
+/// outside ROOT is touched. A directory holding a name that is not UTF-8 is a
+/// local change (no OSTree tree has one): kept, never a reason to fail.
+#[test]
+fn hostile_journal_and_odd_names() {
+    let mut sys = TestSystem::new();
+    etc_update(&mut sys);
+    let out = sys.run(
+        r#"
+        touch $OUT/outside
+        mkdir -p $R/run/livefs/etc-journal
+        echo '[{"path": "/../../../outside", "original": {"kind": "absent"}}]' > $R/run/livefs/etc-journal/index.json
+        if L apply --allow-replacement 2> $OUT/apply.err; then exit 1; fi
+        findmnt -n -o FSTYPE $R/usr | wc -l > $OUT/mounts
+        if L reset 2> $OUT/reset.err; then exit 1; fi
+        test -e $OUT/outside
+        if L apply --allow-replacement 2> $OUT/apply-after-reset.err; then exit 1; fi
+        rm -r $R/run/livefs/etc-journal
+        L reset > /dev/null
+        touch $R/etc/olddir/$'\xff\xfe'
+        L apply --allow-replacement --json > $OUT/apply.json
+        test -e $R/etc/olddir/$'\xff\xfe'
+        L reset > /dev/null
+        "#,
+    );
+    ok(&out);
+    for name in ["apply.err", "reset.err"] {
+        let err = std::fs::read_to_string(sys.out.join(name)).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("which livefs never journals"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(sys.out.join("mounts")).unwrap().trim(), "1", "a refused apply changed /usr");
+    let err = std::fs::read_to_string(sys.out.join("apply-after-reset.err")).unwrap();
+    assert!(err.contains("an interrupted reset must be finished first: run `livefs reset`"), "{err}");
+    let apply = read_json(&sys.out.join("apply.json"));
+    let olddir = apply["etc"]["paths"].as_array().unwrap().iter().find(|p| p["path"] == "/olddir").cloned();
+    assert_eq!(olddir.map(|p| p["action"].clone()), Some("kept".into()), "{}", apply["etc"]);
+}
