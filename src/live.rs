@@ -410,7 +410,13 @@ impl Live {
                 .collect();
             return Ok(outcome);
         }
-        self.save(LiveState::Applying { from, to })?;
+        {
+            // Pinned under ostree's sysroot lock, once the target is known to be
+            // complete: from here on a resume and a reset have what they need.
+            let _sysroot = self.system.lock()?;
+            self.repo.read_commit(to).with_context(|| format!("cannot read commit {to}"))?;
+            self.save(LiveState::Applying { from, to })?;
+        }
         match strategy {
             UsrStrategy::WriteThrough { status } => {
                 if !plan.ops.is_empty() {

@@ -128,6 +128,14 @@ impl System {
         })
     }
 
+    /// Takes ostree's sysroot lock (released on drop): what livefs pins under it
+    /// cannot be undeployed and pruned by `ostree admin` in between.
+    pub fn lock(&self) -> anyhow::Result<SysrootLock> {
+        let fd = rustix::fs::open(&self.sysroot, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("cannot open sysroot {}", self.sysroot.display()))?;
+        SysrootLock::acquire(&fd, &self.sysroot)
+    }
+
     /// The system's repository.
     pub fn repo(&self) -> anyhow::Result<Repo> {
         Repo::open(&self.sysroot.join("ostree/repo"))
@@ -136,7 +144,7 @@ impl System {
 
 /// ostree's own lock on the sysroot (`ostree/lock`), taken as ostree takes it (a
 /// record lock, which conflicts with ostree's open-file-description lock).
-struct SysrootLock(OwnedFd);
+pub struct SysrootLock(OwnedFd);
 
 impl SysrootLock {
     fn acquire(sysroot_fd: &OwnedFd, sysroot: &Path) -> anyhow::Result<SysrootLock> {
