@@ -25,6 +25,14 @@ struct Cli {
 }
 
 impl Cli {
+    /// Whether the command asked for JSON output.
+    fn json(&self) -> bool {
+        match &self.command {
+            Command::Diff { json, .. } | Command::ApplyTree { json, .. } | Command::Status { json } => *json,
+            Command::Apply { change, .. } | Command::Reset { change } => change.json,
+        }
+    }
+
     fn paths(&self) -> crate::live::Paths {
         let sysroot = self.sysroot.clone().unwrap_or_else(|| self.root.join("sysroot"));
         crate::live::Paths { root: self.root.clone(), sysroot }
@@ -129,17 +137,46 @@ struct ChangeArgs {
     no_triggers: bool,
 }
 
-/// Runs the command line; errors become one line on stderr and exit status 1.
+/// Exit statuses, as the man pages and README document them.
+pub mod exit {
+    /// Done (including nothing to do).
+    pub const OK: u8 = 0;
+    /// An error: bad input, a missing object, a failed system call.
+    pub const ERROR: u8 = 1;
+    /// The command line is wrong (clap's own status).
+    pub const USAGE: u8 = 2;
+    /// Refused by policy (replacement not allowed, an interrupted transition, a
+    /// foreign overlay or live state): nothing changed.
+    pub const POLICY: u8 = 3;
+}
+
+/// Runs the command line. An error is one line on stderr — or, with `--json`, a
+/// JSON object `{"error", "kind"}` on stdout — and the exit status of its kind.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("livefs: error: {e:#}");
-            ExitCode::FAILURE
+            let (kind, status) = if is_policy(&e) { ("policy", exit::POLICY) } else { ("error", exit::ERROR) };
+            if json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}"), "kind": kind }));
+            } else {
+                eprintln!("livefs: error: {e:#}");
+            }
+            ExitCode::from(status)
         }
     }
+}
+
+/// A refusal that changed nothing, by policy.
+fn is_policy(e: &anyhow::Error) -> bool {
+    use crate::live::PolicyError;
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<PolicyError>(), Some(p) if !matches!(p, PolicyError::NoPending))
+            || c.downcast_ref::<crate::overlay::UsrRefusal>().is_some()
+    })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -169,8 +206,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run: change.dry_run,
                 no_triggers: change.no_triggers,
             };
-            let outcome = crate::live::apply(&cli.paths(), &req)?;
-            print_outcome(&outcome, change.json, "apply")
+            match crate::live::apply(&cli.paths(), &req) {
+                Ok(outcome) => print_outcome(&outcome, change.json, "apply"),
+                // Nothing pending: a no-op, so that automation can run apply blindly.
+                Err(e) if matches!(e.downcast_ref(), Some(crate::live::PolicyError::NoPending)) => {
+                    if change.json {
+                        println!("{}", serde_json::json!({ "changed": false, "reason": e.to_string() }));
+                    } else {
+                        println!("Nothing to do: {e}");
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Reset { change } => {
             let outcome = crate::live::reset(&cli.paths(), change.dry_run, change.no_triggers)?;

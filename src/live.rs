@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::apply::{self, Report};
 use crate::diff::{Diff, TreeRoot};
+use crate::etc::EtcAction;
 use crate::overlay::{self, UsrState};
 use crate::plan::{self, OpKind, Plan};
 use crate::repo::{Checksum, Repo};
@@ -186,6 +187,8 @@ pub struct Outcome {
     pub triggers: Vec<crate::triggers::Run>,
     /// What needs a restart now.
     pub restarts: crate::restart::Restarts,
+    /// Whether the running system changed (`false`: a dry run, or nothing to do).
+    pub changed: bool,
     /// The plan, one operation per line (dry runs).
     #[serde(skip)]
     pub plan_text: String,
@@ -198,9 +201,10 @@ fn is_usr_etc(path: &str) -> bool {
     path == "/etc" || path.starts_with("/etc/")
 }
 
-/// Why livefs refused an apply before touching anything.
+/// Why livefs refused an apply before touching anything (exit status 3).
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// Not a refusal: nothing to do (exit status 0, `"changed": false`).
     #[error("nothing to apply: no pending deployment (deploy an update first, e.g. `rpm-ostree upgrade`, `bootc upgrade` or `ostree admin deploy`, or pass --target)")]
     NoPending,
     #[error(
@@ -393,6 +397,7 @@ impl Live {
             etc_transient: self.system.boot.transient_etc.is_some(),
             triggers: Vec::new(),
             restarts: Default::default(),
+            changed: false,
         };
         let changed = changed_paths(&plan, &outcome.etc);
         let mut actions = crate::triggers::actions_for(changed.iter().map(String::as_str));
@@ -481,6 +486,15 @@ impl Live {
             outcome.triggers = crate::triggers::run(&root, &actions)?;
         }
         outcome.report.mutations = crate::fault::count();
+        outcome.changed = !plan.ops.is_empty()
+            || outcome.layer.is_some()
+            || !outcome.etc_restored.is_empty()
+            || outcome
+                .etc
+                .paths
+                .iter()
+                .any(|p| matches!(p.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed))
+            || outcome.triggers.iter().any(|t| !t.skipped);
         outcome.restarts = crate::restart::report(&root, &replaced, &units);
         Ok(outcome)
     }
@@ -519,7 +533,6 @@ fn usr_root(repo: &Repo, commit: Checksum) -> anyhow::Result<TreeRoot> {
 /// Every path the transition changes, absolute: `/usr` operations and `/etc`
 /// changes (what triggers and unit restarts look at).
 fn changed_paths(plan: &Plan, etc: &crate::etc::EtcReport) -> Vec<String> {
-    use crate::etc::EtcAction;
     plan.ops
         .iter()
         .map(|op| format!("/usr{}", op.path))

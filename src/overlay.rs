@@ -24,7 +24,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use rustix::fs::{Mode, OFlags, CWD};
 use rustix::io::Errno;
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
@@ -302,15 +302,20 @@ pub fn writable_view(root: &Path) -> anyhow::Result<OwnedFd> {
     crate::mounts::writable_clone(&root.join("usr"))
 }
 
+/// `/usr` states livefs refuses to change (a policy refusal: nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum UsrRefusal {
+    #[error("/usr is unlocked in hotfix mode (persistent across reboots); livefs only makes transient changes")]
+    Hotfix,
+    #[error("/usr is already mounted as an {0} that livefs did not make")]
+    Foreign(String),
+}
+
 /// Refuses states livefs must not change.
-pub fn check_usable(state: &UsrState) -> anyhow::Result<()> {
+pub fn check_usable(state: &UsrState) -> Result<(), UsrRefusal> {
     match state {
-        UsrState::Hotfix => {
-            bail!("/usr is unlocked in hotfix mode (persistent across reboots); livefs only makes transient changes")
-        }
-        UsrState::Other { description } => {
-            bail!("/usr is already mounted as an {description} that livefs did not make")
-        }
+        UsrState::Hotfix => Err(UsrRefusal::Hotfix),
+        UsrState::Other { description } => Err(UsrRefusal::Foreign(description.clone())),
         _ => Ok(()),
     }
 }

@@ -213,6 +213,48 @@ fn interrupted_apply_resumes_after_undeploy() {
     assert_same_tree(&sys.out.join("usr-live"), &sys.usr_of(&v2));
 }
 
+/// Exit statuses: 0 done (also when there is nothing to do: `"changed": false`),
+/// 1 error, 2 usage, 3 refused by policy (nothing changed). With `--json`, an
+/// error is a JSON object on stdout and stderr stays empty.
+#[test]
+fn exit_statuses_and_json_errors() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/bin/hello"), b"#!/bin/sh\necho hello v2\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        st() { if "$@" > $OUT/$NAME.out 2> $OUT/$NAME.err; then echo 0; else echo $?; fi > $OUT/$NAME.rc; }
+        NAME=refused st L apply
+        NAME=refused-json st L apply --json
+        NAME=bad-rev-json st L apply --json --target no-such-ref
+        NAME=usage st L apply --no-such-flag
+        NAME=applied st L apply --allow-replacement --json
+        NAME=again st L apply --allow-replacement --json
+        NAME=dry st L reset --dry-run --json
+        "#,
+    );
+    ok(&out);
+    let read = |n: &str| std::fs::read_to_string(sys.out.join(n)).unwrap();
+    let rc = |n: &str| read(&format!("{n}.rc")).trim().parse::<i32>().unwrap();
+    assert_eq!(rc("refused"), 3);
+    assert!(read("refused.err").contains("rerun with --allow-replacement"));
+    assert_eq!(rc("refused-json"), 3);
+    assert_eq!(read("refused-json.err"), "");
+    let e = read_json(&sys.out.join("refused-json.out"));
+    assert_eq!(e["kind"], "policy");
+    assert!(e["error"].as_str().unwrap().contains("/usr/bin/hello"), "{e}");
+    assert_eq!(rc("bad-rev-json"), 1);
+    assert_eq!(read_json(&sys.out.join("bad-rev-json.out"))["kind"], "error");
+    assert_eq!(rc("usage"), 2);
+    assert_eq!(rc("applied"), 0);
+    assert_eq!(read_json(&sys.out.join("applied.out"))["changed"], true);
+    assert_eq!(rc("again"), 0);
+    assert_eq!(read_json(&sys.out.join("again.out"))["changed"], false);
+    assert_eq!(rc("dry"), 0);
+    assert_eq!(read_json(&sys.out.join("dry.out"))["changed"], false);
+}
+
 #[test]
 fn one_livefs_at_a_time() {
     let (sys, _) = with_additions();
@@ -235,14 +277,17 @@ fn not_booted_and_no_pending() {
     let sys = TestSystem::new();
     let out = sys.run(
         r#"
-        if L apply 2> $OUT/nopending.err; then exit 1; fi
+        L apply > $OUT/nopending.out
+        L apply --json > $OUT/nopending.json
         rm $R/run/ostree-booted
         if L status 2> $OUT/notbooted.err; then exit 1; fi
         "#,
     );
     ok(&out);
-    let err = std::fs::read_to_string(sys.out.join("nopending.err")).unwrap();
-    assert!(err.contains("nothing to apply: no pending deployment"), "{err}");
+    // Nothing pending is a no-op (exit 0), so automation can run apply blindly.
+    let out = std::fs::read_to_string(sys.out.join("nopending.out")).unwrap();
+    assert!(out.starts_with("Nothing to do: nothing to apply: no pending deployment"), "{out}");
+    assert_eq!(read_json(&sys.out.join("nopending.json"))["changed"], false);
     let err = std::fs::read_to_string(sys.out.join("notbooted.err")).unwrap();
     assert!(
         err.contains("is not an OSTree-booted system") && err.contains("run/ostree-booted does not exist"),
