@@ -174,8 +174,15 @@ fn bare_file_object_of_wrong_type() {
     let p = object_path(&repo, &file, "file");
     std::fs::remove_file(&p).unwrap();
     std::fs::create_dir(&p).unwrap();
-    let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "--json", "main^", "main"]);
+    let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "main^", "main"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains(&format!("object {file}.file is malformed: not a regular file or symlink")), "{err}");
+    // With --json the error is JSON on stdout, with the same status.
+    let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "--json", "main^", "main"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "error");
+    assert!(v["error"].as_str().unwrap().contains(&format!("object {file}.file is malformed")), "{v}");
 }
