@@ -174,7 +174,7 @@ fn bare_file_object_of_wrong_type() {
     let p = object_path(&repo, &file, "file");
     std::fs::remove_file(&p).unwrap();
     std::fs::create_dir(&p).unwrap();
-    let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "main^", "main"]);
+    let out = livefs(&["diff", "--repo", repo.to_str().unwrap(), "--stat", "main^", "main"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains(&format!("object {file}.file is malformed: not a regular file or symlink")), "{err}");
