@@ -435,6 +435,9 @@ fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
         )?;
     }
     print_restarts(&mut out, &st.restarts)?;
+    if let Some(s) = &st.strategy {
+        print_strategy(&mut out, s, "the pending deployment")?;
+    }
     if let Some(c) = &st.changes {
         writeln!(
             out,
@@ -496,6 +499,9 @@ fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Re
             crate::diff::human_bytes(l.bytes_written)
         )?;
     }
+    if verb == "apply" {
+        print_strategy(&mut out, &o.strategy, "this update")?;
+    }
     for k in &o.kept {
         writeln!(out, "Kept {k} (modules of the running kernel)")?;
     }
@@ -544,6 +550,17 @@ fn print_etc(out: &mut impl Write, o: &crate::live::Outcome) -> std::io::Result<
     }
     if !o.etc_restored.is_empty() {
         writeln!(out, "/etc: {} path(s) restored as they were before the first apply", o.etc_restored.len())?;
+    }
+    Ok(())
+}
+
+fn print_strategy(out: &mut impl Write, s: &crate::strategy::Strategy, what: &str) -> std::io::Result<()> {
+    if s.live {
+        return writeln!(out, "Strategy:    {what} can go live as it is");
+    }
+    writeln!(out, "Strategy:    {what} can go live except for what needs a reboot:")?;
+    for r in &s.reboot_for {
+        writeln!(out, "  reboot for {r}")?;
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod repo;
 pub mod restart;
 pub mod state;
+pub mod strategy;
 pub mod sysroot;
 pub mod triggers;
 pub mod xattrs;

@@ -90,6 +90,8 @@ pub struct Status {
     /// rpm-ostree's apply-live state, when it has live-applied to this boot
     /// (livefs then refuses to change /usr).
     pub rpm_ostree_live: Option<String>,
+    /// What a live apply of the pending deployment would deliver.
+    pub strategy: Option<crate::strategy::Strategy>,
 }
 
 pub fn status(paths: &Paths) -> anyhow::Result<Status> {
@@ -120,7 +122,12 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
     };
     let states = StateDir::new(&paths.root);
     let restarts = crate::restart::report(&paths.root, &states.replaced()?, &states.unit_changes()?);
+    let strategy = match &system.pending {
+        Some(p) => Some(strategy_of(&repo, &system, p.checksum)?),
+        None => None,
+    };
     Ok(Status {
+        strategy,
         restarts,
         rpm_ostree_live: rpm_ostree_live(&system, &repo),
         boot: system.boot.clone(),
@@ -189,6 +196,8 @@ pub struct Outcome {
     pub restarts: crate::restart::Restarts,
     /// Whether the running system changed (`false`: a dry run, or nothing to do).
     pub changed: bool,
+    /// Whether the update goes live whole, or what needs a reboot.
+    pub strategy: crate::strategy::Strategy,
     /// The plan, one operation per line (dry runs).
     #[serde(skip)]
     pub plan_text: String,
@@ -274,6 +283,12 @@ impl Live {
 
     fn booted(&self) -> Checksum {
         self.system.booted.checksum
+    }
+
+    /// What a live apply of `to` delivers, compared with what runs (the booted
+    /// kernel and arguments).
+    fn strategy(&self, to: Checksum) -> anyhow::Result<crate::strategy::Strategy> {
+        strategy_of(&self.repo, &self.system, to)
     }
 
     /// Removes what earlier boots and earlier switches left: stale refs and
@@ -398,6 +413,10 @@ impl Live {
             triggers: Vec::new(),
             restarts: Default::default(),
             changed: false,
+            strategy: match etc_mode {
+                EtcMode::Merge => self.strategy(to)?,
+                EtcMode::Restore => crate::strategy::Strategy { live: true, reboot_for: Vec::new() },
+            },
         };
         let changed = changed_paths(&plan, &outcome.etc);
         let mut actions = crate::triggers::actions_for(changed.iter().map(String::as_str));
@@ -522,6 +541,13 @@ fn layer_footprint(repo: &Repo, plan: &Plan) -> crate::diff::Footprint {
         f += plan.total;
     }
     f
+}
+
+/// What a live apply of `to` delivers on `system`.
+fn strategy_of(repo: &Repo, system: &System, to: Checksum) -> anyhow::Result<crate::strategy::Strategy> {
+    let diff = usr_diff(repo, system.booted.checksum, to)?;
+    let target_kargs = system.deployments.iter().find(|d| d.checksum == to).and_then(|d| d.kargs.as_deref());
+    Ok(crate::strategy::of(&diff, &kernel_release(), system.booted.kargs.as_deref(), target_kargs))
 }
 
 /// The `/usr` tree of a commit.

@@ -255,6 +255,43 @@ fn exit_statuses_and_json_errors() {
     assert_eq!(read_json(&sys.out.join("dry.out"))["changed"], false);
 }
 
+/// The apply strategy says what a live apply cannot deliver: a new kernel, changed
+/// kernel arguments, a changed systemd manager need a reboot (or a re-exec); an
+/// update of plain files goes live whole.
+#[test]
+fn strategy_names_what_needs_a_reboot() {
+    let (mut sys, _) = with_additions();
+    let out = sys.run("L apply --dry-run --json > $OUT/additions.json");
+    ok(&out);
+    let s = read_json(&sys.out.join("additions.json"))["strategy"].clone();
+    assert_eq!(s, serde_json::json!({"live": true, "reboot_for": []}));
+    write(&sys.tree.join("usr/lib/modules/9.9.9-new/vmlinuz"), b"new kernel");
+    write(&sys.tree.join("usr/lib/modules/9.9.9-new/initramfs.img"), b"new initramfs");
+    write(&sys.tree.join("usr/lib/systemd/systemd"), b"new manager");
+    let v3 = sys.commit("3");
+    let deploy = std::process::Command::new("ostree")
+        .args(["admin", "deploy", "--retain", &format!("--sysroot={}", sys.sysroot.display()), "--os=demo"])
+        .args(["--karg-append=quiet", &v3])
+        .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+        .output()
+        .unwrap();
+    assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
+    let out = sys.run("L apply --dry-run --json > $OUT/kernel.json; L status > $OUT/status.txt");
+    ok(&out);
+    let s = read_json(&sys.out.join("kernel.json"))["strategy"].clone();
+    assert_eq!(s["live"], false, "{s}");
+    let reasons: Vec<&str> = s["reboot_for"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(reasons.contains(&"a new kernel (9.9.9-new)"), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.starts_with("changed kernel arguments") && r.ends_with("quiet\")")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.starts_with("a changed systemd manager")), "{reasons:?}");
+    let text = std::fs::read_to_string(sys.out.join("status.txt")).unwrap();
+    assert!(text.contains("Strategy:    the pending deployment can go live except for what needs a reboot:"), "{text}");
+    assert!(text.contains("  reboot for a new kernel (9.9.9-new)"), "{text}");
+}
+
 #[test]
 fn one_livefs_at_a_time() {
     let (sys, _) = with_additions();

@@ -35,6 +35,10 @@ pub struct Deployment {
     pub serial: u32,
     /// The deployment's root directory.
     pub path: PathBuf,
+    /// The kernel arguments of its boot entry (but for those naming the
+    /// deployment: `ostree=`, `init=/ostree/boot.…`), if it has one.
+    #[serde(skip)]
+    pub kargs: Option<String>,
     #[serde(skip)]
     dev_ino: (u64, u64),
 }
@@ -85,7 +89,11 @@ impl System {
             .with_context(|| format!("cannot open sysroot {}", sysroot.display()))?;
         let _lock = SysrootLock::acquire(&sysroot_fd, sysroot)?;
         let deployments = list_deployments(sysroot)?;
+        let mut deployments = deployments;
         let entries = boot_entries(&sysroot_fd, sysroot, &deployments)?;
+        for e in &entries {
+            deployments[e.deployment].kargs = Some(e.kargs.clone());
+        }
         let root_id = match boot.backing_root {
             Some(id) => id,
             None => {
@@ -111,11 +119,7 @@ impl System {
             if pending_error.is_some() {
                 return None;
             }
-            entries
-                .iter()
-                .max_by_key(|(version, _)| *version)
-                .map(|(_, i)| deployments[*i].clone())
-                .filter(|d| *d != booted)
+            entries.iter().max_by_key(|e| e.version).map(|e| deployments[e.deployment].clone()).filter(|d| *d != booted)
         });
         Ok(System {
             root: root.to_path_buf(),
@@ -201,6 +205,7 @@ fn list_deployments(sysroot: &Path) -> anyhow::Result<Vec<Deployment>> {
                 checksum,
                 serial,
                 path: e.path(),
+                kargs: None,
                 dev_ino: (st.st_dev, st.st_ino),
             });
         }
@@ -209,8 +214,17 @@ fn list_deployments(sysroot: &Path) -> anyhow::Result<Vec<Deployment>> {
     Ok(out)
 }
 
-/// The boot loader entries that name a deployment: (version, deployment index).
-fn boot_entries(sysroot_fd: &OwnedFd, sysroot: &Path, deployments: &[Deployment]) -> anyhow::Result<Vec<(u64, usize)>> {
+/// A boot loader entry that names a deployment.
+struct BootEntry {
+    version: u64,
+    /// Index in the deployment list.
+    deployment: usize,
+    /// Its kernel arguments, but for those naming the deployment.
+    kargs: String,
+}
+
+/// The boot loader entries that name a deployment.
+fn boot_entries(sysroot_fd: &OwnedFd, sysroot: &Path, deployments: &[Deployment]) -> anyhow::Result<Vec<BootEntry>> {
     let dir = sysroot.join("boot/loader/entries");
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
@@ -226,12 +240,20 @@ fn boot_entries(sysroot_fd: &OwnedFd, sysroot: &Path, deployments: &[Deployment]
         let text = std::fs::read_to_string(e.path()).with_context(|| format!("cannot read {}", e.path().display()))?;
         let mut version = 0u64;
         let mut target = None;
+        let mut kargs = String::new();
         for line in text.lines() {
             let (key, value) = line.trim().split_once(char::is_whitespace).unwrap_or((line.trim(), ""));
             match key {
                 "version" => version = value.trim().parse().unwrap_or(0),
                 "options" => {
-                    target = value.split_whitespace().find_map(|o| o.strip_prefix("ostree=")).map(str::to_string)
+                    target = value.split_whitespace().find_map(|o| o.strip_prefix("ostree=")).map(str::to_string);
+                    // The arguments that name the deployment itself (ostree=, and
+                    // init= pointing into it) differ between any two deployments.
+                    let own: Vec<&str> = value
+                        .split_whitespace()
+                        .filter(|o| !o.split_once('=').is_some_and(|(_, v)| v.starts_with("/ostree/boot.")))
+                        .collect();
+                    kargs = own.join(" ");
                 }
                 _ => {}
             }
@@ -251,7 +273,7 @@ fn boot_entries(sysroot_fd: &OwnedFd, sysroot: &Path, deployments: &[Deployment]
         };
         let st = rustix::fs::fstat(fd.as_fd())?;
         if let Some(i) = deployments.iter().position(|d| d.dev_ino == (st.st_dev, st.st_ino)) {
-            out.push((version, i));
+            out.push(BootEntry { version, deployment: i, kargs });
         }
     }
     Ok(out)
