@@ -50,7 +50,7 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
     assert!(status.contains(&format!("Pending:     {} version 2", &b[..12])), "{status}");
 
     // Replacements are refused until allowed; nothing changed meanwhile.
-    assert_eq!(read(&b1, "apply-refused.rc").trim(), "1");
+    assert_eq!(read(&b1, "apply-refused.rc").trim(), "3", "a policy refusal exits with 3");
     let refused = read(&b1, "apply-refused.err");
     assert!(refused.contains("rerun with --allow-replacement"), "{refused}");
     assert!(refused.contains("/usr/libexec/livefs-demo/livefs-demo-daemon"), "{refused}");
