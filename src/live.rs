@@ -380,7 +380,10 @@ impl Live {
                 UsrStrategy::Keep
             }
             _ => {
-                let (layer_plan, _) = self.plan(booted, to, true)?;
+                // The layer always goes booted → target; from the booted commit
+                // that is the plan checked above (the policy only refuses, it
+                // never filters).
+                let layer_plan = if from == booted { plan.clone() } else { self.plan(booted, to, true)?.0 };
                 let footprint = layer_footprint(&self.repo, &layer_plan);
                 let sysroot_fd = crate::checkout::open_dir_path(&self.system.sysroot)?;
                 plan::check_footprint(footprint, sysroot_fd.as_fd(), &self.system.sysroot.display().to_string())?;
