@@ -15,10 +15,10 @@ use crate::repo::Repo;
 #[command(name = "livefs", version, about)]
 struct Cli {
     /// The running system's root: deployments, /usr, /etc, /var and /run are found under it.
-    #[arg(long, global = true, default_value = "/")]
+    #[arg(long, global = true, default_value = "/", value_hint = clap::ValueHint::DirPath)]
     root: PathBuf,
     /// The physical root holding ostree/ and boot/ [default: ROOT/sysroot].
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_hint = clap::ValueHint::DirPath)]
     sysroot: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -52,7 +52,7 @@ enum Command {
     /// reported, as `M    /`.
     Diff {
         /// The OSTree repository [default: SYSROOT/ostree/repo].
-        #[arg(long)]
+        #[arg(long, value_hint = clap::ValueHint::DirPath)]
         repo: Option<PathBuf>,
         /// Machine-readable output: every path with its type, counts, bytes to write.
         #[arg(long, conflicts_with = "stat")]
@@ -71,7 +71,7 @@ enum Command {
     /// interrupted run is finished by running the same command again.
     ApplyTree {
         /// The OSTree repository [default: SYSROOT/ostree/repo].
-        #[arg(long)]
+        #[arg(long, value_hint = clap::ValueHint::DirPath)]
         repo: Option<PathBuf>,
         /// The commit the directory holds now.
         #[arg(long)]
@@ -92,6 +92,7 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// The directory to update.
+        #[arg(value_hint = clap::ValueHint::DirPath)]
         target: PathBuf,
     },
     /// Show the booted, pending and live commits and the state of /usr.
@@ -148,6 +149,12 @@ pub mod exit {
     /// Refused by policy (replacement not allowed, an interrupted transition, a
     /// foreign overlay or live state): nothing changed.
     pub const POLICY: u8 = 3;
+}
+
+/// The command line's definition, for the man pages and shell completions that
+/// `scripts/package` generates from it (`examples/package-assets.rs`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Runs the command line. An error is one line on stderr — or, with `--json`, a

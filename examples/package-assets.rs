@@ -1,0 +1,209 @@
+//! Writes livefs's man pages and shell completions, generated from the clap
+//! definitions, into OUTDIR/man8/ and OUTDIR/completions/. `scripts/package`
+//! runs it; it is an example so that the livefs binary carries neither
+//! generator.
+//!
+//! The generated pages get sections clap cannot know, written here by hand:
+//! exit status, files, examples and see also.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use clap_complete::Shell;
+use clap_mangen::roff::{bold, italic, roman, Roff};
+use livefs::cli::exit;
+
+/// One hand-written example: what it does, then the command line.
+struct Example {
+    what: &'static str,
+    command: &'static str,
+}
+
+/// The hand-written part of one page.
+struct Page {
+    /// The subcommand, or "" for livefs(8) itself.
+    name: &'static str,
+    /// Whether the command works on the running system (exit status 3 when it
+    /// refuses by policy, the files of FILES) or only on a repository.
+    system: bool,
+    examples: &'static [Example],
+}
+
+const PAGES: &[Page] = &[
+    Page {
+        name: "",
+        system: true,
+        examples: &[
+            Example { what: "Install a package the usual way, then use it without rebooting:", command: "rpm-ostree install httpd && livefs apply && systemctl start httpd" },
+            Example { what: "See what the pending deployment would change, and whether it needs a reboot:", command: "livefs apply --dry-run" },
+            Example { what: "Go back to what the system booted:", command: "livefs reset" },
+        ],
+    },
+    Page {
+        name: "status",
+        system: true,
+        examples: &[
+            Example { what: "Show the booted, pending and live commits:", command: "livefs status" },
+            Example { what: "Ask whether the pending deployment can go live (docs/schema/status.schema.json):", command: "livefs status --json | jq .strategy" },
+        ],
+    },
+    Page {
+        name: "apply",
+        system: true,
+        examples: &[
+            Example { what: "Apply the pending deployment, additions only:", command: "livefs apply" },
+            Example { what: "Apply an update that also changes existing files:", command: "livefs apply --allow-replacement" },
+            Example { what: "Show the plan, the strategy and the restarts it would need; change nothing:", command: "livefs apply --dry-run" },
+            Example { what: "Apply a commit of the system repository that is not deployed:", command: "livefs apply --target fedora/x86_64/coreos/testing-devel" },
+            Example { what: "Apply from automation, idempotently (exit status 0 and \"changed\": false when there is nothing to do):", command: "livefs apply --allow-replacement --json > result.json" },
+        ],
+    },
+    Page {
+        name: "reset",
+        system: true,
+        examples: &[
+            Example { what: "Show what a reset would change:", command: "livefs reset --dry-run" },
+            Example { what: "Bring /usr and /etc back to the booted commit:", command: "livefs reset" },
+        ],
+    },
+    Page {
+        name: "diff",
+        system: false,
+        examples: &[
+            Example { what: "List what the pending deployment changes, as ostree diff does:", command: "livefs diff \"$(livefs status --json | jq -r .booted.checksum)\" \"$(livefs status --json | jq -r .pending.checksum)\"" },
+            Example { what: "A one-line summary between a ref and its parent:", command: "livefs diff --stat --repo /srv/repo os/x86_64/stable^ os/x86_64/stable" },
+        ],
+    },
+    Page {
+        name: "apply-tree",
+        system: false,
+        examples: &[
+            Example { what: "Turn a checkout of commit A's /usr into commit B's, in place:", command: "livefs apply-tree --repo /srv/repo --from A --to B --subpath /usr /mnt/usr" },
+            Example { what: "Show the plan only:", command: "livefs apply-tree --repo /srv/repo --from A --to B --dry-run /mnt/tree" },
+        ],
+    },
+];
+
+/// FILES: every path livefs reads or writes on a running system.
+const FILES: &[(&str, &str)] = &[
+    ("/run/livefs/", "The live state: state.json (booted, applying A to B, or live at B), the journal of /etc (etc-journal/), the records of replaced paths, unit files and layers, and the triggers still to run. It is in /run, so a reboot clears it along with the live changes."),
+    ("/sysroot/ostree/deploy/OS/backing/DEPLOYMENT/livefs/usr.COMMIT.NONCE/", "A layer: the difference between the booted /usr and the target's, as hard links to the repository's objects and whiteouts. The read-only overlay on /usr stacks it over the deployment's /usr. Layers no mount uses are removed by the next apply or reset."),
+    ("/sysroot/ostree/repo/refs/heads/livefs/", "The refs livefs/live and livefs/inprogress, which keep the live and the in-progress commits from being pruned."),
+    ("/run/ostree-booted", "Read: how the system booted (composefs, read-only /sysroot, transient /etc), and which deployment is booted."),
+    ("/run/ostree/staged-deployment", "Read: the deployment staged for the next boot, the default target when it is pending."),
+    ("/boot/loader/entries/", "Read: the kernel arguments of the booted and the pending deployment."),
+];
+
+/// FILES of the commands that work on a repository only.
+const REPO_FILES: &[(&str, &str)] =
+    &[("/sysroot/ostree/repo/", "The repository read when --repo is not given (SYSROOT/ostree/repo).")];
+
+const SEE_ALSO: &[(&str, &str)] = &[
+    ("ostree", "1"),
+    ("ostree-admin-unlock", "1"),
+    ("rpm-ostree", "1"),
+    ("bootc", "8"),
+    ("systemctl", "1"),
+    ("systemd-tmpfiles", "8"),
+    ("systemd-sysusers", "8"),
+];
+
+fn main() -> anyhow::Result<()> {
+    let out = std::env::args_os().nth(1).context("usage: package-assets OUTDIR")?;
+    let out = Path::new(&out);
+    let mut cmd = livefs::cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let man = out.join("man8");
+    std::fs::create_dir_all(&man).with_context(|| format!("cannot create {}", man.display()))?;
+    for page in PAGES {
+        let sub = if page.name.is_empty() {
+            cmd.clone()
+        } else {
+            cmd.find_subcommand(page.name).with_context(|| format!("no subcommand {}", page.name))?.clone()
+        };
+        let title = if page.name.is_empty() { "livefs".to_string() } else { format!("livefs-{}", page.name) };
+        let path = man.join(format!("{title}.8"));
+        let mut f = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        render(&mut f, sub, &title, page, &cmd)?;
+    }
+    let missing: Vec<_> =
+        cmd.get_subcommands().map(|s| s.get_name()).filter(|n| !PAGES.iter().any(|p| p.name == *n)).collect();
+    anyhow::ensure!(missing.is_empty(), "no man page written for: {}", missing.join(", "));
+
+    let completions = out.join("completions");
+    std::fs::create_dir_all(&completions).with_context(|| format!("cannot create {}", completions.display()))?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "livefs", &completions)
+            .with_context(|| format!("cannot write the {shell} completion"))?;
+    }
+    Ok(())
+}
+
+fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top: &clap::Command) -> anyhow::Result<()> {
+    let version = top.get_version().unwrap_or_default();
+    let man = clap_mangen::Man::new(sub.clone())
+        .title(title.to_uppercase())
+        .section("8")
+        .source(format!("livefs {version}"))
+        .manual("livefs");
+    man.render_title(w)?;
+    man.render_name_section(w)?;
+    man.render_synopsis_section(w)?;
+    man.render_description_section(w)?;
+    man.render_options_section(w)?;
+    if sub.has_subcommands() {
+        man.render_subcommands_section(w)?;
+    }
+    let mut r = Roff::new();
+    r.control("SH", ["EXIT STATUS"]);
+    let changes = page.system && page.name != "status";
+    let ok = if changes {
+        "Done. Nothing to do is done too: applying what is already live, or with no deployment pending, changes nothing and exits 0 (\"changed\": false in JSON), so automation can run it repeatedly."
+    } else {
+        "Done."
+    };
+    let mut statuses = vec![
+        (exit::OK, ok),
+        (exit::ERROR, "An error: bad input, a missing or corrupt object, a failed system call. What could be changed before the error is named in the message; the live state stays one that apply and reset can finish."),
+        (exit::USAGE, "The command line is wrong."),
+    ];
+    if changes {
+        statuses.push((exit::POLICY, "Refused by policy, nothing changed: the update replaces or removes existing files without --allow-replacement, an interrupted transition must be finished first, or /usr is someone else's (an ostree hotfix, rpm-ostree's live state, a foreign overlay)."));
+    }
+    for (code, what) in statuses {
+        r.control("TP", []).text([bold(code.to_string())]).text([roman(what)]);
+    }
+    r.control("PP", []).text([roman("With "), bold("--json"), roman(", an error is a JSON object {\"error\": MESSAGE, \"kind\": \"error\" or \"policy\"} on standard output, with the same exit status.")]);
+
+    r.control("SH", ["FILES"]);
+    let files = if page.system { FILES } else { REPO_FILES };
+    for (path, what) in files {
+        r.control("TP", []).text([italic(*path)]).text([roman(*what)]);
+    }
+
+    r.control("SH", ["EXAMPLES"]);
+    for e in page.examples {
+        r.control("PP", []).text([roman(e.what)]);
+        r.control("RS", ["4"]).control("nf", []).text([bold(e.command)]).control("fi", []).control("RE", []);
+    }
+
+    r.control("SH", ["SEE ALSO"]);
+    let mut refs: Vec<(String, String)> = Vec::new();
+    if page.name.is_empty() {
+        refs.extend(PAGES.iter().skip(1).map(|p| (format!("livefs-{}", p.name), "8".to_string())));
+    } else {
+        refs.push(("livefs".into(), "8".into()));
+    }
+    refs.extend(SEE_ALSO.iter().map(|(n, s)| (n.to_string(), s.to_string())));
+    let mut inlines = Vec::new();
+    for (i, (name, section)) in refs.iter().enumerate() {
+        let sep = if i + 1 == refs.len() { "" } else { ", " };
+        inlines.push(bold(name.as_str()));
+        inlines.push(roman(format!("({section}){sep}")));
+    }
+    r.text(inlines);
+    r.control("SH", ["VERSION"]).text([roman(format!("livefs {version}"))]);
+    r.to_writer(w)?;
+    Ok(())
+}

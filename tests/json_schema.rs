@@ -1,0 +1,158 @@
+//! The JSON contract: real outputs of `status`, `apply`, `reset` (with and without
+//! `--dry-run`) and `diff`, in every state they can be printed from, validate
+//! against the schemas in docs/schema/; documents that drift from them do not.
+
+mod common;
+
+use common::system::{ok, read_json, TestSystem};
+use common::*;
+use serde_json::Value;
+
+fn schema_file(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A validator of `docs/schema/NAME.schema.json`, with the shared definitions.
+fn validator(name: &str) -> jsonschema::Validator {
+    let defs = schema_file("defs.schema.json");
+    let schema = schema_file(&format!("{name}.schema.json"));
+    for s in [&defs, &schema] {
+        jsonschema::meta::validate(s).unwrap_or_else(|e| panic!("{name}: not a valid JSON Schema: {e}"));
+    }
+    jsonschema::options()
+        .with_resource("urn:livefs:schema:defs", jsonschema::Resource::from_contents(defs).unwrap())
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{name}.schema.json: {e}"))
+}
+
+fn assert_valid(v: &jsonschema::Validator, name: &str, doc: &Value) {
+    let errors: Vec<String> = v.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "{name} does not follow its schema:\n{}\n{doc:#}", errors.join("\n"));
+}
+
+/// Validates every `*.json` of `sys.out` whose name starts with `prefix`; returns how many.
+fn validate_outputs(sys: &TestSystem, v: &jsonschema::Validator, prefix: &str) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(&sys.out).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.starts_with(prefix) && name.ends_with(".json") {
+            assert_valid(v, &name, &read_json(&sys.out.join(&name)));
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A system booted at v1 with v2 deployed: a file replaced, one added, /etc changed.
+fn system() -> (TestSystem, String) {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/bin/hello"), b"#!/bin/sh\necho hello v2\n");
+    write(&sys.tree.join("usr/share/newpkg/data"), b"data\n");
+    write(&sys.tree.join("usr/etc/motd"), b"motd v2\n");
+    write(&sys.tree.join("usr/etc/newpkg.conf"), b"x=1\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    (sys, v2)
+}
+
+#[test]
+fn status_apply_and_reset_outputs_follow_their_schemas() {
+    let (sys, _) = system();
+    let out = sys.run(
+        r#"
+        L status --json > $OUT/status-booted.json
+        L apply --json > $OUT/apply-refused.json && exit 1
+        L apply --dry-run --allow-replacement --json > $OUT/apply-dry.json
+        if LIVEFS_FAULT_AFTER=4 L apply --allow-replacement --json > /dev/null; then exit 1; fi
+        L status --json > $OUT/status-interrupted.json
+        L apply --allow-replacement --json > $OUT/apply-resumed.json
+        L status --json > $OUT/status-live.json
+        L apply --allow-replacement --json > $OUT/apply-again.json
+        L apply --json --target no-such-ref > $OUT/apply-error.json && exit 1
+        L reset --dry-run --json > $OUT/apply-reset-dry.json
+        L reset --json > $OUT/apply-reset.json
+        L reset --json > $OUT/apply-reset-again.json
+        L status --json > $OUT/status-reset.json
+        true
+        "#,
+    );
+    ok(&out);
+    let status = validator("status");
+    let apply = validator("apply");
+    assert_eq!(validate_outputs(&sys, &status, "status-"), 4);
+    assert_eq!(validate_outputs(&sys, &apply, "apply-"), 8);
+    // The documents are what their names say (the schema's branches were taken).
+    let doc = |n: &str| read_json(&sys.out.join(n));
+    assert_eq!(doc("status-interrupted.json")["state"]["state"], "applying");
+    assert_eq!(doc("status-live.json")["usr"]["kind"], "livefs");
+    assert_eq!(doc("apply-refused.json")["kind"], "policy");
+    assert_eq!(doc("apply-resumed.json")["resumed"], true);
+    assert_eq!(doc("apply-error.json")["kind"], "error");
+    assert_eq!(doc("apply-reset.json")["etc_restored"].as_array().map(Vec::len), Some(2));
+
+    // With nothing pending, apply prints the no-op document.
+    sys.reboot();
+    let out = std::process::Command::new("ostree")
+        .args(["admin", "undeploy", &format!("--sysroot={}", sys.sysroot.display()), "0"])
+        .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&sys.run("L apply --json > $OUT/apply-nothing.json; L status --json > $OUT/status-nothing.json"));
+    assert_eq!(doc("apply-nothing.json")["changed"], false);
+    assert_eq!(doc("status-nothing.json")["pending"], Value::Null);
+    assert_eq!(validate_outputs(&sys, &apply, "apply-nothing"), 1);
+    assert_eq!(validate_outputs(&sys, &status, "status-nothing"), 1);
+}
+
+#[test]
+fn diff_outputs_follow_the_schema() {
+    let (sys, v2) = system();
+    let repo = sys.repo.to_str().unwrap();
+    let diff = validator("diff");
+    for (from, to) in [(sys.booted.as_str(), v2.as_str()), (&v2, &sys.booted), (&v2, &v2)] {
+        let out = livefs(&["diff", "--repo", repo, "--json", from, to]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_valid(&diff, "diff", &serde_json::from_slice(&out.stdout).unwrap());
+    }
+    let out = livefs(&["diff", "--repo", repo, "--json", "no-such-ref", &v2]);
+    assert_eq!(out.status.code(), Some(1));
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["kind"], "error");
+    assert_valid(&diff, "diff error", &err);
+}
+
+/// The schemas are strict: a document with a field they do not know, without one
+/// they require, or of the wrong type fails, so an output that drifts fails the
+/// tests above instead of passing unnoticed.
+#[test]
+fn drifted_documents_fail() {
+    let (sys, v2) = system();
+    ok(&sys.run("L status --json > $OUT/status.json; L apply --allow-replacement --json > $OUT/apply.json"));
+    let status = validator("status");
+    let apply = validator("apply");
+    let good = read_json(&sys.out.join("status.json"));
+    assert!(status.is_valid(&good));
+    let mut extra = good.clone();
+    extra["new_field"] = Value::Bool(true);
+    assert!(!status.is_valid(&extra));
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("strategy");
+    assert!(!status.is_valid(&missing));
+    let mut bad_state = good.clone();
+    bad_state["state"] = serde_json::json!({"state": "live"});
+    assert!(!status.is_valid(&bad_state), "live without its commit");
+
+    let good = read_json(&sys.out.join("apply.json"));
+    assert!(apply.is_valid(&good));
+    assert_eq!(good["to"], v2.as_str());
+    let mut bad_checksum = good.clone();
+    bad_checksum["to"] = Value::String(v2[..12].to_string());
+    assert!(!apply.is_valid(&bad_checksum));
+    let mut dry_but_changed = good.clone();
+    dry_but_changed["dry_run"] = Value::Bool(true);
+    assert!(!apply.is_valid(&dry_but_changed), "a dry run never changes the system");
+    assert!(!apply.is_valid(&serde_json::json!({"error": "x", "kind": "fatal"})));
+}
