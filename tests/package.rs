@@ -1,0 +1,126 @@
+//! `scripts/package deb` builds a Debian package holding the binary, a man page
+//! per command with the hand-written sections, and the shell completions; the
+//! RPM spec ships the same files.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::scratch;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const PAGES: [&str; 6] =
+    ["livefs", "livefs-status", "livefs-apply", "livefs-reset", "livefs-diff", "livefs-apply-tree"];
+const COMPLETIONS: [&str; 3] = [
+    "usr/share/bash-completion/completions/livefs",
+    "usr/share/zsh/vendor-completions/_livefs",
+    "usr/share/fish/vendor_completions.d/livefs.fish",
+];
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sh(script: &str) -> String {
+    run(Command::new("bash").args(["-euo", "pipefail", "-c", script]))
+}
+
+/// Builds the package once and returns its path (the script's last line).
+fn build_deb() -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run(Command::new(src.join("scripts/package")).arg("deb"));
+    let path = PathBuf::from(out.lines().last().expect("scripts/package printed nothing").trim());
+    assert!(path.is_absolute() && path.is_file(), "not a package: {}", path.display());
+    assert_eq!(path.extension().and_then(|e| e.to_str()), Some("deb"));
+    path
+}
+
+#[test]
+fn deb_package_has_binary_man_pages_and_completions() {
+    let deb = build_deb();
+    let field = |f: &str| run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(f)).trim().to_string();
+    assert_eq!(field("Package"), "livefs");
+    assert_eq!(field("Version"), format!("{VERSION}-1"));
+    assert_eq!(field("Section"), "admin");
+    assert!(field("Depends").contains("libc6"), "{}", field("Depends"));
+
+    let listing = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let files: BTreeSet<String> = listing
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .map(|l| l.split_whitespace().last().unwrap().trim_start_matches("./").to_string())
+        .collect();
+    let mut want: BTreeSet<String> = PAGES.iter().map(|p| format!("usr/share/man/man8/{p}.8.gz")).collect();
+    want.extend(COMPLETIONS.iter().map(|c| c.to_string()));
+    want.extend(
+        ["usr/bin/livefs", "usr/share/doc/livefs/README.md", "usr/share/doc/livefs/copyright"].map(String::from),
+    );
+    assert_eq!(files, want);
+    assert!(listing.lines().any(|l| l.starts_with("-rwxr-xr-x 0/0") && l.ends_with("./usr/bin/livefs")), "{listing}");
+
+    // Unpacked: the binary runs, the pages render without warnings, completions load.
+    let dir = scratch();
+    let root = dir.path();
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root));
+    let version = run(Command::new(root.join("usr/bin/livefs")).arg("--version"));
+    assert_eq!(version.trim(), format!("livefs {VERSION}"));
+    for page in PAGES {
+        let file = root.join(format!("usr/share/man/man8/{page}.8.gz"));
+        let warnings = sh(&format!("zcat {} | groff -man -ww -z 2>&1", file.display()));
+        assert_eq!(warnings, "", "{page}: groff warns");
+        let text = sh(&format!("MANWIDTH=100 man -l {} 2>&1 | col -b", file.display()));
+        for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "FILES", "EXAMPLES", "SEE ALSO"] {
+            assert!(text.lines().any(|l| l == section), "{page} has no {section} section:\n{text}");
+        }
+        let sub = page.strip_prefix("livefs-").unwrap_or("");
+        assert!(text.contains(&format!("livefs {sub}").trim().to_string()), "{page}:\n{text}");
+    }
+    let apply = sh(&format!("MANWIDTH=200 man -l {}/usr/share/man/man8/livefs-apply.8.gz | col -b", root.display()));
+    for want in ["--allow-replacement", "--dry-run", "/run/livefs/", "livefs apply --allow-replacement"] {
+        assert!(apply.contains(want), "livefs-apply(8) lacks {want}:\n{apply}");
+    }
+    let status = |code: &str, what: &str| apply.lines().any(|l| l.trim_start().starts_with(code) && l.contains(what));
+    assert!(status("0 ", "Done") && status("3 ", "Refused by policy"), "exit statuses not documented:\n{apply}");
+    let words = sh(&format!(
+        "source {}/{}; COMP_WORDS=(livefs ap); COMP_CWORD=1; COMP_LINE='livefs ap'; COMP_POINT=9; _livefs livefs ap livefs; echo \"${{COMPREPLY[*]}}\"",
+        root.display(),
+        COMPLETIONS[0]
+    ));
+    assert_eq!(words.split_whitespace().collect::<BTreeSet<_>>(), BTreeSet::from(["apply", "apply-tree"]));
+    for c in &COMPLETIONS[1..] {
+        assert!(std::fs::read_to_string(root.join(c)).unwrap().contains("allow-replacement"), "{c}");
+    }
+}
+
+/// The RPM spec is of this version and ships what the .deb ships.
+#[test]
+fn rpm_spec_matches_the_deb() {
+    let spec = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/livefs.spec")).unwrap();
+    let version = spec.lines().find_map(|l| l.strip_prefix("Version:")).expect("no Version:").trim();
+    assert_eq!(version, VERSION);
+    let files: BTreeSet<&str> = spec
+        .split("%files\n")
+        .nth(1)
+        .and_then(|s| s.split("\n%changelog").next())
+        .expect("no %files section")
+        .lines()
+        .filter(|l| l.starts_with("%{"))
+        .collect();
+    let mut want: BTreeSet<String> = PAGES.iter().map(|p| format!("%{{_mandir}}/man8/{p}.8*")).collect();
+    want.extend([
+        "%{_bindir}/livefs".to_string(),
+        "%{bash_completions_dir}/livefs".to_string(),
+        "%{zsh_completions_dir}/_livefs".to_string(),
+        "%{fish_completions_dir}/livefs.fish".to_string(),
+    ]);
+    assert_eq!(files, want.iter().map(String::as_str).collect());
+}
