@@ -68,6 +68,16 @@ const PAGES: &[Page] = &[
         ],
     },
     Page {
+        name: "restart",
+        system: true,
+        examples: &[
+            Example { what: "Apply the pending deployment and restart what it changed, in one go:", command: "livefs apply --allow-replacement --restart" },
+            Example { what: "List what would be stopped, reloaded, restarted and started:", command: "livefs restart --dry-run" },
+            Example { what: "Restart what an earlier apply left running old code:", command: "livefs restart" },
+            Example { what: "Keep a unit from being restarted by a live update (a drop-in):", command: "mkdir -p /etc/systemd/system/postgresql.service.d && printf '[Unit]\\nX-RestartIfChanged=false\\n' > /etc/systemd/system/postgresql.service.d/livefs.conf" },
+        ],
+    },
+    Page {
         name: "diff",
         system: false,
         examples: &[
@@ -157,7 +167,8 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
     }
     let mut r = Roff::new();
     r.control("SH", ["EXIT STATUS"]);
-    let changes = page.system && page.name != "status";
+    let changes = page.system && !matches!(page.name, "status" | "restart");
+    let acts = matches!(page.name, "" | "apply" | "reset" | "restart");
     let ok = if changes {
         "Done. Nothing to do is done too: applying what is already live, or with no deployment pending, changes nothing and exits 0 (\"changed\": false in JSON), so automation can run it repeatedly."
     } else {
@@ -165,10 +176,17 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
     };
     let mut statuses = vec![
         (exit::OK, ok),
-        (exit::ERROR, "An error: bad input, a missing or corrupt object, a failed system call. What could be changed before the error is named in the message; the live state stays one that apply and reset can finish."),
+        (
+            exit::ERROR,
+            if acts {
+                "An error: bad input, a missing or corrupt object, a failed system call. What could be changed before the error is named in the message; the live state stays one that apply and reset can finish. Also: a unit failed to stop, reload, restart or start (--restart, livefs restart); it is reported with its status, and the transition itself stands."
+            } else {
+                "An error: bad input, a missing or corrupt object, a failed system call."
+            },
+        ),
         (exit::USAGE, "The command line is wrong."),
     ];
-    if changes {
+    if acts {
         statuses.push((exit::POLICY, "Refused by policy, nothing changed: the update replaces or removes existing files without --allow-replacement, an interrupted transition must be finished first, or /usr is someone else's (an ostree hotfix, rpm-ostree's live state, a foreign overlay)."));
     }
     for (code, what) in statuses {

@@ -30,6 +30,7 @@ impl Cli {
         match &self.command {
             Command::Diff { json, .. } | Command::ApplyTree { json, .. } | Command::Status { json } => *json,
             Command::Apply { change, .. } | Command::Reset { change } => change.json,
+            Command::Restart { json, .. } => *json,
         }
     }
 
@@ -122,6 +123,26 @@ enum Command {
         #[command(flatten)]
         change: ChangeArgs,
     },
+    /// Restart what earlier applies left running old code, start what they newly enabled.
+    ///
+    /// As a boot would, after NixOS's switch-to-configuration: `daemon-reload` if
+    /// systemd has not loaded the changed unit files, then stop active units whose
+    /// unit file was removed, reload units marked X-ReloadIfChanged=true, restart
+    /// active units whose unit files or drop-ins changed since they started or
+    /// whose processes use replaced or removed files, start units newly wanted by
+    /// an active target. Units marked X-RestartIfChanged=false or
+    /// RefuseManualStop=yes, the message bus, PID 1 and livefs's own unit are
+    /// left alone; processes outside system services (sessions, user managers)
+    /// are listed, never killed. A failed action is reported with the unit's
+    /// status and exit status 1.
+    Restart {
+        /// List what would be stopped, reloaded, restarted and started; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable report: every action and its result.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options of the commands that change the running system.
@@ -136,6 +157,11 @@ struct ChangeArgs {
     /// Run no trigger (systemd-sysusers, systemd-tmpfiles, ldconfig, daemon-reload).
     #[arg(long)]
     no_triggers: bool,
+    /// Then finish as a boot would: restart (or reload) active units that run an
+    /// old definition or old code, stop units whose unit file went away, start
+    /// units newly wanted by an active target (see livefs-restart(8)).
+    #[arg(long)]
+    restart: bool,
 }
 
 /// Exit statuses, as the man pages and README document them.
@@ -165,6 +191,13 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // The report (with every action's result) is printed already.
+        Err(e) if e.downcast_ref::<crate::activation::Failed>().is_some() => {
+            if !json {
+                eprintln!("livefs: error: {e:#}");
+            }
+            ExitCode::from(exit::ERROR)
+        }
         Err(e) => {
             let (kind, status) = if is_policy(&e) { ("policy", exit::POLICY) } else { ("error", exit::ERROR) };
             if json {
@@ -212,9 +245,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 allow_replacement: *allow_replacement,
                 dry_run: change.dry_run,
                 no_triggers: change.no_triggers,
+                restart: change.restart,
             };
             match crate::live::apply(&cli.paths(), &req) {
-                Ok(outcome) => print_outcome(&outcome, change.json, "apply"),
+                Ok(outcome) => {
+                    print_outcome(&outcome, change.json, "apply")?;
+                    activation_result(outcome.restart.as_ref())
+                }
                 // Nothing pending: a no-op, so that automation can run apply blindly.
                 Err(e) if matches!(e.downcast_ref(), Some(crate::live::PolicyError::NoPending)) => {
                     if change.json {
@@ -228,8 +265,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Reset { change } => {
-            let outcome = crate::live::reset(&cli.paths(), change.dry_run, change.no_triggers)?;
-            print_outcome(&outcome, change.json, "reset")
+            let req = crate::live::Request {
+                dry_run: change.dry_run,
+                no_triggers: change.no_triggers,
+                restart: change.restart,
+                ..Default::default()
+            };
+            let outcome = crate::live::reset(&cli.paths(), &req)?;
+            print_outcome(&outcome, change.json, "reset")?;
+            activation_result(outcome.restart.as_ref())
+        }
+        Command::Restart { dry_run, json } => {
+            let outcome = crate::live::restart(&cli.paths(), *dry_run)?;
+            print_restart(&outcome, *json)?;
+            activation_result(Some(&outcome.restart))
         }
     }
 }
@@ -441,7 +490,7 @@ fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
             crate::diff::human_bytes(l.free)
         )?;
     }
-    print_restarts(&mut out, &st.restarts)?;
+    print_restarts(&mut out, &st.restarts, "Needs restart")?;
     if let Some(s) = &st.strategy {
         print_strategy(&mut out, s, "the pending deployment")?;
     }
@@ -533,7 +582,14 @@ fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Re
             }
         }
     }
-    print_restarts(&mut out, &o.restarts)?;
+    if let Some(a) = &o.restart {
+        print_activation(&mut out, a)?;
+    }
+    match &o.restart {
+        Some(a) if a.dry_run => {}
+        _ if o.dry_run => print_restarts(&mut out, &o.restarts, "Would need restart")?,
+        _ => print_restarts(&mut out, &o.restarts, "Needs restart")?,
+    }
     out.flush()?;
     Ok(())
 }
@@ -561,6 +617,72 @@ fn print_etc(out: &mut impl Write, o: &crate::live::Outcome) -> std::io::Result<
     Ok(())
 }
 
+/// An error when a unit action failed: the transition stands, the exit status is 1.
+fn activation_result(a: Option<&crate::activation::Activation>) -> anyhow::Result<()> {
+    let failed: Vec<String> =
+        a.into_iter().flat_map(|a| a.failed()).map(|f| format!("{} {}", f.verb.as_str(), f.unit)).collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::activation::Failed(failed).into())
+    }
+}
+
+fn print_activation(out: &mut impl Write, a: &crate::activation::Activation) -> std::io::Result<()> {
+    let would = if a.dry_run { "Would " } else { "" };
+    if a.daemon_reload {
+        writeln!(out, "{would}systemctl daemon-reload")?;
+    }
+    if a.actions.is_empty() && a.skipped.is_empty() && a.left.is_empty() {
+        return writeln!(out, "Restart: nothing to restart, stop or start");
+    }
+    for act in &a.actions {
+        let verb = act.verb.as_str();
+        let verb = if a.dry_run { verb.to_string() } else { format!("{}{}", &verb[..1].to_uppercase(), &verb[1..]) };
+        let result = match &act.result {
+            None => String::new(),
+            Some(r) if r.ok => ": ok".to_string(),
+            Some(_) => ": FAILED".to_string(),
+        };
+        writeln!(out, "{would}{verb} {} ({}){result}", act.unit, act.reasons.join("; "))?;
+        if let Some(r) = act.result.as_ref().filter(|r| !r.ok) {
+            for line in r.status.lines() {
+                writeln!(out, "    {line}")?;
+            }
+        }
+    }
+    for s in &a.skipped {
+        writeln!(out, "Left alone: {} ({})", s.unit, s.reason)?;
+    }
+    for l in &a.left {
+        let owner = if l.unit == "-" { String::new() } else { format!(" in {}", l.unit) };
+        writeln!(
+            out,
+            "Not restarted: {} (pid {}){owner} uses replaced {}: restart it yourself",
+            l.command,
+            l.pid,
+            l.files.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+fn print_restart(o: &crate::live::RestartOutcome, json: bool) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if json {
+        serde_json::to_writer_pretty(&mut out, o).context("cannot write output")?;
+        writeln!(out)?;
+    } else {
+        print_activation(&mut out, &o.restart)?;
+        if !o.restart.dry_run {
+            print_restarts(&mut out, &o.restarts, "Needs restart")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 fn print_strategy(out: &mut impl Write, s: &crate::strategy::Strategy, what: &str) -> std::io::Result<()> {
     if s.live {
         return writeln!(out, "Strategy:    {what} can go live as it is");
@@ -572,14 +694,14 @@ fn print_strategy(out: &mut impl Write, s: &crate::strategy::Strategy, what: &st
     Ok(())
 }
 
-fn print_restarts(out: &mut impl Write, r: &crate::restart::Restarts) -> std::io::Result<()> {
+fn print_restarts(out: &mut impl Write, r: &crate::restart::Restarts, what: &str) -> std::io::Result<()> {
     for u in &r.units {
-        writeln!(out, "Needs restart: {u} (its unit files changed)")?;
+        writeln!(out, "{what}: {u} (its unit files changed)")?;
     }
     for (unit, procs) in &r.processes {
         for p in procs {
             let owner = if unit == "-" { String::new() } else { format!(" in {unit}") };
-            writeln!(out, "Needs restart: {} (pid {}){owner} uses replaced {}", p.command, p.pid, p.files.join(", "))?;
+            writeln!(out, "{what}: {} (pid {}){owner} uses replaced {}", p.command, p.pid, p.files.join(", "))?;
         }
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! keeps the live state, [`live`] drives them on a running system, and [`cli`] is
 //! the command-line surface on top.
 
+pub mod activation;
 pub mod apply;
 pub mod checkout;
 pub mod cli;

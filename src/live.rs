@@ -121,7 +121,8 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         _ => None,
     };
     let states = StateDir::new(&paths.root);
-    let restarts = crate::restart::report(&paths.root, &states.replaced()?, &states.unit_changes()?);
+    let restarts =
+        crate::restart::report(&paths.root, &states.replaced()?, &Default::default(), &states.unit_changes()?);
     let strategy = match &system.pending {
         Some(p) => Some(strategy_of(&repo, &system, p.checksum)?),
         None => None,
@@ -152,6 +153,17 @@ pub struct Request {
     pub dry_run: bool,
     /// Skip every trigger (sysusers, tmpfiles, ldconfig, daemon-reload).
     pub no_triggers: bool,
+    /// Afterwards, restart, reload, stop and start units as a boot would.
+    pub restart: bool,
+}
+
+/// How a transition runs (the parts of a [`Request`] that are not its target).
+#[derive(Debug, Clone, Copy, Default)]
+struct Mode {
+    allow_replacement: bool,
+    dry_run: bool,
+    no_triggers: bool,
+    restart: bool,
 }
 
 /// The loader cache, under `/etc`, that the ldconfig trigger rewrites.
@@ -198,6 +210,9 @@ pub struct Outcome {
     pub changed: bool,
     /// Whether the update goes live whole, or what needs a reboot.
     pub strategy: crate::strategy::Strategy,
+    /// With `--restart`: what was (in a dry run: would be) stopped, reloaded,
+    /// restarted and started; `restarts` then says what is left.
+    pub restart: Option<crate::activation::Activation>,
     /// The plan, one operation per line (dry runs).
     #[serde(skip)]
     pub plan_text: String,
@@ -220,6 +235,8 @@ pub enum PolicyError {
         "an interrupted apply to {to} must be finished first: run `livefs apply` (it resumes it), or `livefs reset`"
     )]
     InterruptedOther { to: Checksum },
+    #[error("a transition was interrupted: finish it (`livefs apply` or `livefs reset`) before restarting units")]
+    InterruptedRestart,
     #[error(
         "rpm-ostree has live-applied to this boot ({0}); two live-appliers on one /usr corrupt each other's view: \
          run `rpm-ostree apply-live --reset` or reboot before using livefs"
@@ -352,18 +369,14 @@ impl Live {
     /// is always exactly one of the two trees. Over an ostree transient unlock,
     /// whose upper holds the admin's own changes, the difference is written
     /// through it file by file ([`UsrStrategy::WriteThrough`]).
-    fn transition(
-        &mut self,
-        from: Checksum,
-        to: Checksum,
-        allow_replacement: bool,
-        dry_run: bool,
-        etc_mode: EtcMode,
-        no_triggers: bool,
-    ) -> anyhow::Result<Outcome> {
+    fn transition(&mut self, from: Checksum, to: Checksum, etc_mode: EtcMode, mode: Mode) -> anyhow::Result<Outcome> {
+        let Mode { allow_replacement, dry_run, no_triggers, restart } = mode;
         // What running programs see change, under the replacement policy.
         let (plan, kept) = self.plan(from, to, allow_replacement)?;
         let root = self.paths.root.clone();
+        if restart {
+            crate::activation::check(&root)?;
+        }
         let usr = UsrState::detect(&root, &self.system.booted.path)?;
         overlay::check_usable(&usr)?;
         let booted = self.booted();
@@ -416,6 +429,7 @@ impl Live {
             triggers: Vec::new(),
             restarts: Default::default(),
             changed: false,
+            restart: None,
             strategy: match etc_mode {
                 EtcMode::Merge => self.strategy(to)?,
                 EtcMode::Restore => crate::strategy::Strategy { live: true, reboot_for: Vec::new() },
@@ -423,7 +437,24 @@ impl Live {
         };
         let changed = changed_paths(&plan, &outcome.etc);
         let mut actions = crate::triggers::actions_for(changed.iter().map(String::as_str));
+        let (added, removed) = added_and_removed(&plan, &outcome.etc);
+        let mut new_events = crate::state::UnitEvents::default();
+        crate::activation::record(&mut new_events, &added, &removed);
         if dry_run {
+            // What would need a restart once this transition is done.
+            let pending = replaced_by(&plan);
+            let mut units = self.states.unit_changes()?;
+            let now = crate::restart::now_monotonic_usec();
+            units.extend(
+                crate::restart::changed_units(changed.iter().map(String::as_str)).into_iter().map(|u| (u, now)),
+            );
+            outcome.restarts = crate::restart::report(&root, &self.states.replaced()?, &pending, &units);
+            if restart {
+                let events = self.states.unit_events()?;
+                let mut a = crate::activation::plan(&root, &outcome.restarts, &events, &new_events);
+                a.dry_run = true;
+                outcome.restart = Some(a);
+            }
             outcome.triggers = actions
                 .iter()
                 .map(|&action| crate::triggers::Run {
@@ -499,6 +530,9 @@ impl Live {
         }
         let replaced = record_replaced(&self.states, &plan)?;
         let units = record_unit_changes(&self.states, &changed)?;
+        let mut events = self.states.unit_events()?;
+        crate::activation::record(&mut events, &added, &removed);
+        self.states.save_unit_events(&events)?;
         let done = LiveState::reached(to, booted);
         self.save(done)?;
         outcome.state = done;
@@ -517,7 +551,15 @@ impl Live {
                 .iter()
                 .any(|p| matches!(p.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed))
             || outcome.triggers.iter().any(|t| !t.skipped);
-        outcome.restarts = crate::restart::report(&root, &replaced, &units);
+        let none = Default::default();
+        outcome.restarts = crate::restart::report(&root, &replaced, &none, &units);
+        if restart {
+            let mut a =
+                crate::activation::plan(&root, &outcome.restarts, &events, &crate::state::UnitEvents::default());
+            crate::activation::execute(&mut a);
+            outcome.restarts = crate::restart::report(&root, &replaced, &none, &units);
+            outcome.restart = Some(a);
+        }
         Ok(outcome)
     }
 }
@@ -574,15 +616,36 @@ fn changed_paths(plan: &Plan, etc: &crate::etc::EtcReport) -> Vec<String> {
         .collect()
 }
 
+/// The files of `/usr` this plan replaces or removes, absolute.
+fn replaced_by(plan: &Plan) -> std::collections::HashSet<String> {
+    plan.ops
+        .iter()
+        .filter(|op| matches!(op.kind, OpKind::ReplaceFile | OpKind::ReplaceType | OpKind::Remove))
+        .map(|op| format!("/usr{}", op.path))
+        .collect()
+}
+
+/// The paths a transition adds and removes (absolute, `/usr` and `/etc`): where
+/// units become wanted or go away.
+fn added_and_removed(plan: &Plan, etc: &crate::etc::EtcReport) -> (Vec<String>, Vec<String>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    for op in &plan.ops {
+        match op.kind {
+            OpKind::MakeDir | OpKind::AddFile => added.push(format!("/usr{}", op.path)),
+            OpKind::Remove => removed.push(format!("/usr{}", op.path)),
+            _ => {}
+        }
+    }
+    added.extend(etc.with(EtcAction::Added).map(|p| format!("/etc{p}")));
+    removed.extend(etc.with(EtcAction::Removed).map(|p| format!("/etc{p}")));
+    (added, removed)
+}
+
 /// Adds the files this plan replaces or removes to those replaced since boot
 /// (`ROOT/run/livefs/replaced.json`), which processes may still hold.
 fn record_replaced(states: &StateDir, plan: &Plan) -> anyhow::Result<std::collections::HashSet<String>> {
     let mut set = states.replaced()?;
-    for op in &plan.ops {
-        if matches!(op.kind, OpKind::ReplaceFile | OpKind::ReplaceType | OpKind::Remove) {
-            set.insert(format!("/usr{}", op.path));
-        }
-    }
+    set.extend(replaced_by(plan));
     states.save_replaced(&set)?;
     Ok(set)
 }
@@ -654,8 +717,13 @@ pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
         LiveState::Live { commit } => (commit, false),
         LiveState::Booted => (live.booted(), false),
     };
-    let mut outcome =
-        live.transition(from, target, req.allow_replacement, req.dry_run, EtcMode::Merge, req.no_triggers)?;
+    let mode = Mode {
+        allow_replacement: req.allow_replacement,
+        dry_run: req.dry_run,
+        no_triggers: req.no_triggers,
+        restart: req.restart,
+    };
+    let mut outcome = live.transition(from, target, EtcMode::Merge, mode)?;
     outcome.resumed = resumed;
     Ok(outcome)
 }
@@ -668,7 +736,8 @@ fn write_through(live: &Live) -> anyhow::Result<bool> {
 
 /// `livefs reset`: `/usr` back to the booted commit (finishing an interrupted
 /// apply first), state back to *Booted*.
-pub fn reset(paths: &Paths, dry_run: bool, no_triggers: bool) -> anyhow::Result<Outcome> {
+pub fn reset(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
+    let Request { dry_run, no_triggers, restart, .. } = *req;
     let mut live = Live::open(paths, true)?;
     let booted = live.booted();
     let mut resumed = false;
@@ -679,7 +748,8 @@ pub fn reset(paths: &Paths, dry_run: bool, no_triggers: bool) -> anyhow::Result<
         // comes back from its journal.
         LiveState::Applying { to, .. } if !write_through(&live)? => to,
         LiveState::Applying { from, to } if !dry_run => {
-            live.transition(from, to, true, false, EtcMode::Merge, true)
+            let finish = Mode { allow_replacement: true, no_triggers: true, ..Mode::default() };
+            live.transition(from, to, EtcMode::Merge, finish)
                 .context("cannot finish the interrupted apply before the reset")?;
             resumed = true;
             to
@@ -688,7 +758,37 @@ pub fn reset(paths: &Paths, dry_run: bool, no_triggers: bool) -> anyhow::Result<
             bail!("an apply was interrupted: run `livefs reset` without --dry-run to finish it and reset")
         }
     };
-    let mut outcome = live.transition(from, booted, true, dry_run, EtcMode::Restore, no_triggers)?;
+    let mode = Mode { allow_replacement: true, dry_run, no_triggers, restart };
+    let mut outcome = live.transition(from, booted, EtcMode::Restore, mode)?;
     outcome.resumed = resumed;
     Ok(outcome)
+}
+
+/// What `livefs restart` did (or, in a dry run, would do), and what is left
+/// needing a restart afterwards.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartOutcome {
+    pub restart: crate::activation::Activation,
+    pub restarts: crate::restart::Restarts,
+}
+
+/// `livefs restart`: finishes what earlier transitions of this boot left to a
+/// restart — units running an old definition or old code, units newly wanted or
+/// removed — as `apply --restart` does right after a transition.
+pub fn restart(paths: &Paths, dry_run: bool) -> anyhow::Result<RestartOutcome> {
+    crate::activation::check(&paths.root)?;
+    let live = Live::open(paths, false)?;
+    if matches!(live.state, LiveState::Applying { .. }) {
+        return Err(PolicyError::InterruptedRestart.into());
+    }
+    let (replaced, units) = (live.states.replaced()?, live.states.unit_changes()?);
+    let none = Default::default();
+    let report = |_: ()| crate::restart::report(&paths.root, &replaced, &none, &units);
+    let events = live.states.unit_events()?;
+    let mut restart = crate::activation::plan(&paths.root, &report(()), &events, &Default::default());
+    restart.dry_run = dry_run;
+    if !dry_run {
+        crate::activation::execute(&mut restart);
+    }
+    Ok(RestartOutcome { restart, restarts: report(()) })
 }

@@ -1,5 +1,4 @@
-//! What needs a restart after an apply. livefs never restarts anything itself; it
-//! reports:
+//! What needs a restart after an apply (acting on it is `activation.rs`'s):
 //! - units whose unit files (or drop-ins) changed and that are active;
 //! - processes that still run a replaced or removed executable or map a replaced
 //!   or removed library, from `/proc/PID/exe` and `/proc/PID/maps`, grouped by
@@ -60,7 +59,7 @@ pub fn changed_units<'a>(changed: impl IntoIterator<Item = &'a str>) -> BTreeSet
 }
 
 /// Where system units live, as livefs changes them.
-const UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system/", "/etc/systemd/system/"];
+pub(crate) const UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system/", "/etc/systemd/system/"];
 
 /// The unit types that have processes or state a restart renews.
 const UNIT_TYPES: [&str; 7] = ["service", "socket", "timer", "path", "mount", "swap", "target"];
@@ -80,9 +79,22 @@ pub fn now_monotonic_usec() -> u64 {
 
 /// Runs `systemctl ARGS -- UNITS…` quietly and returns its stdout; `None` when it
 /// failed (what systemctl said is not livefs's output).
-fn systemctl(args: &[&str], units: &[String]) -> Option<String> {
+pub(crate) fn systemctl(args: &[&str], units: &[String]) -> Option<String> {
     let out = Command::new("systemctl").args(args).arg("--").args(units).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `systemctl show` of `units`: one map of the asked properties per unit, in
+/// order (empty maps when systemctl failed).
+pub(crate) fn show(units: &[String], properties: &[&str]) -> Vec<BTreeMap<String, String>> {
+    let arg = format!("--property={}", properties.join(","));
+    let shown = if units.is_empty() { None } else { systemctl(&["show", &arg], units) };
+    let shown = shown.unwrap_or_default();
+    // One block of KEY=VALUE lines per unit, in the order asked, blank-line separated.
+    let mut blocks = shown.split("\n\n").map(|block| {
+        block.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    });
+    units.iter().map(|_| blocks.next().unwrap_or_default()).collect()
 }
 
 /// The loaded units a changed unit file stands for: a template's instances
@@ -119,17 +131,13 @@ pub fn units_to_restart(root: &Path, changes: &BTreeMap<String, u64>) -> Vec<Str
     if units.is_empty() {
         return Vec::new();
     }
-    let Some(shown) = systemctl(&["show", "--property=Id,ActiveState,ActiveEnterTimestampMonotonic"], &units) else {
-        return Vec::new();
-    };
+    let shown = show(&units, &["Id", "ActiveState", "ActiveEnterTimestampMonotonic"]);
     let mut out = Vec::new();
-    // One block of KEY=VALUE lines per unit, in the order asked, blank-line separated.
-    for (unit, block) in units.iter().zip(shown.split("\n\n")) {
-        let prop = |k: &str| block.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('='));
-        if prop("ActiveState") != Some("active") {
+    for (unit, props) in units.iter().zip(&shown) {
+        if props.get("ActiveState").map(String::as_str) != Some("active") {
             continue;
         }
-        let since = prop("ActiveEnterTimestampMonotonic").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let since = props.get("ActiveEnterTimestampMonotonic").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let file = match unit.split_once('@') {
             Some((prefix, rest)) => {
                 let suffix = rest.rsplit_once('.').map(|(_, s)| s).unwrap_or("");
@@ -148,10 +156,16 @@ pub fn units_to_restart(root: &Path, changes: &BTreeMap<String, u64>) -> Vec<Str
 
 /// Builds the report: `replaced` are the absolute paths (as under ROOT, e.g.
 /// `/usr/lib/libfoo.so.1`) replaced or removed since boot, `unit_changes` the unit
-/// files changed since boot and when.
-pub fn report(root: &Path, replaced: &HashSet<String>, unit_changes: &BTreeMap<String, u64>) -> Restarts {
+/// files changed since boot and when. `pending` are paths a transition is about
+/// to replace (a dry run): a process using them counts although they are current.
+pub fn report(
+    root: &Path,
+    replaced: &HashSet<String>,
+    pending: &HashSet<String>,
+    unit_changes: &BTreeMap<String, u64>,
+) -> Restarts {
     let mut r = Restarts { units: units_to_restart(root, unit_changes), ..Default::default() };
-    if replaced.is_empty() {
+    if replaced.is_empty() && pending.is_empty() {
         return r;
     }
     // Paths as processes see them: ROOT-prefixed when ROOT is not /.
@@ -162,7 +176,7 @@ pub fn report(root: &Path, replaced: &HashSet<String>, unit_changes: &BTreeMap<S
         if pid == std::process::id() {
             continue;
         }
-        let files = stale_files(pid, &prefix, replaced);
+        let files = stale_files(pid, &prefix, replaced, pending);
         if files.is_empty() {
             continue;
         }
@@ -195,12 +209,16 @@ pub fn devices_in_use() -> HashSet<u64> {
 }
 
 /// The replaced paths process `pid` runs or maps.
-fn stale_files(pid: u32, prefix: &str, replaced: &HashSet<String>) -> Vec<String> {
+fn stale_files(pid: u32, prefix: &str, replaced: &HashSet<String>, pending: &HashSet<String>) -> Vec<String> {
     let mut out = BTreeSet::new();
     // Judged by inode: a path that still names the mapped inode is current (even
     // if its name happens to end in " (deleted)"); otherwise the kernel's
     // " (deleted)" suffix is taken off to find which replaced path it was.
     let mut consider = |raw: &str, inode: Option<u64>| {
+        if let Some(rel) = raw.strip_prefix(prefix).filter(|rel| pending.contains(*rel)) {
+            out.insert(rel.to_string());
+            return;
+        }
         let same =
             |p: &str| inode.is_some() && std::fs::symlink_metadata(p).map(|m| Some(m.ino()) == inode).unwrap_or(false);
         if same(raw) {
@@ -230,15 +248,17 @@ fn stale_files(pid: u32, prefix: &str, replaced: &HashSet<String>) -> Vec<String
     out.into_iter().collect()
 }
 
-/// The systemd unit of a process, from its cgroup path.
-fn unit_of(pid: u32) -> Option<String> {
+/// The system manager's unit of a process, from its cgroup path: the outermost
+/// service or scope (`user@1000.service` for a user's own units, whose processes
+/// the system's `systemctl` does not manage one by one).
+pub(crate) fn unit_of(pid: u32) -> Option<String> {
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let line = cgroup
         .lines()
         .find(|l| l.starts_with("0::"))
         .or_else(|| cgroup.lines().find(|l| l.contains("name=systemd")))?;
     let path = line.rsplit(':').next()?;
-    path.rsplit('/').find(|c| c.ends_with(".service") || c.ends_with(".scope")).map(str::to_string)
+    path.split('/').find(|c| c.ends_with(".service") || c.ends_with(".scope")).map(str::to_string)
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@
 //! Every record here is written atomically (temporary file, fsync, rename, fsync
 //! of the directory) and counts as a crash point for the fault-injection sweeps.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -114,6 +114,16 @@ struct Record {
 pub struct StateDir {
     root: PathBuf,
     dir: PathBuf,
+}
+
+/// What transitions since boot did to the unit files (absolute paths as on the
+/// running system): `--restart` starts what became wanted and stops what went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitEvents {
+    /// Added `…/TARGET.wants/UNIT` (or `.requires/`) links.
+    pub wanted: BTreeSet<String>,
+    /// Removed unit files.
+    pub removed: BTreeSet<String>,
 }
 
 /// Refs that pin the commits livefs uses against pruning.
@@ -236,6 +246,16 @@ impl StateDir {
 
     pub fn save_unit_changes(&self, units: &BTreeMap<String, u64>) -> anyhow::Result<()> {
         self.write("units.json", &serde_json::to_vec(units)?)
+    }
+
+    /// Unit files added to `*.wants/` and `*.requires/` directories, and unit
+    /// files removed, since boot: what `--restart` starts and stops.
+    pub fn unit_events(&self) -> anyhow::Result<UnitEvents> {
+        self.read_record("unit-events.json")
+    }
+
+    pub fn save_unit_events(&self, events: &UnitEvents) -> anyhow::Result<()> {
+        self.write("unit-events.json", &serde_json::to_vec(events)?)
     }
 
     /// The layers `/usr` was switched to in this boot, with the device of their

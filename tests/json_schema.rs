@@ -4,33 +4,10 @@
 
 mod common;
 
+use common::schema::{assert_valid, validator};
 use common::system::{ok, read_json, TestSystem};
 use common::*;
 use serde_json::Value;
-
-fn schema_file(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A validator of `docs/schema/NAME.schema.json`, with the shared definitions.
-fn validator(name: &str) -> jsonschema::Validator {
-    let defs = schema_file("defs.schema.json");
-    let schema = schema_file(&format!("{name}.schema.json"));
-    for s in [&defs, &schema] {
-        jsonschema::meta::validate(s).unwrap_or_else(|e| panic!("{name}: not a valid JSON Schema: {e}"));
-    }
-    jsonschema::options()
-        .with_resource("urn:livefs:schema:defs", jsonschema::Resource::from_contents(defs).unwrap())
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("{name}.schema.json: {e}"))
-}
-
-fn assert_valid(v: &jsonschema::Validator, name: &str, doc: &Value) {
-    let errors: Vec<String> = v.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path)).collect();
-    assert!(errors.is_empty(), "{name} does not follow its schema:\n{}\n{doc:#}", errors.join("\n"));
-}
 
 /// Validates every `*.json` of `sys.out` whose name starts with `prefix`; returns how many.
 fn validate_outputs(sys: &TestSystem, v: &jsonschema::Validator, prefix: &str) -> usize {
@@ -64,6 +41,10 @@ fn status_apply_and_reset_outputs_follow_their_schemas() {
         r#"
         L status --json > $OUT/status-booted.json
         L apply --json > $OUT/apply-refused.json && exit 1
+        # systemd does not run this (simulated) root: --restart refuses before anything changes.
+        L apply --allow-replacement --restart --json > $OUT/apply-restart-nosystemd.json && exit 1
+        L restart --json > $OUT/restart-nosystemd.json && exit 1
+        L status --json > $OUT/status-after-nosystemd.json
         L apply --dry-run --allow-replacement --json > $OUT/apply-dry.json
         if LIVEFS_FAULT_AFTER=4 L apply --allow-replacement --json > /dev/null; then exit 1; fi
         L status --json > $OUT/status-interrupted.json
@@ -81,13 +62,19 @@ fn status_apply_and_reset_outputs_follow_their_schemas() {
     ok(&out);
     let status = validator("status");
     let apply = validator("apply");
-    assert_eq!(validate_outputs(&sys, &status, "status-"), 4);
-    assert_eq!(validate_outputs(&sys, &apply, "apply-"), 8);
+    assert_eq!(validate_outputs(&sys, &status, "status-"), 5);
+    assert_eq!(validate_outputs(&sys, &apply, "apply-"), 9);
+    assert_eq!(validate_outputs(&sys, &validator("restart"), "restart-"), 1);
     // The documents are what their names say (the schema's branches were taken).
     let doc = |n: &str| read_json(&sys.out.join(n));
     assert_eq!(doc("status-interrupted.json")["state"]["state"], "applying");
     assert_eq!(doc("status-live.json")["usr"]["kind"], "livefs");
     assert_eq!(doc("apply-refused.json")["kind"], "policy");
+    for n in ["apply-restart-nosystemd.json", "restart-nosystemd.json"] {
+        assert_eq!(doc(n)["kind"], "error", "{n}");
+        assert!(doc(n)["error"].as_str().unwrap().contains("systemd does not run"), "{n}");
+    }
+    assert_eq!(doc("status-after-nosystemd.json")["state"], doc("status-booted.json")["state"]);
     assert_eq!(doc("apply-resumed.json")["resumed"], true);
     assert_eq!(doc("apply-error.json")["kind"], "error");
     assert_eq!(doc("apply-reset.json")["etc_restored"].as_array().map(Vec::len), Some(2));

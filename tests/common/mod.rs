@@ -207,6 +207,7 @@ pub fn interop_repo(mode: &str) -> InteropRepo {
 }
 
 pub mod gvariant;
+pub mod schema;
 pub mod system;
 
 /// A minimal GVariant encoder for crafting objects that `ostree` would never write
