@@ -276,7 +276,9 @@ fn strategy_names_what_needs_a_reboot() {
         .output()
         .unwrap();
     assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
-    let out = sys.run("L apply --dry-run --json > $OUT/kernel.json; L status > $OUT/status.txt");
+    let out = sys.run(
+        "L apply --dry-run --json > $OUT/kernel.json; L status > $OUT/status.txt; L apply --dry-run > $OUT/kernel.txt",
+    );
     ok(&out);
     let s = read_json(&sys.out.join("kernel.json"))["strategy"].clone();
     assert_eq!(s["live"], false, "{s}");
@@ -290,6 +292,11 @@ fn strategy_names_what_needs_a_reboot() {
     let text = std::fs::read_to_string(sys.out.join("status.txt")).unwrap();
     assert!(text.contains("Strategy:    the pending deployment can go live except for what needs a reboot:"), "{text}");
     assert!(text.contains("  reboot for a new kernel (9.9.9-new)"), "{text}");
+    let dry = std::fs::read_to_string(sys.out.join("kernel.txt")).unwrap();
+    eprintln!("livefs apply --dry-run:\n{dry}");
+    assert!(dry.contains("Strategy:    this update can go live except for what needs a reboot:"), "{dry}");
+    assert!(dry.contains("  reboot for a new kernel (9.9.9-new)"), "{dry}");
+    assert!(dry.contains("(dry run: nothing changed)"), "{dry}");
 }
 
 #[test]

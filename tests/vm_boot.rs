@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::schema::{assert_valid, validator};
 use common::system::read_json;
 use common::*;
 
@@ -55,45 +56,97 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
     assert!(refused.contains("rerun with --allow-replacement"), "{refused}");
     assert!(refused.contains("/usr/libexec/livefs-demo/livefs-demo-daemon"), "{refused}");
 
+    // The dry run: the actions apply --restart is about to take, and nothing changed.
+    let dry = quiet_ok(&b1, "apply-dry");
+    let dry_json = read_json(&b1.join("apply-dry-json.out"));
+    assert_valid(&validator("apply"), "apply --restart --dry-run --json", &dry_json);
+    assert_eq!(dry_json["changed"], false);
+    let planned: Vec<(String, String)> = dry_json["restart"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["verb"].as_str().unwrap().to_string(), a["unit"].as_str().unwrap().to_string()))
+        .collect();
+    let want = [
+        ("restart", "livefs-demo-worker@1.service"),
+        ("restart", "livefs-demo.service"),
+        ("start", "lighttpd.service"),
+    ]
+    .map(|(v, u)| (v.to_string(), u.to_string()));
+    assert_eq!(planned, want, "{dry}");
+    assert!(dry.contains("Would restart livefs-demo.service (its unit files changed; livefs-demo-dae (pid"), "{dry}");
+    assert!(dry.contains("Would start lighttpd.service (newly wanted by multi-user.target)"), "{dry}");
+    assert!(dry.contains("Left alone: livefs-demo-pinned.service (X-RestartIfChanged=false)"), "{dry}");
+    assert_eq!(read(&b1, "pids-dry"), read(&b1, "pids-before"), "the dry run restarted something");
+    assert_eq!(read(&b1, "lighttpd-load-dry").trim(), "not-found", "the dry run reloaded systemd");
+    assert!(quiet_ok(&b1, "status-dry").contains("Live:        none"));
+
     let apply = quiet_ok(&b1, "apply");
     assert!(apply.contains(&format!("Applied {} -> {}", &a[..12], &b[..12])), "{apply}");
     assert!(apply.contains("/etc: kept /etc/motd (changed locally"), "{apply}");
     assert!(apply.contains("Trigger systemctl daemon-reload: ok"), "{apply}");
+    // Exactly the actions the dry run listed, all done.
+    for (verb, unit) in &planned {
+        let done = format!("{}{} {unit} (", verb[..1].to_uppercase(), &verb[1..]);
+        let line = apply.lines().find(|l| l.starts_with(&done)).unwrap_or_else(|| panic!("no {done:?} in:\n{apply}"));
+        assert!(line.ends_with(": ok"), "{line}");
+    }
+    assert_eq!(
+        apply.lines().filter(|l| l.ends_with(": ok") && !l.starts_with("Trigger")).count(),
+        planned.len(),
+        "{apply}"
+    );
+    assert!(apply.contains("Left alone: livefs-demo-pinned.service (X-RestartIfChanged=false)"), "{apply}");
     // daemon-reload really ran: the new unit is loaded, the changed one re-read.
     assert_eq!(read(&b1, "lighttpd-load-before").trim(), "not-found");
     assert_eq!(read(&b1, "lighttpd-load-after").trim(), "loaded");
     assert_eq!(read(&b1, "demo-description-after").trim(), "livefs demo service, version 2");
-    // Restart hints: the changed unit, the template's running instance, and the
-    // processes running the replaced binary — from apply and from status.
-    for text in [&apply, &quiet_ok(&b1, "status-live")] {
-        for hint in [
-            "Needs restart: livefs-demo.service (its unit files changed)",
-            "Needs restart: livefs-demo-worker@1.service (its unit files changed)",
-            "in livefs-demo.service uses replaced /usr/libexec/livefs-demo/livefs-demo-daemon",
-        ] {
-            assert!(text.contains(hint), "missing {hint:?} in:\n{text}");
-        }
-    }
-
-    // The web server the update brought starts and serves from the live /usr.
-    quiet_ok(&b1, "start-lighttpd");
+    // The changed services run the new binary under new PIDs; the pinned one was left alone.
+    let pids = |name: &str| -> std::collections::BTreeMap<String, String> {
+        read(&b1, name).lines().filter_map(|l| l.split_once(' ')).map(|(u, p)| (u.into(), p.into())).collect()
+    };
+    let (before, after) = (pids("pids-before"), pids("pids-after"));
+    assert_ne!(before["livefs-demo"], after["livefs-demo"]);
+    assert_ne!(before["livefs-demo-worker@1"], after["livefs-demo-worker@1"]);
+    assert_eq!(before["livefs-demo-pinned"], after["livefs-demo-pinned"], "X-RestartIfChanged=false not honoured");
+    assert_eq!(read(&b1, "demo-exe-cmp").trim(), "0");
+    // The web server the update brought and enabled was started, and serves from the live /usr.
+    assert_eq!(read(&b1, "lighttpd-active-after").trim(), "active");
     let http = read(&b1, "http.txt");
     assert!(http.starts_with("HTTP/1.0 200 OK"), "{http}");
     assert!(http.contains("served by lighttpd from a live-updated /usr"), "{http}");
+    // Nothing left needing a restart but the unit that opted out; no failed units.
+    let live = read_json(&b1.join("status-live-json.out"));
+    assert_eq!(live["restarts"]["units"], serde_json::json!(["livefs-demo-pinned.service"]), "{}", live["restarts"]);
+    let procs = live["restarts"]["processes"].as_object().unwrap();
+    assert_eq!(procs.keys().collect::<Vec<_>>(), ["livefs-demo-pinned.service"], "{}", live["restarts"]);
+    assert_eq!(live["boot"]["composefs"], false);
+    let again = read_json(&b1.join("restart-dry-json.out"));
+    assert_valid(&validator("restart"), "restart --dry-run --json", &again);
+    assert_eq!(again["restart"]["actions"], serde_json::json!([]), "{again}");
+    assert_eq!(again["restart"]["skipped"][0]["unit"], "livefs-demo-pinned.service");
+    assert_eq!(read(&b1, "failed-units-live.txt"), "", "failed units after apply --restart");
 
-    // A restart clears the hints; the service runs the new binary under a new PID.
-    quiet_ok(&b1, "restart");
-    assert_ne!(read(&b1, "demo-pid-before"), read(&b1, "demo-pid-after"));
-    assert_eq!(read(&b1, "demo-exe-cmp").trim(), "0");
-    let restarted = read_json(&b1.join("status-restarted-json.out"));
-    assert_eq!(restarted["restarts"]["units"], serde_json::json!([]), "{}", restarted["restarts"]);
-    assert_eq!(restarted["restarts"]["processes"], serde_json::json!({}), "{}", restarted["restarts"]);
-    assert_eq!(read_json(&b1.join("status-live-json.out"))["boot"]["composefs"], false);
-
-    // Reset: /usr and /etc exactly as booted (ld.so.cache aside, which ldconfig rewrites).
-    quiet_ok(&b1, "stop-lighttpd");
-    let reset = quiet_ok(&b1, "reset");
-    assert!(reset.contains(&format!("Reset /usr {} -> {} (booted)", &b[..12], &a[..12])), "{reset}");
+    // Reset --restart: /usr and /etc exactly as booted (ld.so.cache aside, which
+    // ldconfig rewrites), lighttpd stopped (its unit went away), the demo on v1 again.
+    let reset = read_json(&b1.join("reset.out"));
+    quiet_ok(&b1, "reset");
+    assert_valid(&validator("apply"), "reset --restart --json", &reset);
+    assert_eq!(reset["to"], a);
+    let actions: Vec<String> = reset["restart"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{} {} {}", a["verb"].as_str().unwrap(), a["unit"].as_str().unwrap(), a["result"]["ok"]))
+        .collect();
+    assert_eq!(
+        actions,
+        ["stop lighttpd.service true", "restart livefs-demo-worker@1.service true", "restart livefs-demo.service true"],
+        "{}",
+        reset["restart"]
+    );
+    assert_eq!(read(&b1, "lighttpd-active-reset").trim(), "inactive");
+    assert_eq!(read(&b1, "demo-exe-reset-cmp").trim(), "0");
     assert!(quiet_ok(&b1, "status-reset").contains("Live:        none"));
     assert_eq!(read(&b1, "usr-after-reset.txt"), read(&b1, "usr-booted.txt"), "/usr differs from the booted commit");
     assert_eq!(read(&b1, "etc-after-reset.txt"), read(&b1, "etc-before.txt"), "/etc entries differ after reset");

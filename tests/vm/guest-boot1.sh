@@ -31,24 +31,39 @@ echo "edited by the admin" >>/etc/motd
 snapshot /etc >"$O/etc-before.txt"
 etc_digest >"$O/etc-before.md5"
 systemctl show -p LoadState --value lighttpd.service >"$O/lighttpd-load-before"
-systemctl show -p MainPID --value livefs-demo.service >"$O/demo-pid-before"
+pids() {
+    for u in livefs-demo livefs-demo-worker@1 livefs-demo-pinned; do
+        echo "$u $(systemctl show -p MainPID --value "$u.service")"
+    done
+}
+pids >"$O/pids-before"
 run status-before "$L" status
 run apply-refused "$L" apply
-run apply "$L" apply --allow-replacement
+# The dry run lists what apply --restart will do, and changes nothing.
+run apply-dry "$L" apply --allow-replacement --restart --dry-run
+run apply-dry-json "$L" apply --allow-replacement --restart --dry-run --json
+pids >"$O/pids-dry"
+systemctl show -p LoadState --value lighttpd.service >"$O/lighttpd-load-dry"
+run status-dry "$L" status
+run apply "$L" apply --allow-replacement --restart
+pids >"$O/pids-after"
 systemctl show -p LoadState --value lighttpd.service >"$O/lighttpd-load-after"
+systemctl show -p ActiveState --value lighttpd.service >"$O/lighttpd-active-after"
 systemctl show -p Description --value livefs-demo.service >"$O/demo-description-after"
-run start-lighttpd systemctl start lighttpd.service
 for _ in $(seq 30); do http_get >"$O/http.txt" 2>/dev/null && break; sleep 1; done
+demo_pid=$(systemctl show -p MainPID --value livefs-demo.service)
+cmp "/proc/$demo_pid/exe" /usr/libexec/livefs-demo/livefs-demo-daemon >"$O/demo-exe-cmp" 2>&1
+echo $? >>"$O/demo-exe-cmp"
 run status-live "$L" status
 run status-live-json "$L" status --json
-run restart systemctl restart livefs-demo.service livefs-demo-worker@1.service
-systemctl show -p MainPID --value livefs-demo.service >"$O/demo-pid-after"
-cmp "/proc/$(cat "$O/demo-pid-after")/exe" /usr/libexec/livefs-demo/livefs-demo-daemon >"$O/demo-exe-cmp" 2>&1
-echo $? >>"$O/demo-exe-cmp"
-run status-restarted "$L" status
-run status-restarted-json "$L" status --json
-run stop-lighttpd systemctl stop lighttpd.service
-run reset "$L" reset
+run restart-dry-json "$L" restart --dry-run --json
+systemctl --failed --no-legend --plain >"$O/failed-units-live.txt"
+# Back to the booted content, services too: lighttpd (its unit gone) stops, the demo runs v1 again.
+run reset "$L" reset --restart --json
+systemctl show -p ActiveState --value lighttpd.service >"$O/lighttpd-active-reset"
+demo_pid=$(systemctl show -p MainPID --value livefs-demo.service)
+cmp "/proc/$demo_pid/exe" "$D/usr/libexec/livefs-demo/livefs-demo-daemon" >"$O/demo-exe-reset-cmp" 2>&1
+echo $? >>"$O/demo-exe-reset-cmp"
 run status-reset "$L" status
 snapshot /usr >"$O/usr-after-reset.txt"
 snapshot "$D/usr" >"$O/usr-booted.txt"

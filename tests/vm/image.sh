@@ -103,6 +103,18 @@ ExecStart=/usr/libexec/livefs-demo/livefs-demo-daemon infinity
 [Install]
 WantedBy=multi-user.target
 UNIT
+    # A service that opts out of live restarts, as NixOS's units do.
+    cat >"$t/usr/lib/systemd/system/livefs-demo-pinned.service" <<UNIT
+[Unit]
+Description=livefs demo pinned service, version $version
+X-RestartIfChanged=false
+
+[Service]
+ExecStart=/usr/libexec/livefs-demo/livefs-demo-daemon infinity
+
+[Install]
+WantedBy=multi-user.target
+UNIT
     ln -sf "/usr/lib/systemd/system/livefs-demo-worker@.service" \
         "$t/usr/etc/systemd/system/multi-user.target.wants/livefs-demo-worker@1.service"
     mkdir -p "$t/usr/etc/default"
@@ -111,7 +123,7 @@ UNIT
     # No virtual terminals in this VM (serial console only): getty-static's
     # gettys on tty2-6 would fail, and a failed unit is what the test looks for.
     ln -sf /dev/null "$t/usr/etc/systemd/system/getty-static.service"
-    for u in livefs-vm-agent livefs-demo; do
+    for u in livefs-vm-agent livefs-demo livefs-demo-pinned; do
         ln -sf "/usr/lib/systemd/system/$u.service" "$t/usr/etc/systemd/system/multi-user.target.wants/$u.service"
     done
 }
