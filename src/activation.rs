@@ -252,6 +252,7 @@ pub fn plan(root: &Path, restarts: &Restarts, events: &UnitEvents, new_events: &
         .chain(wanted.keys())
         .chain(&removed)
         .chain(&targets)
+        .chain(&events.failed)
         .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -285,6 +286,18 @@ pub fn plan(root: &Path, restarts: &Restarts, events: &UnitEvents, new_events: &
             Some(reason) => skip(&unit, reason),
             None if !restart_ok => skip(&unit, "X-RestartIfChanged=false".into()),
             None => actions.push(UnitAction { unit, verb, reasons, result: None }),
+        }
+    }
+    // What livefs failed to (re)start before, now fixed: started, as it was meant to run.
+    for unit in &events.failed {
+        if !active(unit) && !removed.contains(unit) && !wanted.contains_key(unit) {
+            match refusal(unit, &props, own.as_deref(), Verb::Start) {
+                Some(reason) => skip(unit, reason),
+                None => {
+                    let reasons = vec!["livefs failed to restart it before".to_string()];
+                    actions.push(UnitAction { unit: unit.clone(), verb: Verb::Start, reasons, result: None });
+                }
+            }
         }
     }
     for (unit, targets) in wanted {
@@ -339,6 +352,18 @@ fn refusal(
         return Some("RefuseManualStart=yes".into());
     }
     None
+}
+
+/// Records in `events` which units' actions failed (the next `livefs restart`
+/// starts them) and forgets those that went through or run again.
+pub fn remember(events: &mut UnitEvents, a: &Activation) {
+    for action in &a.actions {
+        match &action.result {
+            Some(r) if !r.ok && action.verb != Verb::Stop => events.failed.insert(action.unit.clone()),
+            Some(_) => events.failed.remove(&action.unit),
+            None => false,
+        };
+    }
 }
 
 /// Runs the plan: `daemon-reload` if needed, then each action in order; a failed

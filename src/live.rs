@@ -557,6 +557,8 @@ impl Live {
             let mut a =
                 crate::activation::plan(&root, &outcome.restarts, &events, &crate::state::UnitEvents::default());
             crate::activation::execute(&mut a);
+            crate::activation::remember(&mut events, &a);
+            self.states.save_unit_events(&events)?;
             outcome.restarts = crate::restart::report(&root, &replaced, &none, &units);
             outcome.restart = Some(a);
         }
@@ -784,11 +786,13 @@ pub fn restart(paths: &Paths, dry_run: bool) -> anyhow::Result<RestartOutcome> {
     let (replaced, units) = (live.states.replaced()?, live.states.unit_changes()?);
     let none = Default::default();
     let report = |_: ()| crate::restart::report(&paths.root, &replaced, &none, &units);
-    let events = live.states.unit_events()?;
+    let mut events = live.states.unit_events()?;
     let mut restart = crate::activation::plan(&paths.root, &report(()), &events, &Default::default());
     restart.dry_run = dry_run;
     if !dry_run {
         crate::activation::execute(&mut restart);
+        crate::activation::remember(&mut events, &restart);
+        live.states.save_unit_events(&events)?;
     }
     Ok(RestartOutcome { restart, restarts: report(()) })
 }

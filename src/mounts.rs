@@ -12,6 +12,8 @@ use rustix::mount::{MountAttrFlags, OpenTreeFlags};
 /// One line of `/proc/self/mountinfo`.
 pub struct MountInfo {
     pub mount_point: PathBuf,
+    /// The filesystem's device (`st_dev` of its files).
+    pub dev: u64,
     /// Per-mount options (`ro`, `nosuid`, …).
     pub options: String,
     pub fstype: String,
@@ -26,7 +28,9 @@ impl MountInfo {
         let (head, tail) = line.split_once(" - ")?;
         let head: Vec<&str> = head.split(' ').collect();
         let tail: Vec<&str> = tail.split(' ').collect();
+        let (major, minor) = head.get(2)?.split_once(':')?;
         Some(MountInfo {
+            dev: rustix::fs::makedev(major.parse().ok()?, minor.parse().ok()?),
             mount_point: PathBuf::from(unescape(head.get(4)?)),
             options: head.get(5)?.to_string(),
             fstype: tail.first()?.to_string(),

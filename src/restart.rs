@@ -170,13 +170,14 @@ pub fn report(
     }
     // Paths as processes see them: ROOT-prefixed when ROOT is not /.
     let prefix = if root == Path::new("/") { String::new() } else { root.display().to_string() };
+    let mounted: HashSet<u64> = crate::mounts::mounts().unwrap_or_default().iter().map(|m| m.dev).collect();
     let Ok(procs) = std::fs::read_dir("/proc") else { return r };
     for entry in procs.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         if pid == std::process::id() {
             continue;
         }
-        let files = stale_files(pid, &prefix, replaced, pending);
+        let files = stale_files(pid, &prefix, replaced, pending, &mounted);
         if files.is_empty() {
             continue;
         }
@@ -209,12 +210,28 @@ pub fn devices_in_use() -> HashSet<u64> {
 }
 
 /// The replaced paths process `pid` runs or maps.
-fn stale_files(pid: u32, prefix: &str, replaced: &HashSet<String>, pending: &HashSet<String>) -> Vec<String> {
+///
+/// A file of a `/usr` overlay livefs switched away from (detached) shows a path
+/// relative to that `/usr` (`/libexec/foo`) on a device no longer mounted here: it
+/// is stale when `/usr/libexec/foo` was replaced.
+fn stale_files(
+    pid: u32,
+    prefix: &str,
+    replaced: &HashSet<String>,
+    pending: &HashSet<String>,
+    mounted: &HashSet<u64>,
+) -> Vec<String> {
     let mut out = BTreeSet::new();
     // Judged by inode: a path that still names the mapped inode is current (even
     // if its name happens to end in " (deleted)"); otherwise the kernel's
     // " (deleted)" suffix is taken off to find which replaced path it was.
-    let mut consider = |raw: &str, inode: Option<u64>| {
+    let mut consider = |raw: &str, inode: Option<u64>, dev: Option<u64>| {
+        let detached = dev.is_some_and(|d| !mounted.is_empty() && !mounted.contains(&d));
+        let path = raw.strip_suffix(" (deleted)").unwrap_or(raw);
+        if detached && replaced.contains(&format!("/usr{path}")) {
+            out.insert(format!("/usr{path}"));
+            return;
+        }
         if let Some(rel) = raw.strip_prefix(prefix).filter(|rel| pending.contains(*rel)) {
             out.insert(rel.to_string());
             return;
@@ -224,24 +241,26 @@ fn stale_files(pid: u32, prefix: &str, replaced: &HashSet<String>, pending: &Has
         if same(raw) {
             return;
         }
-        let path = raw.strip_suffix(" (deleted)").unwrap_or(raw);
         let Some(rel) = path.strip_prefix(prefix) else { return };
         if replaced.contains(rel) {
             out.insert(rel.to_string());
         }
     };
     if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-        let ino = std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| m.ino());
-        consider(&exe.to_string_lossy(), ino);
+        let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok();
+        consider(&exe.to_string_lossy(), meta.as_ref().map(|m| m.ino()), meta.as_ref().map(|m| m.dev()));
     }
     if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
         for line in maps.lines() {
             // address perms offset dev inode path
-            let mut fields = line.splitn(6, ' ');
-            let inode = fields.nth(4).and_then(|i| i.parse::<u64>().ok());
+            let mut fields = line.splitn(6, ' ').skip(3);
+            let dev = fields.next().and_then(|d| d.split_once(':')).and_then(|(major, minor)| {
+                Some(rustix::fs::makedev(u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?))
+            });
+            let inode = fields.next().and_then(|i| i.parse::<u64>().ok());
             let Some(path) = fields.next().map(str::trim_start) else { continue };
             if path.starts_with('/') {
-                consider(path, inode);
+                consider(path, inode, dev);
             }
         }
     }

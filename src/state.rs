@@ -119,11 +119,15 @@ pub struct StateDir {
 /// What transitions since boot did to the unit files (absolute paths as on the
 /// running system): `--restart` starts what became wanted and stops what went.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct UnitEvents {
     /// Added `…/TARGET.wants/UNIT` (or `.requires/`) links.
     pub wanted: BTreeSet<String>,
     /// Removed unit files.
     pub removed: BTreeSet<String>,
+    /// Units livefs failed to restart, reload or start: started by the next
+    /// `livefs restart` once they are fixed.
+    pub failed: BTreeSet<String>,
 }
 
 /// Refs that pin the commits livefs uses against pruning.

@@ -23,7 +23,12 @@ fn processes_holding_replaced_files_need_a_restart() {
     write(&sys.tree.join("usr/lib/libdemo.so.1"), &[libz.as_slice(), b"livefs v2"].concat());
     let v2 = sys.commit("2");
     sys.deploy(&v2);
-    let out = sys.run(
+    // Version 3 (applied with --target): both change again, under a process
+    // started from version 2's layer, which the switch detaches.
+    write(&sys.tree.join("usr/bin/mysleep"), &[sleep.as_slice(), b"livefs v3"].concat());
+    write(&sys.tree.join("usr/lib/libdemo.so.1"), &[libz.as_slice(), b"livefs v3"].concat());
+    let v3 = sys.commit("3");
+    let out = sys.run(&format!(
         r#"
         LD_PRELOAD=$R/usr/lib/libdemo.so.1 $R/usr/bin/mysleep 60 &
         old=$!
@@ -34,10 +39,12 @@ fn processes_holding_replaced_files_need_a_restart() {
         new=$!
         sleep 0.3
         L status --json > $OUT/status.json
+        L apply --target {v3} --allow-replacement --dry-run --json > $OUT/dry3.json
+        L apply --target {v3} --allow-replacement --json > $OUT/apply3.json
         echo "$old $new" > $OUT/pids
         kill $old $new
-        "#,
-    );
+        "#
+    ));
     ok(&out);
     let pids = std::fs::read_to_string(sys.out.join("pids")).unwrap();
     let (old, new): (u64, u64) = {
@@ -66,6 +73,15 @@ fn processes_holding_replaced_files_need_a_restart() {
     let status = holders(&read_json(&sys.out.join("status.json")));
     assert!(status.iter().any(|(p, _)| *p == old), "{status:?}");
     assert!(!status.iter().any(|(p, _)| *p == new), "a process started after the apply is reported: {status:?}");
+    // Version 3: the dry run names the process running version 2's files (they
+    // are about to be replaced); the apply still does once they are in a
+    // detached layer, whose paths show relative to /usr (/bin/mysleep).
+    for name in ["dry3.json", "apply3.json"] {
+        let found = holders(&read_json(&sys.out.join(name)));
+        let mine =
+            found.iter().find(|(p, _)| *p == new).unwrap_or_else(|| panic!("{name}: pid {new} not in {found:?}"));
+        assert_eq!(mine.1, ["/usr/bin/mysleep", "/usr/lib/libdemo.so.1"], "{name}");
+    }
 }
 
 /// New sysusers.d and tmpfiles.d snippets create the user and its /var directory.

@@ -152,6 +152,35 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
     assert_eq!(read(&b1, "etc-after-reset.txt"), read(&b1, "etc-before.txt"), "/etc entries differ after reset");
     assert_eq!(read(&b1, "etc-after-reset.md5"), read(&b1, "etc-before.md5"), "/etc content differs after reset");
     quiet_ok(&b1, "apply-again");
+    // livefs restart after it: the failing restart is reported with the unit's
+    // status (exit 1, the JSON report on stdout); the other actions went on.
+    assert_eq!(read(&b1, "restart-failing.rc").trim(), "1", "{}", read(&b1, "restart-failing.out"));
+    assert_eq!(read(&b1, "restart-failing.err"), "");
+    let failing = read_json(&b1.join("restart-failing.out"));
+    assert_valid(&validator("restart"), "restart --json (failing)", &failing);
+    let results: Vec<(String, bool)> = failing["restart"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (format!("{} {}", a["verb"].as_str().unwrap(), a["unit"].as_str().unwrap()), a["result"]["ok"] == true)
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("restart livefs-demo-worker@1.service".to_string(), true),
+            ("restart livefs-demo.service".to_string(), false),
+            ("start lighttpd.service".to_string(), true),
+        ],
+        "{failing}"
+    );
+    let status = failing["restart"]["actions"][1]["result"]["status"].as_str().unwrap();
+    assert!(status.contains("livefs-demo.service") && status.contains("ExecStartPre"), "{status}");
+    let retry = quiet_ok(&b1, "restart-retry");
+    let started = "Start livefs-demo.service (livefs failed to restart it before): ok";
+    assert!(retry.lines().any(|l| l == started), "{retry}");
+    assert_eq!(read_json(&b1.join("restart-done-json.out"))["restart"]["actions"], serde_json::json!([]));
     assert_eq!(read(&b1, "failed-units.txt"), "", "failed units");
     assert_eq!(read(&b1, "journal-systemctl.txt"), "", "systemctl complained");
 

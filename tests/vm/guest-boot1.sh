@@ -72,6 +72,18 @@ etc_digest >"$O/etc-after-reset.md5"
 # Leave an apply live, for boot 2 to find it gone.
 run apply-again "$L" apply --allow-replacement
 ls -d /sysroot/ostree/deploy/debian/backing/*/livefs/usr.* >"$O/uppers.txt" 2>&1
+# livefs restart after a plain apply. A restart that fails (a runtime drop-in makes
+# the service fail to start) is reported with the unit's status, exit status 1,
+# and the other actions still run; once fixed, a second run restarts it.
+mkdir -p /run/systemd/system/livefs-demo.service.d
+printf '[Service]\nExecStartPre=/bin/false\n' >/run/systemd/system/livefs-demo.service.d/fail.conf
+systemctl daemon-reload
+run restart-failing "$L" restart --json
+rm -r /run/systemd/system/livefs-demo.service.d
+systemctl daemon-reload
+systemctl reset-failed livefs-demo.service
+run restart-retry "$L" restart
+run restart-done-json "$L" restart --dry-run --json
 systemctl --failed --no-legend --plain >"$O/failed-units.txt"
 journalctl -b --no-pager -o cat -t systemctl >"$O/journal-systemctl.txt" 2>&1
 exit 0
