@@ -11,8 +11,8 @@ use std::process::Command;
 use common::scratch;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const PAGES: [&str; 6] =
-    ["livefs", "livefs-status", "livefs-apply", "livefs-reset", "livefs-diff", "livefs-apply-tree"];
+const PAGES: [&str; 7] =
+    ["livefs", "livefs-status", "livefs-apply", "livefs-reset", "livefs-restart", "livefs-diff", "livefs-apply-tree"];
 const COMPLETIONS: [&str; 3] = [
     "usr/share/bash-completion/completions/livefs",
     "usr/share/zsh/vendor-completions/_livefs",
