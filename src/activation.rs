@@ -423,6 +423,35 @@ mod tests {
     }
 
     #[test]
+    fn refusals() {
+        let props = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        let (refuse_stop, refuse_start, none) =
+            (props("RefuseManualStop", "yes"), props("RefuseManualStart", "yes"), BTreeMap::new());
+        let shown = BTreeMap::from([
+            ("a.service", &refuse_stop),
+            ("b.service", &refuse_start),
+            ("c.socket", &none),
+            ("d.target", &none),
+            ("e.mount", &none),
+            ("dbus.service", &none),
+            ("agent.service", &none),
+        ]);
+        let r = |unit, verb| refusal(unit, &shown, Some("agent.service"), verb);
+        assert_eq!(r("a.service", Verb::Restart).as_deref(), Some("RefuseManualStop=yes"));
+        assert_eq!(r("a.service", Verb::Start), None);
+        assert_eq!(r("a.service", Verb::Reload), None);
+        assert_eq!(r("b.service", Verb::Start).as_deref(), Some("RefuseManualStart=yes"));
+        assert_eq!(r("b.service", Verb::Stop), None);
+        assert_eq!(r("c.socket", Verb::Restart), None);
+        assert_eq!(r("d.target", Verb::Start), None);
+        assert!(r("d.target", Verb::Restart).is_some());
+        assert!(r("e.mount", Verb::Restart).is_some());
+        assert!(r("dbus.service", Verb::Restart).unwrap().contains("message bus"));
+        assert_eq!(r("agent.service", Verb::Restart).as_deref(), Some("livefs runs in it"));
+        assert!(r("init.scope", Verb::Restart).is_some());
+    }
+
+    #[test]
     fn opt_out_keys() {
         let dir = tempfile::tempdir().unwrap();
         let unit = dir.path().join("u.service");

@@ -77,18 +77,21 @@ fn deb_package_has_binary_man_pages_and_completions() {
         let file = root.join(format!("usr/share/man/man8/{page}.8.gz"));
         let warnings = sh(&format!("zcat {} | groff -man -ww -z 2>&1", file.display()));
         assert_eq!(warnings, "", "{page}: groff warns");
-        let text = sh(&format!("MANWIDTH=100 man -l {} 2>&1 | col -b", file.display()));
+        let text = sh(&format!("MANWIDTH=100 man --nh --nj -l {} 2>&1 | col -b", file.display()));
         for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "FILES", "EXAMPLES", "SEE ALSO"] {
             assert!(text.lines().any(|l| l == section), "{page} has no {section} section:\n{text}");
         }
         let sub = page.strip_prefix("livefs-").unwrap_or("");
         assert!(text.contains(&format!("livefs {sub}").trim().to_string()), "{page}:\n{text}");
     }
-    let apply = sh(&format!("MANWIDTH=200 man -l {}/usr/share/man/man8/livefs-apply.8.gz | col -b", root.display()));
+    let apply =
+        sh(&format!("MANWIDTH=200 man --nh --nj -l {}/usr/share/man/man8/livefs-apply.8.gz | col -b", root.display()));
     for want in ["--allow-replacement", "--dry-run", "/run/livefs/", "livefs apply --allow-replacement"] {
         assert!(apply.contains(want), "livefs-apply(8) lacks {want}:\n{apply}");
     }
-    let status = |code: &str, what: &str| apply.lines().any(|l| l.trim_start().starts_with(code) && l.contains(what));
+    // Words, however groff spaced them.
+    let squash = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let status = |code: &str, what: &str| apply.lines().map(squash).any(|l| l.starts_with(code) && l.contains(what));
     assert!(status("0 ", "Done") && status("3 ", "Refused by policy"), "exit statuses not documented:\n{apply}");
     let words = sh(&format!(
         "source {}/{}; COMP_WORDS=(livefs ap); COMP_CWORD=1; COMP_LINE='livefs ap'; COMP_POINT=9; _livefs livefs ap livefs; echo \"${{COMPREPLY[*]}}\"",

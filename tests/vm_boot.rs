@@ -97,6 +97,14 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
         "{apply}"
     );
     assert!(apply.contains("Left alone: livefs-demo-pinned.service (X-RestartIfChanged=false)"), "{apply}");
+    // The session-like scope's process is listed, not killed.
+    assert!(
+        dry.contains(") in livefs-demo-session.scope uses replaced /usr/libexec/livefs-demo/livefs-demo-daemon"),
+        "{dry}"
+    );
+    let listed = apply.lines().find(|l| l.starts_with("Not restarted: livefs-demo-dae (pid "));
+    assert!(listed.is_some_and(|l| l.contains(" in livefs-demo-session.scope uses replaced ")), "{apply}");
+    assert_eq!(read(&b1, "session-after").trim(), "active", "the scope was stopped");
     // daemon-reload really ran: the new unit is loaded, the changed one re-read.
     assert_eq!(read(&b1, "lighttpd-load-before").trim(), "not-found");
     assert_eq!(read(&b1, "lighttpd-load-after").trim(), "loaded");

@@ -36,6 +36,11 @@ pids() {
         echo "$u $(systemctl show -p MainPID --value "$u.service")"
     done
 }
+# A process outside any service (a transient scope, as a login session's) running
+# the binary the update replaces: listed, never killed.
+systemd-run --scope --unit=livefs-demo-session -- /usr/libexec/livefs-demo/livefs-demo-daemon infinity \
+    >/dev/null 2>&1 &
+sleep 1
 pids >"$O/pids-before"
 run status-before "$L" status
 run apply-refused "$L" apply
@@ -54,6 +59,8 @@ for _ in $(seq 30); do http_get >"$O/http.txt" 2>/dev/null && break; sleep 1; do
 demo_pid=$(systemctl show -p MainPID --value livefs-demo.service)
 cmp "/proc/$demo_pid/exe" /usr/libexec/livefs-demo/livefs-demo-daemon >"$O/demo-exe-cmp" 2>&1
 echo $? >>"$O/demo-exe-cmp"
+systemctl show -p ActiveState --value livefs-demo-session.scope >"$O/session-after"
+systemctl stop livefs-demo-session.scope
 run status-live "$L" status
 run status-live-json "$L" status --json
 run restart-dry-json "$L" restart --dry-run --json
