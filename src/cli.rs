@@ -685,11 +685,26 @@ fn print_restart(o: &crate::live::RestartOutcome, json: bool) -> anyhow::Result<
 
 fn print_strategy(out: &mut impl Write, s: &crate::strategy::Strategy, what: &str) -> std::io::Result<()> {
     if s.live {
-        return writeln!(out, "Strategy:    {what} can go live as it is");
+        writeln!(out, "Strategy:    {what} can go live as it is")?;
+    } else {
+        writeln!(out, "Strategy:    {what} can go live except for what needs a reboot:")?;
+        for r in &s.reboot_for {
+            writeln!(out, "  reboot for {r}")?;
+        }
     }
-    writeln!(out, "Strategy:    {what} can go live except for what needs a reboot:")?;
-    for r in &s.reboot_for {
-        writeln!(out, "  reboot for {r}")?;
+    if !s.replaces.is_empty() {
+        writeln!(out, "  it replaces or removes {} existing path(s) in /usr", s.replaces.len())?;
+    }
+    let r = &s.restarts;
+    let mut restarts: Vec<String> = r.units.clone();
+    for (unit, procs) in &r.processes {
+        for p in procs {
+            let owner = if unit == "-" { String::new() } else { format!(" in {unit}") };
+            restarts.push(format!("{} (pid {}){owner}", p.command, p.pid));
+        }
+    }
+    if !restarts.is_empty() {
+        writeln!(out, "  then needs a restart: {}", restarts.join(", "))?;
     }
     Ok(())
 }

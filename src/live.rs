@@ -124,7 +124,19 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
     let restarts =
         crate::restart::report(&paths.root, &states.replaced()?, &Default::default(), &states.unit_changes()?);
     let strategy = match &system.pending {
-        Some(p) => Some(strategy_of(&repo, &system, p.checksum)?),
+        Some(p) => {
+            let mut s = strategy_of(&repo, &system, p.checksum)?;
+            // What it would replace and restart, from what /usr holds now.
+            let d = usr_diff(&repo, state.current(booted).unwrap_or(booted), p.checksum)?;
+            let usr = |path: &String| format!("/usr{path}");
+            let pending: std::collections::HashSet<String> =
+                d.modified.iter().map(|m| usr(&m.path)).chain(d.removed.iter().map(|r| usr(&r.path))).collect();
+            let changed: Vec<String> = pending.iter().cloned().chain(d.added.iter().map(|a| usr(&a.path))).collect();
+            s.replaces = pending.iter().cloned().collect();
+            s.replaces.sort();
+            s.restarts = would_restart(&paths.root, &states, &pending, &changed)?;
+            Some(s)
+        }
         None => None,
     };
     Ok(Status {
@@ -432,7 +444,7 @@ impl Live {
             restart: None,
             strategy: match etc_mode {
                 EtcMode::Merge => self.strategy(to)?,
-                EtcMode::Restore => crate::strategy::Strategy { live: true, reboot_for: Vec::new() },
+                EtcMode::Restore => crate::strategy::Strategy { live: true, ..Default::default() },
             },
         };
         let changed = changed_paths(&plan, &outcome.etc);
@@ -440,15 +452,18 @@ impl Live {
         let (added, removed) = added_and_removed(&plan, &outcome.etc);
         let mut new_events = crate::state::UnitEvents::default();
         crate::activation::record(&mut new_events, &added, &removed);
+        let pending = replaced_by(&plan);
+        if etc_mode == EtcMode::Merge {
+            let mut replaces: Vec<String> = pending.iter().cloned().collect();
+            replaces.sort();
+            outcome.strategy.replaces = replaces;
+            outcome.strategy.restarts = would_restart(&root, &self.states, &pending, &changed)?;
+        }
         if dry_run {
-            // What would need a restart once this transition is done.
-            let pending = replaced_by(&plan);
-            let mut units = self.states.unit_changes()?;
-            let now = crate::restart::now_monotonic_usec();
-            units.extend(
-                crate::restart::changed_units(changed.iter().map(String::as_str)).into_iter().map(|u| (u, now)),
-            );
-            outcome.restarts = crate::restart::report(&root, &self.states.replaced()?, &pending, &units);
+            outcome.restarts = match etc_mode {
+                EtcMode::Merge => outcome.strategy.restarts.clone(),
+                EtcMode::Restore => would_restart(&root, &self.states, &pending, &changed)?,
+            };
             if restart {
                 let events = self.states.unit_events()?;
                 let mut a = crate::activation::plan(&root, &outcome.restarts, &events, &new_events);
@@ -616,6 +631,20 @@ fn changed_paths(plan: &Plan, etc: &crate::etc::EtcReport) -> Vec<String> {
                 .map(|p| format!("/etc{}", p.path)),
         )
         .collect()
+}
+
+/// What would need a restart once paths `changed` (absolute) are, `pending`
+/// among them replaced or removed: on top of what was replaced since boot.
+fn would_restart(
+    root: &std::path::Path,
+    states: &StateDir,
+    pending: &std::collections::HashSet<String>,
+    changed: &[String],
+) -> anyhow::Result<crate::restart::Restarts> {
+    let mut units = states.unit_changes()?;
+    let now = crate::restart::now_monotonic_usec();
+    units.extend(crate::restart::changed_units(changed.iter().map(String::as_str)).into_iter().map(|u| (u, now)));
+    Ok(crate::restart::report(root, &states.replaced()?, pending, &units))
 }
 
 /// The files of `/usr` this plan replaces or removes, absolute.

@@ -13,13 +13,18 @@ use serde::Serialize;
 
 use crate::diff::Diff;
 
-/// What a live apply of an update delivers.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+/// What a live apply of an update delivers, and what it costs the running system.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Strategy {
     /// The whole update can go live (nothing below needs a reboot).
     pub live: bool,
     /// What only a reboot (or, for the manager, a re-exec) delivers.
     pub reboot_for: Vec<String>,
+    /// The existing paths of `/usr` it replaces or removes (what
+    /// `--allow-replacement` allows).
+    pub replaces: Vec<String>,
+    /// The units and processes that would need a restart once it is live.
+    pub restarts: crate::restart::Restarts,
 }
 
 /// The strategy of the `/usr` difference `diff` (booted or live → target) on a
@@ -51,5 +56,5 @@ pub fn of(diff: &Diff, release: &str, booted_kargs: Option<&str>, target_kargs: 
     }
     reboot_for.sort();
     reboot_for.dedup();
-    Strategy { live: reboot_for.is_empty(), reboot_for }
+    Strategy { live: reboot_for.is_empty(), reboot_for, ..Default::default() }
 }

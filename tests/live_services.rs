@@ -33,6 +33,7 @@ fn processes_holding_replaced_files_need_a_restart() {
         LD_PRELOAD=$R/usr/lib/libdemo.so.1 $R/usr/bin/mysleep 60 &
         old=$!
         sleep 0.3
+        L status --json > $OUT/status-before.json
         L apply --allow-replacement --json > $OUT/apply.json
         L apply --allow-replacement > $OUT/apply.txt
         LD_PRELOAD=$R/usr/lib/libdemo.so.1 $R/usr/bin/mysleep 60 &
@@ -63,6 +64,11 @@ fn processes_holding_replaced_files_need_a_restart() {
             })
             .collect()
     };
+    // Before: the pending deployment's strategy says what it replaces and who would need a restart.
+    let strategy = read_json(&sys.out.join("status-before.json"))["strategy"].clone();
+    assert_eq!(strategy["replaces"], serde_json::json!(["/usr/bin/mysleep", "/usr/lib/libdemo.so.1"]), "{strategy}");
+    let would = holders(&strategy);
+    assert!(would.iter().any(|(p, f)| *p == old && f.len() == 2), "{strategy}");
     let apply = read_json(&sys.out.join("apply.json"));
     let found = holders(&apply);
     let mine = found.iter().find(|(p, _)| *p == old).unwrap_or_else(|| panic!("pid {old} not reported: {found:?}"));
@@ -78,6 +84,10 @@ fn processes_holding_replaced_files_need_a_restart() {
     // detached layer, whose paths show relative to /usr (/bin/mysleep).
     for name in ["dry3.json", "apply3.json"] {
         let found = holders(&read_json(&sys.out.join(name)));
+        if name == "dry3.json" {
+            let strategy = holders(&read_json(&sys.out.join(name))["strategy"]);
+            assert!(strategy.iter().any(|(p, _)| *p == new), "{name}: strategy: {strategy:?}");
+        }
         let mine =
             found.iter().find(|(p, _)| *p == new).unwrap_or_else(|| panic!("{name}: pid {new} not in {found:?}"));
         assert_eq!(mine.1, ["/usr/bin/mysleep", "/usr/lib/libdemo.so.1"], "{name}");

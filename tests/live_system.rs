@@ -264,7 +264,8 @@ fn strategy_names_what_needs_a_reboot() {
     let out = sys.run("L apply --dry-run --json > $OUT/additions.json");
     ok(&out);
     let s = read_json(&sys.out.join("additions.json"))["strategy"].clone();
-    assert_eq!(s, serde_json::json!({"live": true, "reboot_for": []}));
+    let nothing = serde_json::json!({"units": [], "processes": {}});
+    assert_eq!(s, serde_json::json!({"live": true, "reboot_for": [], "replaces": [], "restarts": nothing}));
     write(&sys.tree.join("usr/lib/modules/9.9.9-new/vmlinuz"), b"new kernel");
     write(&sys.tree.join("usr/lib/modules/9.9.9-new/initramfs.img"), b"new initramfs");
     write(&sys.tree.join("usr/lib/systemd/systemd"), b"new manager");
