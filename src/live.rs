@@ -134,7 +134,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
             let changed: Vec<String> = pending.iter().cloned().chain(d.added.iter().map(|a| usr(&a.path))).collect();
             s.replaces = pending.iter().cloned().collect();
             s.replaces.sort();
-            s.restarts = would_restart(&paths.root, &states, &pending, &changed)?;
+            s.restarts = would_restart(&paths.root, None, &pending, &changed)?;
             Some(s)
         }
         None => None,
@@ -457,13 +457,10 @@ impl Live {
             let mut replaces: Vec<String> = pending.iter().cloned().collect();
             replaces.sort();
             outcome.strategy.replaces = replaces;
-            outcome.strategy.restarts = would_restart(&root, &self.states, &pending, &changed)?;
+            outcome.strategy.restarts = would_restart(&root, None, &pending, &changed)?;
         }
         if dry_run {
-            outcome.restarts = match etc_mode {
-                EtcMode::Merge => outcome.strategy.restarts.clone(),
-                EtcMode::Restore => would_restart(&root, &self.states, &pending, &changed)?,
-            };
+            outcome.restarts = would_restart(&root, Some(&self.states), &pending, &changed)?;
             if restart {
                 let events = self.states.unit_events()?;
                 let mut a = crate::activation::plan(&root, &outcome.restarts, &events, &new_events);
@@ -634,17 +631,21 @@ fn changed_paths(plan: &Plan, etc: &crate::etc::EtcReport) -> Vec<String> {
 }
 
 /// What would need a restart once paths `changed` (absolute) are, `pending`
-/// among them replaced or removed: on top of what was replaced since boot.
+/// among them replaced or removed: because of that change alone, or (with
+/// `since_boot`) together with what earlier transitions of this boot left.
 fn would_restart(
     root: &std::path::Path,
-    states: &StateDir,
+    since_boot: Option<&StateDir>,
     pending: &std::collections::HashSet<String>,
     changed: &[String],
 ) -> anyhow::Result<crate::restart::Restarts> {
-    let mut units = states.unit_changes()?;
+    let (mut units, replaced) = match since_boot {
+        Some(states) => (states.unit_changes()?, states.replaced()?),
+        None => Default::default(),
+    };
     let now = crate::restart::now_monotonic_usec();
     units.extend(crate::restart::changed_units(changed.iter().map(String::as_str)).into_iter().map(|u| (u, now)));
-    Ok(crate::restart::report(root, &states.replaced()?, pending, &units))
+    Ok(crate::restart::report(root, &replaced, pending, &units))
 }
 
 /// The files of `/usr` this plan replaces or removes, absolute.

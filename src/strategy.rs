@@ -23,7 +23,8 @@ pub struct Strategy {
     /// The existing paths of `/usr` it replaces or removes (what
     /// `--allow-replacement` allows).
     pub replaces: Vec<String>,
-    /// The units and processes that would need a restart once it is live.
+    /// The units and processes this update alone would need restarted (what
+    /// earlier transitions of this boot left is in the top-level report).
     pub restarts: crate::restart::Restarts,
 }
 
