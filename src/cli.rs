@@ -655,13 +655,11 @@ fn print_activation(out: &mut impl Write, a: &crate::activation::Activation) -> 
         writeln!(out, "Left alone: {} ({})", s.unit, s.reason)?;
     }
     for l in &a.left {
-        let owner = if l.unit == "-" { String::new() } else { format!(" in {}", l.unit) };
+        let (command, pid, files) = (&l.command, l.pid, l.files.join(", "));
         writeln!(
             out,
-            "Not restarted: {} (pid {}){owner} uses replaced {}: restart it yourself",
-            l.command,
-            l.pid,
-            l.files.join(", ")
+            "Not restarted: {command} (pid {pid}){} uses replaced {files}: restart it yourself",
+            in_unit(&l.unit)
         )?;
     }
     Ok(())
@@ -698,15 +696,21 @@ fn print_strategy(out: &mut impl Write, s: &crate::strategy::Strategy, what: &st
     let r = &s.restarts;
     let mut restarts: Vec<String> = r.units.clone();
     for (unit, procs) in &r.processes {
-        for p in procs {
-            let owner = if unit == "-" { String::new() } else { format!(" in {unit}") };
-            restarts.push(format!("{} (pid {}){owner}", p.command, p.pid));
-        }
+        restarts.extend(procs.iter().map(|p| format!("{} (pid {}){}", p.command, p.pid, in_unit(unit))));
     }
     if !restarts.is_empty() {
         writeln!(out, "  then needs a restart: {}", restarts.join(", "))?;
     }
     Ok(())
+}
+
+/// ` in UNIT` for a process's unit, nothing when it is in none (`-`).
+fn in_unit(unit: &str) -> String {
+    if unit == "-" {
+        String::new()
+    } else {
+        format!(" in {unit}")
+    }
 }
 
 fn print_restarts(out: &mut impl Write, r: &crate::restart::Restarts, what: &str) -> std::io::Result<()> {
@@ -715,8 +719,8 @@ fn print_restarts(out: &mut impl Write, r: &crate::restart::Restarts, what: &str
     }
     for (unit, procs) in &r.processes {
         for p in procs {
-            let owner = if unit == "-" { String::new() } else { format!(" in {unit}") };
-            writeln!(out, "{what}: {} (pid {}){owner} uses replaced {}", p.command, p.pid, p.files.join(", "))?;
+            let files = p.files.join(", ");
+            writeln!(out, "{what}: {} (pid {}){} uses replaced {files}", p.command, p.pid, in_unit(unit))?;
         }
     }
     Ok(())

@@ -132,9 +132,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
             let pending: std::collections::HashSet<String> =
                 d.modified.iter().map(|m| usr(&m.path)).chain(d.removed.iter().map(|r| usr(&r.path))).collect();
             let changed: Vec<String> = pending.iter().cloned().chain(d.added.iter().map(|a| usr(&a.path))).collect();
-            s.replaces = pending.iter().cloned().collect();
-            s.replaces.sort();
-            s.restarts = would_restart(&paths.root, None, &pending, &changed)?;
+            add_costs(&mut s, &paths.root, &pending, &changed)?;
             Some(s)
         }
         None => None,
@@ -454,18 +452,12 @@ impl Live {
         crate::activation::record(&mut new_events, &added, &removed);
         let pending = replaced_by(&plan);
         if etc_mode == EtcMode::Merge {
-            let mut replaces: Vec<String> = pending.iter().cloned().collect();
-            replaces.sort();
-            outcome.strategy.replaces = replaces;
-            outcome.strategy.restarts = would_restart(&root, None, &pending, &changed)?;
+            add_costs(&mut outcome.strategy, &root, &pending, &changed)?;
         }
         if dry_run {
             outcome.restarts = would_restart(&root, Some(&self.states), &pending, &changed)?;
             if restart {
-                let events = self.states.unit_events()?;
-                let mut a = crate::activation::plan(&root, &outcome.restarts, &events, &new_events);
-                a.dry_run = true;
-                outcome.restart = Some(a);
+                outcome.restart = Some(activate(&root, &self.states, &outcome.restarts, &new_events, true)?);
             }
             outcome.triggers = actions
                 .iter()
@@ -563,16 +555,11 @@ impl Live {
                 .iter()
                 .any(|p| matches!(p.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed))
             || outcome.triggers.iter().any(|t| !t.skipped);
-        let none = Default::default();
-        outcome.restarts = crate::restart::report(&root, &replaced, &none, &units);
+        let report = || crate::restart::report(&root, &replaced, &Default::default(), &units);
+        outcome.restarts = report();
         if restart {
-            let mut a =
-                crate::activation::plan(&root, &outcome.restarts, &events, &crate::state::UnitEvents::default());
-            crate::activation::execute(&mut a);
-            crate::activation::remember(&mut events, &a);
-            self.states.save_unit_events(&events)?;
-            outcome.restarts = crate::restart::report(&root, &replaced, &none, &units);
-            outcome.restart = Some(a);
+            outcome.restart = Some(activate(&root, &self.states, &outcome.restarts, &Default::default(), false)?);
+            outcome.restarts = report();
         }
         Ok(outcome)
     }
@@ -628,6 +615,42 @@ fn changed_paths(plan: &Plan, etc: &crate::etc::EtcReport) -> Vec<String> {
                 .map(|p| format!("/etc{}", p.path)),
         )
         .collect()
+}
+
+/// Acts on units as a boot would (see `activation`) for `restarts` and the unit
+/// events of this boot (plus `new_events`, this transition's in a dry run);
+/// remembers what failed for the next `livefs restart`.
+fn activate(
+    root: &std::path::Path,
+    states: &StateDir,
+    restarts: &crate::restart::Restarts,
+    new_events: &crate::state::UnitEvents,
+    dry_run: bool,
+) -> anyhow::Result<crate::activation::Activation> {
+    let mut events = states.unit_events()?;
+    let mut a = crate::activation::plan(root, restarts, &events, new_events);
+    a.dry_run = dry_run;
+    if !dry_run {
+        crate::activation::execute(&mut a);
+        crate::activation::remember(&mut events, &a);
+        states.save_unit_events(&events)?;
+    }
+    Ok(a)
+}
+
+/// Adds to a strategy what the update costs the running system: the `/usr`
+/// paths it replaces or removes (`pending`) and what it alone would need
+/// restarted once all of `changed` (absolute) are.
+fn add_costs(
+    s: &mut crate::strategy::Strategy,
+    root: &std::path::Path,
+    pending: &std::collections::HashSet<String>,
+    changed: &[String],
+) -> anyhow::Result<()> {
+    s.replaces = pending.iter().cloned().collect();
+    s.replaces.sort();
+    s.restarts = would_restart(root, None, pending, changed)?;
+    Ok(())
 }
 
 /// What would need a restart once paths `changed` (absolute) are, `pending`
@@ -814,15 +837,7 @@ pub fn restart(paths: &Paths, dry_run: bool) -> anyhow::Result<RestartOutcome> {
         return Err(PolicyError::InterruptedRestart.into());
     }
     let (replaced, units) = (live.states.replaced()?, live.states.unit_changes()?);
-    let none = Default::default();
-    let report = |_: ()| crate::restart::report(&paths.root, &replaced, &none, &units);
-    let mut events = live.states.unit_events()?;
-    let mut restart = crate::activation::plan(&paths.root, &report(()), &events, &Default::default());
-    restart.dry_run = dry_run;
-    if !dry_run {
-        crate::activation::execute(&mut restart);
-        crate::activation::remember(&mut events, &restart);
-        live.states.save_unit_events(&events)?;
-    }
-    Ok(RestartOutcome { restart, restarts: report(()) })
+    let report = || crate::restart::report(&paths.root, &replaced, &Default::default(), &units);
+    let restart = activate(&paths.root, &live.states, &report(), &Default::default(), dry_run)?;
+    Ok(RestartOutcome { restart, restarts: report() })
 }
