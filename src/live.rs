@@ -831,11 +831,11 @@ pub struct RestartOutcome {
 /// restart — units running an old definition or old code, units newly wanted or
 /// removed — as `apply --restart` does right after a transition.
 pub fn restart(paths: &Paths, dry_run: bool) -> anyhow::Result<RestartOutcome> {
-    crate::activation::check(&paths.root)?;
     let live = Live::open(paths, false)?;
     if matches!(live.state, LiveState::Applying { .. }) {
         return Err(PolicyError::InterruptedRestart.into());
     }
+    crate::activation::check(&paths.root)?;
     let (replaced, units) = (live.states.replaced()?, live.states.unit_changes()?);
     let report = || crate::restart::report(&paths.root, &replaced, &Default::default(), &units);
     let restart = activate(&paths.root, &live.states, &report(), &Default::default(), dry_run)?;

@@ -48,6 +48,7 @@ fn status_apply_and_reset_outputs_follow_their_schemas() {
         L apply --dry-run --allow-replacement --json > $OUT/apply-dry.json
         if LIVEFS_FAULT_AFTER=4 L apply --allow-replacement --json > /dev/null; then exit 1; fi
         L status --json > $OUT/status-interrupted.json
+        if L restart --json > $OUT/restart-interrupted.json; then exit 1; else echo $? > $OUT/restart-interrupted.rc; fi
         L apply --allow-replacement --json > $OUT/apply-resumed.json
         L status --json > $OUT/status-live.json
         L apply --allow-replacement --json > $OUT/apply-again.json
@@ -64,10 +65,15 @@ fn status_apply_and_reset_outputs_follow_their_schemas() {
     let apply = validator("apply");
     assert_eq!(validate_outputs(&sys, &status, "status-"), 5);
     assert_eq!(validate_outputs(&sys, &apply, "apply-"), 9);
-    assert_eq!(validate_outputs(&sys, &validator("restart"), "restart-"), 1);
+    assert_eq!(validate_outputs(&sys, &validator("restart"), "restart-"), 2);
     // The documents are what their names say (the schema's branches were taken).
     let doc = |n: &str| read_json(&sys.out.join(n));
     assert_eq!(doc("status-interrupted.json")["state"]["state"], "applying");
+    // An interrupted transition is finished before units are acted on: refused by policy.
+    let rc = std::fs::read_to_string(sys.out.join("restart-interrupted.rc")).unwrap();
+    assert_eq!(rc.trim(), "3");
+    assert!(doc("restart-interrupted.json")["error"].as_str().unwrap().contains("finish it"));
+    assert_eq!(doc("restart-interrupted.json")["kind"], "policy");
     assert_eq!(doc("status-live.json")["usr"]["kind"], "livefs");
     assert_eq!(doc("apply-refused.json")["kind"], "policy");
     for n in ["apply-restart-nosystemd.json", "restart-nosystemd.json"] {
