@@ -1,10 +1,92 @@
 # Installs what livefs's demo, tests and benchmarks need, when it is missing.
 # Sourced by the other scripts; needs root (apt-get) on a fresh Debian machine.
+#
+# apt never removes a package for us (--no-remove): a fresh machine may carry a
+# backported package (qemu-utils 10 from bookworm-backports) that installing its
+# sibling from the release (qemu-system-x86 7.2) would silently remove. Related
+# packages are installed together, at the installed one's version.
+
+# The Debian mirror this machine's apt uses (LIVEFS_TEST_MIRROR overrides it):
+# the first URIs of a deb822 source, else of a one-line `deb` source, that serves
+# the machine's release (not -security, -updates or -backports).
+livefs_mirror() {
+    if [ -n "${LIVEFS_TEST_MIRROR:-}" ]; then
+        echo "$LIVEFS_TEST_MIRROR"
+        return
+    fi
+    local mirror
+    mirror=$(awk '
+        /^URIs:/ { uri = $2 }
+        /^Suites:/ { for (i = 2; i <= NF; i++) if ($i !~ /-/) { print uri; exit } }
+        /^deb / { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i + 1) !~ /-/) { print $i; exit } break } }
+    ' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null)
+    if [ -z "$mirror" ]; then
+        echo "livefs: no Debian mirror in /etc/apt/sources.list{,.d/*.sources}; set LIVEFS_TEST_MIRROR" >&2
+        return 1
+    fi
+    echo "${mirror%/}"
+}
+
+# Packages that must be of one version. When one of them is installed from a
+# suite the machine's sources lack (a backport), the others come from there too.
+LIVEFS_RELATED_GROUPS=("qemu-utils qemu-system-x86")
+
+livefs_installed_version() {
+    dpkg-query -W -f '${db:Status-Status} ${Version}\n' "$1" 2>/dev/null | awk '$1 == "installed" { print $2 }'
+}
+
+# True when apt knows a source for version $2 of package $1.
+livefs_apt_has() {
+    apt-cache madison "$1" 2>/dev/null | awk -v v="$2" '$3 == v { found = 1 } END { exit !found }'
+}
+
+# apt-get install that never removes anything; its log is shown when it fails.
+livefs_apt_get() {
+    apt-get install -y -qq --no-install-recommends --no-remove "$@" >/tmp/livefs-apt.log 2>&1 && return 0
+    echo "livefs: apt-get install $* failed (nothing was removed):" >&2
+    tail -15 /tmp/livefs-apt.log >&2
+    return 1
+}
+
+livefs_apt_install() {
+    local plain=() related=() backported=0 pkg group member version
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    for pkg in "$@"; do
+        for group in "${LIVEFS_RELATED_GROUPS[@]}"; do
+            [[ " $group " == *" $pkg "* ]] || continue
+            for member in $group; do
+                version=$(livefs_installed_version "$member")
+                [ -n "$version" ] || continue
+                related+=("$pkg" "$member")
+                livefs_apt_has "$member" "$version" || backported=1
+                continue 3
+            done
+        done
+        plain+=("$pkg")
+    done
+    [ ${#plain[@]} -eq 0 ] || livefs_apt_get "${plain[@]}" || exit 1
+    [ ${#related[@]} -ne 0 ] || return 0
+    if [ "$backported" = 0 ]; then
+        livefs_apt_get "${related[@]}" || exit 1
+        return 0
+    fi
+    local codename mirror rc=0 list=/etc/apt/sources.list.d/livefs-backports.sources
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    mirror=$(livefs_mirror) || exit 1
+    echo "livefs: ${related[*]}: installed from $codename-backports, adding it from $mirror for this install" >&2
+    printf 'Types: deb\nURIs: %s\nSuites: %s-backports\nComponents: main\nSigned-By: %s\n' \
+        "$mirror" "$codename" /usr/share/keyrings/debian-archive-keyring.gpg >"$list"
+    apt-get update -qq >/dev/null && livefs_apt_get -t "$codename-backports" "${related[@]}" || rc=1
+    rm -f "$list"
+    [ "$rc" = 0 ] || exit 1
+}
+
 livefs_need() {
     # usage: livefs_need COMMAND PACKAGE [COMMAND PACKAGE ...]
-    local missing=()
+    local missing=() pairs=("$@")
     while [ $# -ge 2 ]; do
-        command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+        command -v "$1" >/dev/null 2>&1 || [[ " ${missing[*]} " == *" $2 "* ]] || missing+=("$2")
         shift 2
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -13,7 +95,17 @@ livefs_need() {
         echo "livefs: run as root to install ${missing[*]}" >&2
         exit 1
     fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    livefs_apt_install "${missing[@]}"
+    # Every command the scripts rely on, checked again: a package that did not
+    # provide it (or that something removed) is named here, not 20 minutes later.
+    set -- "${pairs[@]}"
+    local absent=()
+    while [ $# -ge 2 ]; do
+        command -v "$1" >/dev/null 2>&1 || absent+=("$1 ($2)")
+        shift 2
+    done
+    if [ ${#absent[@]} -ne 0 ]; then
+        echo "livefs: still missing after installing: ${absent[*]}" >&2
+        exit 1
+    fi
 }

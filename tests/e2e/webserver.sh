@@ -6,7 +6,8 @@
 set -euo pipefail
 : "${OUT:?}" "${LIVEFS:?}"
 CACHE=${LIVEFS_TEST_CACHE:-/var/cache/livefs-test}
-MIRROR=${LIVEFS_TEST_MIRROR:-http://deb.debian.org/debian}
+. "$(dirname "$0")/../../scripts/deps.sh"
+MIRROR=$(livefs_mirror)
 mkdir -p "$CACHE"
 export OSTREE_SYSROOT_DEBUG=mutable-deployments
 

@@ -7,7 +7,8 @@
 # Usage: rootfs.sh CACHE_DIR. Prints nothing on success; logs go to CACHE_DIR/*.log.
 set -euo pipefail
 CACHE=${1:?usage: rootfs.sh CACHE_DIR}
-MIRROR=${LIVEFS_TEST_MIRROR:-http://deb.debian.org/debian}
+. "$(dirname "$0")/../../scripts/deps.sh"
+MIRROR=$(livefs_mirror)
 mkdir -p "$CACHE"
 # Bump when what this script builds changes, so caches are rebuilt.
 VERSION=3
