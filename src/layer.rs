@@ -49,9 +49,18 @@ pub struct LayerStats {
 
 /// Builds into the empty directory `layer` what turns `usr` of the commit whose
 /// `/usr` is `base` into `usr` of `target`: `plan` is that difference (with any
-/// operation livefs keeps out already removed).
-pub fn build(repo: &Repo, target: TreeRoot, plan: &Plan, layer: BorrowedFd<'_>) -> anyhow::Result<LayerStats> {
-    let mut b = Builder { repo, layer, target, dirs: HashSet::new(), last: None, stats: LayerStats::default() };
+/// operation livefs keeps out already removed). Files are linked from `objects`,
+/// the repository's objects seen through the mount `layer` is on (`None`: the
+/// repository's own; see [`Repo::link_file`]).
+pub fn build(
+    repo: &Repo,
+    objects: Option<BorrowedFd<'_>>,
+    target: TreeRoot,
+    plan: &Plan,
+    layer: BorrowedFd<'_>,
+) -> anyhow::Result<LayerStats> {
+    let mut b =
+        Builder { repo, objects, layer, target, dirs: HashSet::new(), last: None, stats: LayerStats::default() };
     // The merged root takes the layer root's attributes: the target's /usr's.
     let root_meta = repo.read_dirmeta(target.meta)?;
     checkout::set_dir_meta(layer, &root_meta, &[]).context("cannot set the layer's root metadata")?;
@@ -64,6 +73,7 @@ pub fn build(repo: &Repo, target: TreeRoot, plan: &Plan, layer: BorrowedFd<'_>) 
 
 struct Builder<'a> {
     repo: &'a Repo,
+    objects: Option<BorrowedFd<'a>>,
     layer: BorrowedFd<'a>,
     target: TreeRoot,
     /// Directories of the layer made so far, by path relative to its root (paths,
@@ -125,7 +135,7 @@ impl Builder<'_> {
 
     /// A hardlink of the object (of `size` content bytes), else a copy.
     fn file(&mut self, dir: BorrowedFd<'_>, name: &str, c: Checksum, size: u64) -> anyhow::Result<()> {
-        if self.repo.link_file(c, dir, name)? {
+        if self.repo.link_file(self.objects, c, dir, name)? {
             fault::mutation();
             self.stats.files_linked += 1;
             self.stats.bytes_linked += size;

@@ -407,10 +407,11 @@ impl Live {
                 // that is the plan checked above (the policy only refuses, it
                 // never filters).
                 let layer_plan = if from == booted { plan.clone() } else { self.plan(booted, to, true)?.0 };
-                let footprint = layer_footprint(&self.repo, &layer_plan);
+                let site = overlay::LayerSite::open(&self.system.sysroot, &self.system.booted, &self.repo)?;
+                let footprint = layer_footprint(&layer_plan, site.links());
                 let sysroot_fd = crate::checkout::open_dir_path(&self.system.sysroot)?;
                 plan::check_footprint(footprint, sysroot_fd.as_fd(), &self.system.sysroot.display().to_string())?;
-                UsrStrategy::Layer { plan: layer_plan }
+                UsrStrategy::Layer { plan: layer_plan, site }
             }
         };
         let etc_dry = match etc_mode {
@@ -488,10 +489,10 @@ impl Live {
             }
             UsrStrategy::Keep => {}
             UsrStrategy::Detach => overlay::detach(&root, &self.system.booted)?,
-            UsrStrategy::Layer { plan: layer_plan } => {
+            UsrStrategy::Layer { plan: layer_plan, site } => {
                 let target = usr_root(&self.repo, to)?;
-                let (path, fd) = overlay::new_layer(&self.system.sysroot, &self.system.booted, &to.to_hex())?;
-                let stats = crate::layer::build(&self.repo, target, &layer_plan, fd.as_fd())?;
+                let (path, fd) = site.new_layer(&to.to_hex())?;
+                let stats = crate::layer::build(&self.repo, site.objects(), target, &layer_plan, fd.as_fd())?;
                 drop(fd);
                 let lower = self.system.booted.path.join("usr");
                 overlay::switch(&root, &lower, &path, &self.system.booted)?;
@@ -568,7 +569,7 @@ impl Live {
 /// How `/usr` goes from one tree to the next (see [`Live::transition`]).
 enum UsrStrategy {
     /// Build a layer booted → target and switch `/usr` to it.
-    Layer { plan: Plan },
+    Layer { plan: Plan, site: overlay::LayerSite },
     /// Back to the booted `/usr`: detach livefs's overlay.
     Detach,
     /// `/usr` shows the target already.
@@ -577,13 +578,13 @@ enum UsrStrategy {
     WriteThrough { status: Vec<plan::Status> },
 }
 
-/// The space and inodes a layer needs: with a bare repository, files are links
-/// (no space, no inode); a directory or whiteout per operation at most. Other
-/// modes copy the content too.
-fn layer_footprint(repo: &Repo, plan: &Plan) -> crate::diff::Footprint {
+/// The space and inodes a layer needs: when its files are `links` to the
+/// repository's objects, no space and no inode for them; a directory or whiteout
+/// per operation at most. Otherwise the content is copied too.
+fn layer_footprint(plan: &Plan, links: bool) -> crate::diff::Footprint {
     let entries = plan.ops.len() as u64;
     let mut f = crate::diff::Footprint { bytes: 0, space: entries * crate::diff::BLOCK, entries };
-    if repo.mode() != crate::repo::RepoMode::Bare {
+    if !links {
         f += plan.total;
     }
     f

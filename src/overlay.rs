@@ -21,7 +21,7 @@
 //! `/var/tmp`), written through a private writable clone of the sysroot's mount
 //! when it is read-only. A layer no mount uses is removed by the next run.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -33,6 +33,7 @@ use serde::Serialize;
 use crate::checkout;
 use crate::fault;
 use crate::mounts::MountInfo;
+use crate::repo::{Repo, RepoMode};
 use crate::sysroot::Deployment;
 
 /// The directory of livefs's layers in a deployment's backing directory.
@@ -113,20 +114,64 @@ pub fn layers_dir(sysroot: &Path, deployment: &Deployment) -> PathBuf {
     sysroot.join("ostree/deploy").join(&deployment.osname).join("backing").join(deployment.id()).join(LAYERS_DIR)
 }
 
-/// A new, empty layer directory for `target` and a writable fd on it (through a
-/// private writable clone of the sysroot's mount when that is read-only; the
-/// clone lives as long as the fd).
-pub fn new_layer(sysroot: &Path, deployment: &Deployment, target: &str) -> anyhow::Result<(PathBuf, OwnedFd)> {
-    let rel = format!("ostree/deploy/{}/backing/{}/{LAYERS_DIR}", deployment.osname, deployment.id());
-    let base = make_dirs(writable_sysroot(sysroot)?.as_fd(), &rel)
-        .with_context(|| format!("cannot create {}/{rel}", sysroot.display()))?;
-    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let name = format!("{LAYER_PREFIX}{}.{nonce:x}", &target[..12.min(target.len())]);
-    rustix::fs::mkdirat(&base, name.as_str(), Mode::from_raw_mode(0o755))
-        .with_context(|| format!("cannot create layer {name}"))?;
-    fault::mutation();
-    let fd = checkout::open_dir(base.as_fd(), &name)?;
-    Ok((sysroot.join(&rel).join(name), fd))
+/// Where a deployment's layers are written: the sysroot's directory, writable
+/// (through a private writable clone of its mount when that is read-only), and
+/// the repository's `objects` seen through that same mount — link(2) fails with
+/// `EXDEV` between two mounts even of one filesystem, so a layer written through
+/// the clone must link from it.
+pub struct LayerSite {
+    sysroot: PathBuf,
+    /// The layers directory, relative to the sysroot.
+    rel: String,
+    writable: OwnedFd,
+    objects: Option<OwnedFd>,
+    links: bool,
+}
+
+impl LayerSite {
+    pub fn open(sysroot: &Path, deployment: &Deployment, repo: &Repo) -> anyhow::Result<LayerSite> {
+        let writable = writable_sysroot(sysroot)?;
+        let objects = objects_beneath(repo, writable.as_fd(), sysroot);
+        // The repository's own objects, found through the same mount: a link works.
+        let links = repo.mode() == RepoMode::Bare && objects.is_some();
+        let rel = format!("ostree/deploy/{}/backing/{}/{LAYERS_DIR}", deployment.osname, deployment.id());
+        Ok(LayerSite { sysroot: sysroot.to_path_buf(), rel, writable, objects, links })
+    }
+
+    /// Whether the layer's files will be hardlinks of the repository's objects
+    /// (else copies: what the space preflight counts).
+    pub fn links(&self) -> bool {
+        self.links
+    }
+
+    /// The repository's objects, to link from into a layer of this site.
+    pub fn objects(&self) -> Option<BorrowedFd<'_>> {
+        self.objects.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// A new, empty layer directory for `target` and a writable fd on it.
+    pub fn new_layer(&self, target: &str) -> anyhow::Result<(PathBuf, OwnedFd)> {
+        let base = make_dirs(self.writable.as_fd(), &self.rel)
+            .with_context(|| format!("cannot create {}/{}", self.sysroot.display(), self.rel))?;
+        let nonce =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let name = format!("{LAYER_PREFIX}{}.{nonce:x}", &target[..12.min(target.len())]);
+        rustix::fs::mkdirat(&base, name.as_str(), Mode::from_raw_mode(0o755))
+            .with_context(|| format!("cannot create layer {name}"))?;
+        fault::mutation();
+        let fd = checkout::open_dir(base.as_fd(), &name)?;
+        Ok((self.sysroot.join(&self.rel).join(name), fd))
+    }
+}
+
+/// `repo`'s `objects` directory opened beneath `mount`, the directory
+/// `mount_path` seen through another mount; `None` when the repository is not
+/// beneath `mount_path`, or what is there is another directory.
+fn objects_beneath(repo: &Repo, mount: BorrowedFd<'_>, mount_path: &Path) -> Option<OwnedFd> {
+    let rel = repo.path().strip_prefix(mount_path).ok()?.join("objects");
+    let fd = checkout::open_dir(mount, rel.to_str()?).ok()?;
+    let (a, b) = (rustix::fs::fstat(&fd).ok()?, rustix::fs::fstat(repo.objects()).ok()?);
+    ((a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)).then_some(fd)
 }
 
 /// The sysroot's directory, writable: through a private writable clone of its
@@ -142,7 +187,7 @@ fn writable_sysroot(sysroot: &Path) -> anyhow::Result<OwnedFd> {
 }
 
 /// Opens `rel` under `dir`, creating missing directories, never following symlinks.
-fn make_dirs(dir: rustix::fd::BorrowedFd<'_>, rel: &str) -> anyhow::Result<OwnedFd> {
+fn make_dirs(dir: BorrowedFd<'_>, rel: &str) -> anyhow::Result<OwnedFd> {
     let mut fd = rustix::io::dup(dir)?;
     for c in rel.split('/') {
         match rustix::fs::mkdirat(&fd, c, Mode::from_raw_mode(0o755)) {

@@ -49,6 +49,7 @@ fn composefs_boot_apply_and_reset() {
         L apply --json > $OUT/apply.json
         if test -e $R/usr/composefs-view-only; then echo "the overlay's lower is the composefs view" >&2; exit 1; fi
         L apply > $OUT/apply-again.txt
+        stat -c %i $S/ostree/deploy/demo/backing/*/livefs/usr.*/bin/newprog > $OUT/layer-inode
         $R/usr/bin/newprog > $OUT/newprog.out
         grep " $R/usr " /proc/self/mountinfo > $OUT/mountinfo
         if touch $R/usr/intruder 2>/dev/null; then echo "/usr is writable" >&2; exit 1; fi
@@ -75,6 +76,15 @@ fn composefs_boot_apply_and_reset() {
     let apply = read_json(&sys.out.join("apply.json"));
     assert_eq!(apply["state"]["state"], "live");
     assert_eq!(apply["etc_transient"], false);
+    // Zero-copy through the read-only sysroot: the layer's files are the objects.
+    assert_eq!(apply["layer"]["files_copied"], 0, "{apply}");
+    assert_eq!(apply["layer"]["bytes_written"], 0, "{apply}");
+    assert_eq!(apply["layer"]["files_linked"], 3, "{apply}");
+    let object = ls_checksum(&sys.repo, &v2, "/usr/bin/newprog");
+    let object = sys.repo.join(format!("objects/{}/{}.file", &object[..2], &object[2..]));
+    use std::os::unix::fs::MetadataExt;
+    let object_inode = std::fs::metadata(&object).unwrap().ino();
+    assert_eq!(read(&sys, "layer-inode").trim(), object_inode.to_string(), "the layer's file is not the object");
     assert_eq!(read(&sys, "newprog.out"), "hello from the new program\n");
     let mountinfo = read(&sys, "mountinfo");
     assert!(mountinfo.contains(" - overlay livefs:usr."), "/usr is not livefs's overlay:\n{mountinfo}");

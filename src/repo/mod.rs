@@ -316,18 +316,31 @@ impl Repo {
         Ok((meta, Content::Deflate(Box::new(stream))))
     }
 
+    /// The repository's `objects` directory.
+    pub fn objects(&self) -> BorrowedFd<'_> {
+        self.objects.as_fd()
+    }
+
     /// Hardlinks the file object `checksum` as `name` in `dir`, as a deployment
-    /// checkout shares it, when the repository's objects are the files themselves
-    /// with their real owner, mode and xattrs (`bare` mode) and `dir` is on the
-    /// same filesystem. Returns `false` when a link is not possible here (the
-    /// caller then copies). Metadata objects are checked on read; file content is
-    /// trusted as the deployment itself trusts it (`ostree fsck` verifies it).
-    pub fn link_file(&self, checksum: Checksum, dir: BorrowedFd<'_>, name: &str) -> anyhow::Result<bool> {
+    /// checkout shares it, from `objects` (this repository's objects directory,
+    /// through the mount `dir` is on; `None`: the
+    /// one the repository was opened with), when the repository's objects are the
+    /// files themselves with their real owner, mode and xattrs (`bare` mode). Returns `false` when a link is not possible here (the caller then
+    /// copies). Metadata objects are checked on read; file content is trusted as
+    /// the deployment itself trusts it (`ostree fsck` verifies it).
+    pub fn link_file(
+        &self,
+        objects: Option<BorrowedFd<'_>>,
+        checksum: Checksum,
+        dir: BorrowedFd<'_>,
+        name: &str,
+    ) -> anyhow::Result<bool> {
         if self.mode != RepoMode::Bare {
             return Ok(false);
         }
         let object = self.name(checksum, ObjectType::File);
-        match rustix::fs::linkat(&self.objects, Self::rel_path(&object), dir, name, AtFlags::empty()) {
+        let objects = objects.unwrap_or(self.objects.as_fd());
+        match rustix::fs::linkat(objects, Self::rel_path(&object), dir, name, AtFlags::empty()) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::XDEV | rustix::io::Errno::MLINK | rustix::io::Errno::PERM) => Ok(false),
             Err(rustix::io::Errno::NOENT) => Err(self.missing(object)),
