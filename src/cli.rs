@@ -216,6 +216,7 @@ fn is_policy(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(c.downcast_ref::<PolicyError>(), Some(p) if !matches!(p, PolicyError::NoPending))
             || c.downcast_ref::<crate::overlay::UsrRefusal>().is_some()
+            || c.downcast_ref::<crate::submounts::Uncarriable>().is_some()
     })
 }
 

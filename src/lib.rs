@@ -26,6 +26,7 @@ pub mod repo;
 pub mod restart;
 pub mod state;
 pub mod strategy;
+pub mod submounts;
 pub mod sysroot;
 pub mod triggers;
 pub mod xattrs;

@@ -24,6 +24,7 @@ use crate::overlay::{self, UsrState};
 use crate::plan::{self, OpKind, Plan};
 use crate::repo::{Checksum, Repo};
 use crate::state::{self, LiveState, StateDir};
+use crate::submounts::Submounts;
 use crate::sysroot::System;
 use crate::triggers::Action;
 
@@ -337,6 +338,23 @@ impl Live {
         Ok(())
     }
 
+    /// The mounts below `/usr`, cloned to be carried into `to`'s tree; refused
+    /// (before anything changes) when `to` has no entry of the kind to mount on.
+    fn carried_to(&self, to: Checksum) -> anyhow::Result<Submounts> {
+        let carried = Submounts::collect(&self.paths.root.join("usr"))?;
+        let usr = usr_root(&self.repo, to)?;
+        for rel in carried.paths() {
+            if !has_path(&self.repo, usr, rel)? {
+                return Err(crate::submounts::Uncarriable {
+                    path: format!("/usr/{rel}"),
+                    why: format!("{} has no /usr/{rel}", &to.to_hex()[..12]),
+                }
+                .into());
+            }
+        }
+        Ok(carried)
+    }
+
     /// Plans `from` → `to` in `/usr`, applying the policy.
     fn plan(&self, from: Checksum, to: Checksum, allow_replacement: bool) -> anyhow::Result<(Plan, Vec<String>)> {
         let diff = usr_diff(&self.repo, from, to)?;
@@ -397,7 +415,7 @@ impl Live {
                 let status = plan::preflight_at(&self.repo, &plan, usr_fd.as_fd(), usr_fd.as_fd(), "/usr", false)?;
                 UsrStrategy::WriteThrough { status }
             }
-            _ if to == booted => UsrStrategy::Detach,
+            _ if to == booted => UsrStrategy::Detach { carried: self.carried_to(to)? },
             // Already showing the target (an apply run again): nothing to switch.
             UsrState::Livefs { .. } if from == to && self.state == (LiveState::Live { commit: to }) => {
                 UsrStrategy::Keep
@@ -411,7 +429,7 @@ impl Live {
                 let footprint = layer_footprint(&layer_plan, site.links());
                 let sysroot_fd = crate::checkout::open_dir_path(&self.system.sysroot)?;
                 plan::check_footprint(footprint, sysroot_fd.as_fd(), &self.system.sysroot.display().to_string())?;
-                UsrStrategy::Layer { plan: layer_plan, site }
+                UsrStrategy::Layer { plan: layer_plan, site, carried: self.carried_to(to)? }
             }
         };
         let etc_dry = match etc_mode {
@@ -488,14 +506,14 @@ impl Live {
                 }
             }
             UsrStrategy::Keep => {}
-            UsrStrategy::Detach => overlay::detach(&root, &self.system.booted)?,
-            UsrStrategy::Layer { plan: layer_plan, site } => {
+            UsrStrategy::Detach { mut carried } => overlay::detach(&root, &self.system.booted, &mut carried)?,
+            UsrStrategy::Layer { plan: layer_plan, site, mut carried } => {
                 let target = usr_root(&self.repo, to)?;
                 let (path, fd) = site.new_layer(&to.to_hex())?;
                 let stats = crate::layer::build(&self.repo, site.objects(), target, &layer_plan, fd.as_fd())?;
                 drop(fd);
                 let lower = self.system.booted.path.join("usr");
-                overlay::switch(&root, &lower, &path, &self.system.booted)?;
+                overlay::switch(&root, &lower, &path, &self.system.booted, &mut carried)?;
                 let dev = rustix::fs::stat(root.join("usr"))?.st_dev;
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 self.states.save_layer(&name, dev)?;
@@ -568,10 +586,12 @@ impl Live {
 
 /// How `/usr` goes from one tree to the next (see [`Live::transition`]).
 enum UsrStrategy {
-    /// Build a layer booted → target and switch `/usr` to it.
-    Layer { plan: Plan, site: overlay::LayerSite },
-    /// Back to the booted `/usr`: detach livefs's overlay.
-    Detach,
+    /// Build a layer booted → target and switch `/usr` to it, carrying the
+    /// mounts below `/usr` across.
+    Layer { plan: Plan, site: overlay::LayerSite, carried: Submounts },
+    /// Back to the booted `/usr`: detach livefs's overlay, carrying the mounts
+    /// below `/usr` across.
+    Detach { carried: Submounts },
     /// `/usr` shows the target already.
     Keep,
     /// Write the difference through an ostree transient unlock.
@@ -595,6 +615,20 @@ fn strategy_of(repo: &Repo, system: &System, to: Checksum) -> anyhow::Result<cra
     let diff = usr_diff(repo, system.booted.checksum, to)?;
     let target_kargs = system.deployments.iter().find(|d| d.checksum == to).and_then(|d| d.kargs.as_deref());
     Ok(crate::strategy::of(&diff, &kernel_release(), system.booted.kargs.as_deref(), target_kargs))
+}
+
+/// Whether the tree `root` has an entry (file or directory) at `rel`.
+fn has_path(repo: &Repo, root: TreeRoot, rel: &str) -> anyhow::Result<bool> {
+    let mut node = root;
+    let mut parts = rel.split('/').filter(|c| !c.is_empty()).peekable();
+    while let Some(name) = parts.next() {
+        let t = repo.read_dirtree(node.tree)?;
+        match t.find_dir(name) {
+            Some(d) => node = TreeRoot { tree: d.tree, meta: d.meta },
+            None => return Ok(parts.peek().is_none() && t.find_file(name).is_some()),
+        }
+    }
+    Ok(true)
 }
 
 /// The `/usr` tree of a commit.

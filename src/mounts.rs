@@ -11,6 +11,8 @@ use rustix::mount::{MountAttrFlags, OpenTreeFlags};
 
 /// One line of `/proc/self/mountinfo`.
 pub struct MountInfo {
+    /// The mount's ID (what `statx(2)` reports as `stx_mnt_id`).
+    pub id: u64,
     pub mount_point: PathBuf,
     /// The filesystem's device (`st_dev` of its files).
     pub dev: u64,
@@ -30,6 +32,7 @@ impl MountInfo {
         let tail: Vec<&str> = tail.split(' ').collect();
         let (major, minor) = head.get(2)?.split_once(':')?;
         Some(MountInfo {
+            id: head.first()?.parse().ok()?,
             dev: rustix::fs::makedev(major.parse().ok()?, minor.parse().ok()?),
             mount_point: PathBuf::from(unescape(head.get(4)?)),
             options: head.get(5)?.to_string(),

@@ -34,6 +34,7 @@ use crate::checkout;
 use crate::fault;
 use crate::mounts::MountInfo;
 use crate::repo::{Repo, RepoMode};
+use crate::submounts::Submounts;
 use crate::sysroot::Deployment;
 
 /// The directory of livefs's layers in a deployment's backing directory.
@@ -201,9 +202,16 @@ fn make_dirs(dir: BorrowedFd<'_>, rel: &str) -> anyhow::Result<OwnedFd> {
 }
 
 /// Switches `ROOT/usr` to the read-only overlay of `layer` over `lower` (the
-/// booted deployment's `usr`), in one mount operation; writes ostree's
+/// booted deployment's `usr`), in one mount operation, with the mounts below
+/// `/usr` (`carried`) attached in the new tree; writes ostree's
 /// `unlocked-transient` flag so `ostree admin status` shows the unlock.
-pub fn switch(root: &Path, lower: &Path, layer: &Path, deployment: &Deployment) -> anyhow::Result<()> {
+pub fn switch(
+    root: &Path,
+    lower: &Path,
+    layer: &Path,
+    deployment: &Deployment,
+    carried: &mut Submounts,
+) -> anyhow::Result<()> {
     let usr = root.join("usr");
     let name = layer.file_name().and_then(|n| n.to_str()).context("a layer without a name")?;
     let open = |p: &Path| {
@@ -220,6 +228,7 @@ pub fn switch(root: &Path, lower: &Path, layer: &Path, deployment: &Deployment) 
         .and_then(|()| rustix::mount::fsconfig_create(&fs))
         .with_context(|| format!("cannot create the overlay of {} over {}", layer.display(), lower.display()))?;
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::MOUNT_ATTR_RDONLY)?;
+    carried.attach_detached(mnt.as_fd())?;
     let attach = |flags: MoveMountFlags| {
         rustix::mount::move_mount(mnt.as_fd(), "", CWD, &usr, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | flags)
     };
@@ -228,6 +237,7 @@ pub fn switch(root: &Path, lower: &Path, layer: &Path, deployment: &Deployment) 
         match attach(MoveMountFlags::MOVE_MOUNT_BENEATH) {
             Ok(()) => {
                 fault::mutation();
+                carried.attach(mnt.as_fd())?;
                 rustix::mount::unmount(&usr, UnmountFlags::DETACH)
                     .with_context(|| format!("cannot detach the previous overlay of {}", usr.display()))?;
             }
@@ -239,6 +249,7 @@ pub fn switch(root: &Path, lower: &Path, layer: &Path, deployment: &Deployment) 
         attach(MoveMountFlags::empty()).with_context(|| format!("cannot attach the overlay on {}", usr.display()))?;
     }
     fault::mutation();
+    carried.attach(mnt.as_fd())?;
     unlock_flag(root, deployment, true)
 }
 
@@ -264,15 +275,19 @@ fn unlock_flag(root: &Path, deployment: &Deployment, present: bool) -> anyhow::R
 }
 
 /// Brings back the booted `/usr`: lazily detaches livefs's overlays from
-/// `ROOT/usr` (a process holding the old tree keeps it until it lets go) and
-/// removes ostree's unlock flag.
-pub fn detach(root: &Path, deployment: &Deployment) -> anyhow::Result<()> {
+/// `ROOT/usr` (a process holding the old tree keeps it until it lets go), with
+/// the mounts below `/usr` (`carried`) attached again where the booted tree
+/// does not show them, and removes ostree's unlock flag.
+pub fn detach(root: &Path, deployment: &Deployment, carried: &mut Submounts) -> anyhow::Result<()> {
     let usr = root.join("usr");
     while let UsrState::Livefs { .. } = UsrState::detect(root, &deployment.path)? {
         rustix::mount::unmount(&usr, UnmountFlags::DETACH)
             .with_context(|| format!("cannot detach the overlay of {}", usr.display()))?;
         fault::mutation();
     }
+    let tree = rustix::fs::open(&usr, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("cannot open {}", usr.display()))?;
+    carried.attach(tree.as_fd())?;
     unlock_flag(root, deployment, false)
 }
 

@@ -317,3 +317,79 @@ fn etc_xattr_only_difference_is_not_a_local_edit() {
     assert_eq!(std::fs::read_to_string(etc.join("motd")).unwrap(), "motd v2\n");
     assert_eq!(std::fs::read_to_string(etc.join("edited.conf")).unwrap(), "edited by the admin\n");
 }
+
+/// Mounts below /usr (a state overlay on /usr/local as ostree-state-overlay@
+/// makes it, with a mount nested in it; an admin's bind mount; a mount made on
+/// the live /usr) stay visible with their content across apply, an apply over
+/// the live layer, and reset; writes to the state overlay land in its upper.
+#[test]
+fn mounts_below_usr_are_carried_across_switches() {
+    let (mut sys, _v2) = with_update();
+    write(&sys.tree.join("usr/bin/third"), b"v3\n");
+    let v3 = sys.commit("3");
+    let out = sys.run(&format!(
+        r#"
+        mkdir -p $OUT/st/upper $OUT/st/work $OUT/bind
+        mount -t overlay state-overlay -o lowerdir=$R/usr/local,upperdir=$OUT/st/upper,workdir=$OUT/st/work $R/usr/local
+        echo state > $R/usr/local/state-file
+        mkdir $R/usr/local/nested
+        mount -t tmpfs nested $R/usr/local/nested
+        echo nested > $R/usr/local/nested/f
+        echo bound > $OUT/bind/f
+        mount --bind $OUT/bind $R/usr/share/doc
+        show() {{ cat $R/usr/local/state-file $R/usr/local/nested/f $R/usr/share/doc/f $R/usr/lib64/f 2>&1 || true; }}
+        show > $OUT/before
+        L apply > $OUT/apply1.txt
+        show > $OUT/apply1
+        test -x $R/usr/bin/newprog
+        # A mount made on the live /usr.
+        mount -t tmpfs live-made $R/usr/lib64
+        echo live-made > $R/usr/lib64/f
+        echo written-live >> $R/usr/local/state-file
+        L apply --allow-replacement --target {v3} > $OUT/apply2.txt
+        show > $OUT/apply2
+        test -e $R/usr/bin/third
+        L reset > $OUT/reset.txt
+        show > $OUT/reset
+        test ! -e $R/usr/bin/newprog
+        cat $OUT/st/upper/state-file > $OUT/upper
+        "#
+    ));
+    ok(&out);
+    let before = "state\nnested\nbound\ncat: ROOT/usr/lib64/f: No such file or directory\n";
+    let root = sys.root().display().to_string();
+    let got = |name: &str| read(&sys, name).replace(&root, "ROOT");
+    assert_eq!(got("before"), before);
+    assert_eq!(got("apply1"), before, "a mount below /usr is hidden after apply");
+    let live = "state\nwritten-live\nnested\nbound\nlive-made\n";
+    assert_eq!(got("apply2"), live, "a mount below /usr is hidden after an apply over the live layer");
+    assert_eq!(got("reset"), live, "a mount below /usr is hidden after reset");
+    assert_eq!(read(&sys, "upper"), "state\nwritten-live\n");
+}
+
+/// A mount below /usr on a path the update removes cannot be carried: the apply
+/// is refused (exit status 3) naming it, and nothing changed.
+#[test]
+fn a_mount_the_update_cannot_carry_is_refused_by_name() {
+    let mut sys = TestSystem::new();
+    std::fs::remove_dir_all(sys.tree.join("usr/share/doc/demo")).unwrap();
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        mount -t tmpfs admin $R/usr/share/doc/demo
+        rc=0; L apply --allow-replacement 2> $OUT/err || rc=$?
+        echo $rc > $OUT/rc
+        L status --json > $OUT/status.json
+        test -e $R/usr/share/doc/demo/README || echo gone > $OUT/readme
+        "#,
+    );
+    ok(&out);
+    assert_eq!(read(&sys, "rc").trim(), "3");
+    let err = read(&sys, "err");
+    assert!(err.contains("cannot carry the mount on") && err.contains("/usr/share/doc/demo"), "{err}");
+    assert!(err.contains(&format!("{} has no /usr/share/doc/demo", &v2[..12])), "{err}");
+    let status = read_json(&sys.out.join("status.json"));
+    assert_eq!(status["state"]["state"], "booted");
+    assert_eq!(status["usr"]["kind"], "locked");
+}

@@ -55,7 +55,7 @@ impl TestSystem {
     pub fn new() -> TestSystem {
         let dir = scratch();
         let tree = dir.path().join("tree");
-        for d in ["var", "run", "sysroot", "boot", "proc", "tmp", "usr/etc", "usr/lib64"] {
+        for d in ["var", "run", "sysroot", "boot", "proc", "tmp", "usr/etc", "usr/lib64", "usr/local"] {
             std::fs::create_dir_all(tree.join(d)).unwrap();
         }
         for (link, target) in

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Builds (once, cached) the disk image of the VM test: an ext4 file system holding
-# an OSTree sysroot with two deployments of Debian 12 (see rootfs.sh):
+# Builds (once, cached) the disk image of a VM test: an ext4 file system holding
+# an OSTree sysroot with two deployments of Debian RELEASE (see rootfs.sh):
 #   version 1 (A): the booted one; version 2 (B): the pending one (default entry).
-# Usage: image.sh CACHE_DIR. Prints the image directory last; it holds disk.raw,
-# vmlinuz, initramfs.img, cmdline (A's boot entry options) and the two commits.
+# The commits and deployments are made by the release's own ostree, run chrooted
+# in A (only a composefs-enabled build writes a deployment's .ostree.cfs).
+# Usage: image.sh CACHE_DIR [RELEASE]. Prints the image directory last; it holds
+# disk.raw, vmlinuz, initramfs.img, cmdline (A's boot entry options) and the two commits.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-CACHE=${1:?usage: image.sh CACHE_DIR}
-bash "$HERE/rootfs.sh" "$CACHE"
+CACHE=${1:?usage: image.sh CACHE_DIR [RELEASE]}
+RELEASE=${2:-bookworm}
+bash "$HERE/rootfs.sh" "$CACHE" "$RELEASE"
+case $RELEASE in
+bookworm) NAME="Debian 12" ;;
+*) NAME="Debian $RELEASE" ;;
+esac
 KEY=$(cat "$HERE/rootfs.sh" "$HERE/image.sh" "$CACHE/rootfs-a.done" | sha256sum | cut -c1-16)
 IMG=$CACHE/image-$KEY
 exec 9>"$CACHE/.image-lock"
@@ -27,7 +34,8 @@ to_ostree_tree() {
     local src=$1 dst=$2 kver
     cp -a "$src" "$dst"
     kver=$(ls "$dst/usr/lib/modules")
-    mv "$dst/boot/vmlinuz-$kver" "$dst/usr/lib/modules/$kver/vmlinuz"
+    # Newer kernel packages ship the image there already (a hardlink of /boot's).
+    [ -e "$dst/usr/lib/modules/$kver/vmlinuz" ] || mv "$dst/boot/vmlinuz-$kver" "$dst/usr/lib/modules/$kver/vmlinuz"
     mv "$dst/boot/initramfs-$kver.img" "$dst/usr/lib/modules/$kver/initramfs.img"
     rm -rf "${dst:?}"/boot/* "$dst"/dev/* "$dst"/run/* "$dst"/tmp/* "$dst"/etc/machine-id
     # A fixed machine id: no first-boot logic on a test VM.
@@ -50,17 +58,24 @@ add_test_units() {
     local t=$1 version=$2
     cat >"$t/usr/libexec/livefs-vm-agent" <<'AGENT'
 #!/bin/sh
-# Runs the host's scenario from the 9p share, then powers off.
+# Runs the host's scenario from the 9p share, then powers off; or, when the
+# scenario asks for it (a file soft-reboot in the share), soft-reboots: this unit
+# runs again afterwards, and the scenario goes on.
 mkdir -p /run/livefs-vm
+next=poweroff
 if mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 livefs /run/livefs-vm; then
     if [ -x /run/livefs-vm/scenario.sh ]; then
-        /run/livefs-vm/scenario.sh >/run/livefs-vm/scenario.log 2>&1
+        /run/livefs-vm/scenario.sh >>/run/livefs-vm/scenario.log 2>&1
         echo $? >/run/livefs-vm/scenario.rc
+    fi
+    if [ -e /run/livefs-vm/soft-reboot ]; then
+        rm /run/livefs-vm/soft-reboot
+        next=soft-reboot
     fi
     sync
     umount /run/livefs-vm
 fi
-systemctl --no-block poweroff
+systemctl --no-block "$next"
 AGENT
     chmod 755 "$t/usr/libexec/livefs-vm-agent"
     cat >"$t/usr/lib/systemd/system/livefs-vm-agent.service" <<'UNIT'
@@ -119,7 +134,7 @@ UNIT
         "$t/usr/etc/systemd/system/multi-user.target.wants/livefs-demo-worker@1.service"
     mkdir -p "$t/usr/etc/default"
     echo "LIVEFS_DEMO_VERSION=$version" >"$t/usr/etc/default/livefs-demo"
-    echo "Debian 12 livefs VM, version $version" >"$t/usr/etc/motd"
+    echo "$NAME livefs VM, version $version" >"$t/usr/etc/motd"
     # No virtual terminals in this VM (serial console only): getty-static's
     # gettys on tty2-6 would fail, and a failed unit is what the test looks for.
     ln -sf /dev/null "$t/usr/etc/systemd/system/getty-static.service"
@@ -140,17 +155,26 @@ sed -i 's|^server.document-root .*|server.document-root = "/usr/share/livefs-dem
 
 S=$W/sysroot
 mkdir "$S"
-export OSTREE_SYSROOT_DEBUG=mutable-deployments
-ostree admin init-fs "$S" >/dev/null
-ostree admin os-init --sysroot="$S" debian >/dev/null
-REPO=$S/ostree/repo
-ostree commit --repo="$REPO" -b debian/12 --add-metadata-string=version=1 -s "Debian 12 livefs VM 1" \
-    --tree=dir="$W/tree-a" >"$W/commit-a"
-ostree admin deploy --sysroot="$S" --os=debian --karg=root=LABEL=livefs-root --karg=rw \
-    --karg=console=ttyS0 debian/12 >/dev/null
-ostree commit --repo="$REPO" -b debian/12 --add-metadata-string=version=2 -s "Debian 12 livefs VM 2" \
-    --tree=dir="$W/tree-b" >"$W/commit-b"
-ostree admin deploy --retain --sysroot="$S" --os=debian debian/12 >/dev/null
+# The release's ostree, chrooted in A with the work directory on /mnt.
+ostree_in_a() {
+    unshare -m --propagation private bash -c '
+        set -e
+        a=$1 w=$2; shift 2
+        mount -t proc proc "$a/proc"
+        mount --rbind /dev "$a/dev"
+        mount --bind "$w" "$a/mnt"
+        OSTREE_SYSROOT_DEBUG=mutable-deployments chroot "$a" ostree "$@"
+    ' ostree_in_a "$CACHE/rootfs-a" "$W" "$@"
+}
+ostree_in_a admin init-fs /mnt/sysroot >/dev/null
+ostree_in_a admin os-init --sysroot=/mnt/sysroot debian >/dev/null
+ostree_in_a commit --repo=/mnt/sysroot/ostree/repo -b debian/os --add-metadata-string=version=1 \
+    -s "$NAME livefs VM 1" --tree=dir=/mnt/tree-a >"$W/commit-a"
+ostree_in_a admin deploy --sysroot=/mnt/sysroot --os=debian --karg=root=LABEL=livefs-root --karg=rw \
+    --karg=console=ttyS0 debian/os >/dev/null
+ostree_in_a commit --repo=/mnt/sysroot/ostree/repo -b debian/os --add-metadata-string=version=2 \
+    -s "$NAME livefs VM 2" --tree=dir=/mnt/tree-b >"$W/commit-b"
+ostree_in_a admin deploy --retain --sysroot=/mnt/sysroot --os=debian debian/os >/dev/null
 
 mkdir -p "$IMG.tmp"
 A=$(cat "$W/commit-a")
@@ -162,6 +186,10 @@ cp "$W/commit-a" "$IMG.tmp/commit-a"
 cp "$W/commit-b" "$IMG.tmp/commit-b"
 grep -q "ostree=" "$IMG.tmp/cmdline"
 test -d "$S/ostree/deploy/debian/deploy/$A.0"
+if [ "$RELEASE" != bookworm ] && [ ! -e "$S/ostree/deploy/debian/deploy/$A.0/.ostree.cfs" ]; then
+    echo "image.sh: $RELEASE's ostree wrote no .ostree.cfs: the deployment cannot boot with composefs" >&2
+    exit 1
+fi
 # ext4 with the sysroot's hardlinks and xattrs.
 mkfs.ext4 -q -L livefs-root -d "$S" "$IMG.tmp/disk.raw" 4G
 rm -rf "$W"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Builds (once, cached) the two Debian 12 root filesystems of the VM test:
+# Builds (once, cached) the two Debian root filesystems of a VM test:
 #   A = a bootable OSTree system (systemd, linux-image-amd64, dracut with ostree's
-#       module) with livefs-demo.service, a small service of ours running a program
-#       from /usr;
-#   B = A + lighttpd, a changed livefs-demo binary and unit, changed /etc defaults.
-# Usage: rootfs.sh CACHE_DIR. Prints nothing on success; logs go to CACHE_DIR/*.log.
+#       module);
+#   B = A + lighttpd.
+# RELEASE is bookworm (Debian 12: ostree 2022.7, no composefs) or forky (ostree
+# 2026.x built with composefs: A's /usr/lib/ostree/prepare-root.conf enables
+# composefs and a read-only sysroot, in the commits and in the initramfs).
+# Usage: rootfs.sh CACHE_DIR [RELEASE]. Prints nothing on success; logs go to CACHE_DIR/*.log.
 set -euo pipefail
-CACHE=${1:?usage: rootfs.sh CACHE_DIR}
+CACHE=${1:?usage: rootfs.sh CACHE_DIR [RELEASE]}
+RELEASE=${2:-bookworm}
 . "$(dirname "$0")/../../scripts/deps.sh"
 MIRROR=$(livefs_mirror)
 mkdir -p "$CACHE"
@@ -31,20 +34,46 @@ flock 9
 
 A=$CACHE/rootfs-a
 B=$CACHE/rootfs-b
+case $RELEASE in
+bookworm)
+    script=()
+    drivers="virtio_blk virtio_pci ext4"
+    ;;
+forky)
+    # bookworm's debootstrap has no forky script: sid's is the same.
+    script=(/usr/share/debootstrap/scripts/sid)
+    drivers="virtio_blk virtio_pci ext4 erofs overlay loop"
+    ;;
+*)
+    echo "rootfs.sh: unknown release $RELEASE (bookworm or forky)" >&2
+    exit 1
+    ;;
+esac
+
 if [ "$(cat "$A.done" 2>/dev/null)" != "$VERSION" ]; then
     rm -rf "$A" "$A.done" "$B" "$B.done"
-    debootstrap --variant=minbase --include=systemd-sysv,udev,kmod bookworm "$A" "$MIRROR" \
+    debootstrap --variant=minbase --include=systemd-sysv,udev,kmod "$RELEASE" "$A" "$MIRROR" "${script[@]}" \
         >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
+    # A mirror snapshot can serve a testing release past its Release file's Valid-Until.
+    [ "$RELEASE" = bookworm ] ||
+        echo 'Acquire::Check-Valid-Until "false";' >"$A/etc/apt/apt.conf.d/99livefs-mirror-snapshot"
     printf '#!/bin/sh\nexit 101\n' >"$A/usr/sbin/policy-rc.d"
     chmod 755 "$A/usr/sbin/policy-rc.d"
     # dracut (not initramfs-tools) so that ostree's dracut module runs ostree-prepare-root.
     in_chroot "$A" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends dracut linux-image-amd64 ostree ostree-boot' >"$CACHE/apt-a.log" 2>&1 ||
         { tail -20 "$CACHE/apt-a.log" >&2; exit 1; }
+    if [ "$RELEASE" = forky ]; then
+        # Composefs and a read-only sysroot, as Fedora CoreOS and bootc images boot;
+        # ostree's dracut module copies this file into the initramfs.
+        printf '[composefs]\nenabled = yes\n[sysroot]\nreadonly = true\n' >"$A/usr/lib/ostree/prepare-root.conf"
+        in_chroot "$A" dpkg-query -W libcomposefs1 >/dev/null ||
+            { echo "rootfs.sh: forky's ostree does not pull libcomposefs1" >&2; exit 1; }
+    fi
     kver=$(ls "$A/lib/modules")
     # A generic initramfs (not host-only: the VM is not this machine) with ostree's module.
     in_chroot "$A" dracut --force --no-hostonly --add ostree --omit "plymouth network" \
-        --add-drivers "virtio_blk virtio_pci ext4" "/boot/initramfs-$kver.img" "$kver" \
+        --add-drivers "$drivers" "/boot/initramfs-$kver.img" "$kver" \
         >"$CACHE/dracut.log" 2>&1 || { tail -20 "$CACHE/dracut.log" >&2; exit 1; }
     in_chroot "$A" apt-get clean >/dev/null
     rm -f "$A/usr/sbin/policy-rc.d"
