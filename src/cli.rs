@@ -443,6 +443,11 @@ fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
     let live = match (&st.live, &st.state) {
         (Some(l), _) => describe_commit(l),
         (None, LiveState::Booted) => "none (/usr holds the booted commit)".into(),
+        (None, LiveState::UsrLost { commit }) => format!(
+            "none: the overlay of {} on /usr is gone (a soft reboot or an unmount), /usr holds the booted commit; \
+             /etc still carries its changes: `livefs apply` brings it back, `livefs reset` restores /etc",
+            short(commit)
+        ),
         (None, _) => "none".into(),
     };
     writeln!(out, "Live:        {live}")?;
@@ -477,6 +482,13 @@ fn cmd_status(paths: &crate::live::Paths, json: bool) -> anyhow::Result<()> {
     .collect();
     if !boot.is_empty() {
         writeln!(out, "Boot:        {}", boot.join(", "))?;
+    }
+    if let Some(next) = &st.soft_reboot_into {
+        writeln!(
+            out,
+            "Next root:   {} loaded at /run/nextroot: the next `systemctl reboot` is a soft reboot into it",
+            describe_commit(next)
+        )?;
     }
     if let Some(what) = &st.rpm_ostree_live {
         writeln!(out, "rpm-ostree:  live-applied to this boot ({what}); livefs leaves /usr to it")?;

@@ -71,6 +71,17 @@ pub struct ChangeCounts {
     pub removed: usize,
 }
 
+/// The recorded state checked against what is mounted on `/usr`: a *Live*
+/// state needs an overlay (livefs's own, or the ostree transient unlock it
+/// wrote through); with none, its `/usr` is gone — `/run` survives a soft
+/// reboot, an overlay need not — and it reads as *UsrLost*.
+pub fn reconcile(recorded: LiveState, usr: &UsrState) -> LiveState {
+    match (recorded, usr) {
+        (LiveState::Live { commit }, UsrState::Locked) => LiveState::UsrLost { commit },
+        (state, _) => state,
+    }
+}
+
 /// What `livefs status` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -93,16 +104,26 @@ pub struct Status {
     pub rpm_ostree_live: Option<String>,
     /// What a live apply of the pending deployment would deliver.
     pub strategy: Option<crate::strategy::Strategy>,
+    /// The deployment loaded at `/run/nextroot` (`ostree admin
+    /// prepare-soft-reboot`): the next `systemctl reboot` is a soft reboot into it.
+    pub soft_reboot_into: Option<CommitInfo>,
 }
 
 pub fn status(paths: &Paths) -> anyhow::Result<Status> {
     let system = System::load(&paths.root, &paths.sysroot)?;
     let repo = system.repo()?;
-    let state = StateDir::new(&paths.root).load(&system.booted.id())?;
+    let states = StateDir::new(&paths.root);
     let usr = UsrState::detect(&paths.root, &system.booted.path)?;
+    let state = reconcile(states.load(&system.booted.id())?, &usr);
+    if let LiveState::UsrLost { .. } = state {
+        // Only under the lock: an apply may be about to mount and flag /usr.
+        if let Ok(_lock) = states.lock() {
+            overlay::forget_unlock(&paths.root, &system.booted)?;
+        }
+    }
     let booted = system.booted.checksum;
     let (live, in_progress, compare_to) = match state {
-        LiveState::Booted => (None, None, None),
+        LiveState::Booted | LiveState::UsrLost { .. } => (None, None, None),
         LiveState::Live { commit } => (Some(commit_info(&repo, commit, &system)), None, Some(commit)),
         LiveState::Applying { from, to } => {
             (None, Some((commit_info(&repo, from, &system), commit_info(&repo, to, &system))), Some(to))
@@ -121,7 +142,6 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         }
         _ => None,
     };
-    let states = StateDir::new(&paths.root);
     let restarts =
         crate::restart::report(&paths.root, &states.replaced()?, &Default::default(), &states.unit_changes()?);
     let strategy = match &system.pending {
@@ -139,6 +159,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         None => None,
     };
     Ok(Status {
+        soft_reboot_into: system.next_root.as_ref().map(|d| commit_info(&repo, d.checksum, &system)),
         strategy,
         restarts,
         rpm_ostree_live: rpm_ostree_live(&system, &repo),
@@ -306,6 +327,10 @@ impl Live {
             }
             r => r?,
         };
+        let state = reconcile(state, &UsrState::detect(&paths.root, &system.booted.path)?);
+        if let LiveState::UsrLost { .. } = state {
+            overlay::forget_unlock(&paths.root, &system.booted)?;
+        }
         Ok(Live { paths: paths.clone(), system, repo, states, state, _lock: lock })
     }
 
@@ -804,7 +829,8 @@ pub fn apply(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
         LiveState::Applying { to, .. } if to == live.booted() => return Err(PolicyError::InterruptedReset.into()),
         LiveState::Applying { from, to } if to == target => (from, true),
         LiveState::Applying { to, .. } => return Err(PolicyError::InterruptedOther { to }.into()),
-        LiveState::Live { commit } => (commit, false),
+        // /etc carries the lost commit's changes: the plan starts from it.
+        LiveState::Live { commit } | LiveState::UsrLost { commit } => (commit, false),
         LiveState::Booted => (live.booted(), false),
     };
     let mode = Mode {
@@ -833,7 +859,7 @@ pub fn reset(paths: &Paths, req: &Request) -> anyhow::Result<Outcome> {
     let mut resumed = false;
     let from = match live.state {
         LiveState::Booted => booted,
-        LiveState::Live { commit } => commit,
+        LiveState::Live { commit } | LiveState::UsrLost { commit } => commit,
         // /usr shows one whole tree: going back needs no forward step, and /etc
         // comes back from its journal.
         LiveState::Applying { to, .. } if !write_through(&live)? => to,
@@ -875,4 +901,34 @@ pub fn restart(paths: &Paths, dry_run: bool) -> anyhow::Result<RestartOutcome> {
     let report = || crate::restart::report(&paths.root, &replaced, &Default::default(), &units);
     let restart = activate(&paths.root, &live.states, &report(), &Default::default(), dry_run)?;
     Ok(RestartOutcome { restart, restarts: report() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorded_state_is_checked_against_the_mounts() {
+        let (a, b) = (Checksum::from_bytes(&[0xaa; 32]).unwrap(), Checksum::from_bytes(&[0xbb; 32]).unwrap());
+        let ours = UsrState::Livefs { layer: format!("usr.{}.1", &b.to_hex()[..12]) };
+        let unlock = UsrState::OstreeTransient { upper: None, read_only: true };
+        let live = LiveState::Live { commit: b };
+        let applying = LiveState::Applying { from: a, to: b };
+        let cases = [
+            (LiveState::Booted, UsrState::Locked, LiveState::Booted),
+            (LiveState::Booted, ours.clone(), LiveState::Booted),
+            (live, ours.clone(), live),
+            // Written through an ostree transient unlock: the unlock's overlay holds it.
+            (live, unlock.clone(), live),
+            // The overlay is gone (a soft reboot, an unmount): never live.
+            (live, UsrState::Locked, LiveState::UsrLost { commit: b }),
+            // An interrupted transition stays interrupted: apply resumes it, reset finishes it.
+            (applying, UsrState::Locked, applying),
+            (applying, ours, applying),
+            (applying, unlock, applying),
+        ];
+        for (recorded, usr, want) in cases {
+            assert_eq!(reconcile(recorded, &usr), want, "{recorded:?} with /usr {usr:?}");
+        }
+    }
 }

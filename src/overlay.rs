@@ -274,6 +274,12 @@ fn unlock_flag(root: &Path, deployment: &Deployment, present: bool) -> anyhow::R
     }
 }
 
+/// Removes ostree's `unlocked-transient` flag of a `/usr` that shows no overlay
+/// any more (a soft reboot took livefs's away): the flag must not outlive it.
+pub fn forget_unlock(root: &Path, deployment: &Deployment) -> anyhow::Result<()> {
+    unlock_flag(root, deployment, false)
+}
+
 /// Brings back the booted `/usr`: lazily detaches livefs's overlays from
 /// `ROOT/usr` (a process holding the old tree keeps it until it lets go), with
 /// the mounts below `/usr` (`carried`) attached again where the booted tree

@@ -13,7 +13,9 @@
 //!
 //! *Booted*: `/usr` holds the booted commit. *Applying{from, to}*: an apply is in
 //! progress — found at start, it was interrupted. *Live{commit}*: `/usr` holds
-//! `commit`. The state file also names the booted deployment, so a state written
+//! `commit` — checked against what is mounted on `/usr` whenever it is read:
+//! `/run` survives a soft reboot, the overlay may not, and a *Live* state whose
+//! overlay is gone reads as *UsrLost{commit}* (see `live::reconcile`). The state file also names the booted deployment, so a state written
 //! for another boot is recognised as stale (and means *Booted*).
 //!
 //! # Design: every state has a way out
@@ -76,13 +78,19 @@ pub enum LiveState {
     Applying { from: Checksum, to: Checksum },
     /// `/usr` holds `commit`.
     Live { commit: Checksum },
+    /// Recorded as *Live{commit}*, but `/usr` shows no overlay any more: a soft
+    /// reboot (which keeps `/run`) or an unmount took it away. `/usr` holds the
+    /// booted commit again while `/etc` still carries `commit`'s changes: `apply`
+    /// brings `/usr` back (or goes on to another target), `reset` restores `/etc`.
+    /// Never written: what `Live` reads as when the mounts disagree.
+    UsrLost { commit: Checksum },
 }
 
 impl LiveState {
     /// The commit `/usr` holds when no apply is in progress.
     pub fn current(&self, booted: Checksum) -> Option<Checksum> {
         match *self {
-            LiveState::Booted => Some(booted),
+            LiveState::Booted | LiveState::UsrLost { .. } => Some(booted),
             LiveState::Live { commit } => Some(commit),
             LiveState::Applying { .. } => None,
         }
@@ -341,7 +349,8 @@ pub fn sync_refs(repo: &Repo, state: LiveState) -> anyhow::Result<()> {
     let (live, inprogress) = match state {
         LiveState::Booted => (None, None),
         LiveState::Applying { from, to } => (Some(from), Some(to)),
-        LiveState::Live { commit } => (Some(commit), None),
+        // The lost commit stays pinned: `/etc` carries it until an apply or reset.
+        LiveState::Live { commit } | LiveState::UsrLost { commit } => (Some(commit), None),
     };
     let set = |repo: &Repo| -> anyhow::Result<()> {
         repo.set_ref(REF_LIVE, live)?;

@@ -393,3 +393,82 @@ fn a_mount_the_update_cannot_carry_is_refused_by_name() {
     assert_eq!(status["state"]["state"], "booted");
     assert_eq!(status["usr"]["kind"], "locked");
 }
+
+/// A soft reboot keeps /run but not (necessarily) the overlay on /usr: each
+/// simulated boot is a fresh mount namespace over the same ROOT/run. A live
+/// state whose overlay is gone is reported as such (never as live), livefs's
+/// unlocked-transient flag goes with it, and apply and reset carry on from it.
+#[test]
+fn a_soft_reboot_that_drops_the_overlay_is_never_reported_live() {
+    let (sys, v2) = with_update();
+    let flag = format!("$R/run/ostree/deployment-state/{}.0/unlocked-transient", sys.booted);
+    ok(&sys.run(&format!(
+        r#"
+        L apply > $OUT/apply.txt
+        test -e {flag}
+        "#
+    )));
+    ok(&sys.run(&format!(
+        r#"
+        L status --json > $OUT/status-lost.json
+        L status > $OUT/status-lost.txt
+        if test -e {flag}; then echo "the unlocked-transient flag outlived the overlay" >&2; exit 1; fi
+        test ! -e $R/usr/bin/newprog
+        L apply > $OUT/apply-again.txt
+        $R/usr/bin/newprog > $OUT/newprog.out
+        L status --json > $OUT/status-live.json
+        "#
+    )));
+    ok(&sys.run(
+        r#"
+        L reset --json > $OUT/reset.json
+        cp $R/etc/motd $OUT/motd-reset
+        test ! -e $R/etc/new.conf
+        "#,
+    ));
+    let lost = read_json(&sys.out.join("status-lost.json"));
+    assert_eq!(lost["state"]["state"], "usr-lost", "{lost}");
+    assert_eq!(lost["state"]["commit"], v2.as_str());
+    assert_eq!(lost["usr"]["kind"], "locked");
+    assert_eq!(lost["live"], serde_json::Value::Null);
+    let text = read(&sys, "status-lost.txt");
+    assert!(text.contains(&format!("Live:        none: the overlay of {} on /usr is gone", &v2[..12])), "{text}");
+    assert!(read(&sys, "apply-again.txt").contains(&format!("Applied {} -> {}", &v2[..12], &v2[..12])));
+    assert_eq!(read(&sys, "newprog.out"), "hello from the new program\n");
+    let live = read_json(&sys.out.join("status-live.json"));
+    assert_eq!((live["state"]["state"].as_str(), live["usr"]["kind"].as_str()), (Some("live"), Some("livefs")));
+    // The reset (from a state whose overlay went again) restores /etc.
+    assert_eq!(read_json(&sys.out.join("reset.json"))["state"]["state"], "booted");
+    assert_eq!(read(&sys, "motd-reset"), "motd v1\n");
+}
+
+/// `ostree admin prepare-soft-reboot` loads the next root at /run/nextroot and
+/// names it in /run/ostree/nextroot-booted: status says the next reboot is a
+/// soft reboot into it.
+#[test]
+fn a_loaded_next_root_is_reported() {
+    use std::os::unix::fs::MetadataExt;
+    let (sys, v2) = with_update();
+    let next = sys.sysroot.join(format!("ostree/deploy/{}/deploy/{v2}.0", common::system::OS));
+    let st = std::fs::metadata(&next).unwrap();
+    std::fs::create_dir_all(sys.dir.path().join("run/ostree")).unwrap();
+    std::fs::write(
+        sys.dir.path().join("run/ostree/nextroot-booted"),
+        gvariant::composefs_booted(st.dev(), st.ino(), None),
+    )
+    .unwrap();
+    ok(&sys.run(
+        r#"
+        L status --json > $OUT/before.json
+        mkdir -p $R/run/nextroot
+        mount -t tmpfs nextroot $R/run/nextroot
+        L status --json > $OUT/status.json
+        L status > $OUT/status.txt
+        "#,
+    ));
+    assert_eq!(read_json(&sys.out.join("before.json"))["soft_reboot_into"], serde_json::Value::Null);
+    let status = read_json(&sys.out.join("status.json"));
+    assert_eq!(status["soft_reboot_into"]["checksum"], v2.as_str(), "{status}");
+    let text = read(&sys, "status.txt");
+    assert!(text.contains("loaded at /run/nextroot: the next `systemctl reboot` is a soft reboot into it"), "{text}");
+}

@@ -65,6 +65,9 @@ pub struct System {
     pub pending_error: Option<String>,
     /// What `ROOT/run/ostree-booted` says of this boot.
     pub boot: BootRecord,
+    /// The deployment loaded at `ROOT/run/nextroot` (`ostree admin
+    /// prepare-soft-reboot`): the next `systemctl reboot` is a soft reboot into it.
+    pub next_root: Option<Deployment>,
 }
 
 /// Errors callers branch on.
@@ -121,6 +124,7 @@ impl System {
             }
             entries.iter().max_by_key(|e| e.version).map(|e| deployments[e.deployment].clone()).filter(|d| *d != booted)
         });
+        let next_root = next_root(root, &deployments);
         Ok(System {
             root: root.to_path_buf(),
             sysroot: sysroot.to_path_buf(),
@@ -129,6 +133,7 @@ impl System {
             pending,
             pending_error,
             boot,
+            next_root,
         })
     }
 
@@ -144,6 +149,21 @@ impl System {
     pub fn repo(&self) -> anyhow::Result<Repo> {
         Repo::open(&self.sysroot.join("ostree/repo"))
     }
+}
+
+/// The deployment `ostree admin prepare-soft-reboot` loaded: `ROOT/run/nextroot`
+/// is a mount, and `ROOT/run/ostree/nextroot-booted` (what becomes
+/// `/run/ostree-booted` after the switch) names its directory by device and inode.
+fn next_root(root: &Path, deployments: &[Deployment]) -> Option<Deployment> {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, CWD};
+    let st =
+        rustix::fs::statx(CWD, root.join("run/nextroot"), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS).ok()?;
+    if !st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT) {
+        return None;
+    }
+    let record = BootRecord::parse(&std::fs::read(root.join("run/ostree/nextroot-booted")).ok()?).ok()?;
+    let id = record.backing_root?;
+    deployments.iter().find(|d| d.dev_ino == id).cloned()
 }
 
 /// ostree's own lock on the sysroot (`ostree/lock`), taken as ostree takes it (a
