@@ -187,7 +187,7 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
         (exit::USAGE, "The command line is wrong."),
     ];
     if acts {
-        statuses.push((exit::POLICY, "Refused by policy, nothing changed: the update replaces or removes existing files without --allow-replacement, an interrupted transition must be finished first, or /usr is someone else's (an ostree hotfix, rpm-ostree's live state, a foreign overlay)."));
+        statuses.push((exit::POLICY, "Refused by policy, nothing changed: the update replaces or removes existing files without --allow-replacement, an interrupted transition must be finished first, or /usr is someone else's (an ostree hotfix, rpm-ostree's live state, a foreign overlay), or a mount below /usr cannot be carried into the new tree (its mount point is not in the target)."));
     }
     for (code, what) in statuses {
         r.control("TP", []).text([bold(code.to_string())]).text([roman(what)]);

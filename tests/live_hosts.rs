@@ -427,6 +427,7 @@ fn a_soft_reboot_that_drops_the_overlay_is_never_reported_live() {
         "#,
     ));
     let lost = read_json(&sys.out.join("status-lost.json"));
+    common::schema::assert_valid(&common::schema::validator("status"), "status (usr-lost)", &lost);
     assert_eq!(lost["state"]["state"], "usr-lost", "{lost}");
     assert_eq!(lost["state"]["commit"], v2.as_str());
     assert_eq!(lost["usr"]["kind"], "locked");
@@ -468,6 +469,7 @@ fn a_loaded_next_root_is_reported() {
     ));
     assert_eq!(read_json(&sys.out.join("before.json"))["soft_reboot_into"], serde_json::Value::Null);
     let status = read_json(&sys.out.join("status.json"));
+    common::schema::assert_valid(&common::schema::validator("status"), "status (next root)", &status);
     assert_eq!(status["soft_reboot_into"]["checksum"], v2.as_str(), "{status}");
     let text = read(&sys, "status.txt");
     assert!(text.contains("loaded at /run/nextroot: the next `systemctl reboot` is a soft reboot into it"), "{text}");

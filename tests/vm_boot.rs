@@ -1,7 +1,8 @@
-//! A real boot is the final judge: a Debian 12 OSTree system booted in QEMU
-//! (systemd as PID 1, ostree-prepare-root from a dracut initramfs), updated live
-//! and reset by livefs, then rebooted. See tests/vm/run.sh for the scenario; the
-//! image is cached in /var/cache/livefs-test/vm.
+//! A real boot is the final judge: Debian OSTree systems booted in QEMU (systemd
+//! as PID 1, ostree-prepare-root from a dracut initramfs), updated live and reset
+//! by livefs, then rebooted — Debian 12, and Debian forky booted with composefs
+//! and a read-only sysroot (then soft-rebooted). See tests/vm/run.sh for the
+//! scenarios; the images are cached in /var/cache/livefs-test/vm{,-forky}.
 
 mod common;
 
@@ -25,13 +26,15 @@ fn quiet_ok(dir: &Path, name: &str) -> String {
     read(dir, &format!("{name}.out"))
 }
 
-#[test]
-fn debian_vm_apply_serve_restart_reset_reboot() {
+/// Boots `release`'s image once per guest script (tests/vm/run.sh); the results
+/// are in the returned directory's `bootN/`.
+fn run_vm(release: &str, scripts: &[&str]) -> common::TempDir {
     let dir = scratch();
-    let out = dir.path();
     let run = Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vm/run.sh"))
-        .env("OUT", out)
+        .arg(release)
+        .args(scripts)
+        .env("OUT", dir.path())
         .env("LIVEFS", env!("CARGO_BIN_EXE_livefs"))
         .output()
         .expect("cannot run tests/vm/run.sh");
@@ -41,7 +44,14 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    eprintln!("{}", read(out, "times.txt"));
+    eprintln!("{release}: {}", read(dir.path(), "times.txt"));
+    dir
+}
+
+#[test]
+fn debian_vm_apply_serve_restart_reset_reboot() {
+    let dir = run_vm("bookworm", &["guest-boot1.sh", "guest-boot2.sh"]);
+    let out = dir.path();
     let b1 = out.join("boot1/out");
     let (a, b) = (read(&out.join("boot1"), "commit-a"), read(&out.join("boot1"), "commit-b"));
     let (a, b) = (a.trim(), b.trim());
@@ -204,4 +214,87 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
     quiet_ok(&b2, "reset");
     assert!(read(&b2, "uppers-after.txt").contains("No such file"), "stale layers not removed");
     assert_eq!(read(&b2, "refs-after.txt"), "", "stale refs not removed");
+}
+
+/// A real composefs boot (Debian forky: ostree 2026 with libcomposefs, `/` an
+/// overlay with source `composefs`, `/sysroot` read-only): the seed flow (the web
+/// server the update brings serves HTTP 200 after `apply --restart`, `reset
+/// --restart` stops it), zero-copy through the read-only sysroot, a state
+/// overlay on /usr/local kept across apply and reset, and a `systemctl
+/// soft-reboot` after an apply with status truthful afterwards.
+#[test]
+fn composefs_vm_apply_serve_reset_soft_reboot() {
+    let dir = run_vm("forky", &["guest-composefs.sh"]);
+    let o = dir.path().join("boot1/out");
+    let a = read(&dir.path().join("boot1"), "commit-a");
+    let b = read(&dir.path().join("boot1"), "commit-b");
+    let (a, b) = (a.trim(), b.trim());
+    let status = validator("status");
+    let apply_schema = validator("apply");
+
+    // The composefs facts.
+    assert_eq!(read(&o, "root-mount.txt").trim(), "composefs overlay");
+    assert!(read(&o, "sysroot-options.txt").starts_with("ro,"), "/sysroot is not read-only");
+    assert!(read(&o, "cfs.txt").trim().ends_with(".ostree.cfs"), "{}", read(&o, "cfs.txt"));
+    let before = read_json(&o.join("status-before.out"));
+    quiet_ok(&o, "status-before");
+    assert_valid(&status, "status (composefs)", &before);
+    assert_eq!(before["boot"]["composefs"], true);
+    assert_eq!(before["boot"]["sysroot_ro"], true);
+    assert_eq!(before["booted"]["checksum"], a);
+    assert_eq!(before["pending"]["checksum"], b);
+
+    // apply --restart: zero-copy, the web server started and serving.
+    let apply = quiet_ok(&o, "apply");
+    assert!(apply.contains(&format!("Applied {} -> {}", &a[..12], &b[..12])), "{apply}");
+    let layer = apply.lines().find(|l| l.starts_with("/usr switched to a new layer: ")).expect("no layer line");
+    assert!(layer.ends_with(", 0 copied (0 bytes)."), "files were copied on a read-only sysroot: {layer}");
+    assert!(apply.contains("Start lighttpd.service (newly wanted by multi-user.target): ok"), "{apply}");
+    assert!(apply.contains("Restart livefs-demo.service ("), "{apply}");
+    let http = read(&o, "http.txt");
+    assert!(http.starts_with("HTTP/1.0 200 OK"), "{http}");
+    assert!(http.contains("served by lighttpd from a live-updated /usr"), "{http}");
+    let live = read_json(&o.join("status-live.out"));
+    assert_valid(&status, "status (composefs, live)", &live);
+    assert_eq!((live["state"]["state"].as_str(), live["usr"]["kind"].as_str()), (Some("live"), Some("livefs")));
+    // The state overlay below /usr: visible with its content after apply and reset.
+    assert_eq!(read(&o, "state-after-apply"), "state of /usr/local\n");
+    assert_eq!(read(&o, "state-after-reset"), "state of /usr/local\n");
+    assert!(read(&o, "mounts-after-apply").contains("/usr/local livefs-state-overlay overlay"));
+
+    let reset = read_json(&o.join("reset.out"));
+    quiet_ok(&o, "reset");
+    assert_valid(&apply_schema, "reset --restart --json (composefs)", &reset);
+    assert_eq!(reset["state"]["state"], "booted");
+    assert_eq!(read(&o, "lighttpd-after-reset").trim(), "inactive");
+    let again = read_json(&o.join("apply-again.out"));
+    quiet_ok(&o, "apply-again");
+    assert_valid(&apply_schema, "apply --json (composefs)", &again);
+    assert_eq!(again["layer"]["files_copied"], 0, "{again}");
+    assert_eq!(again["layer"]["bytes_written"], 0, "{again}");
+    assert!(again["layer"]["files_linked"].as_u64().unwrap() > 50, "{again}");
+
+    // The soft reboot kept /run: whatever it did to the overlay, status tells the truth.
+    assert_eq!(read(&o, "soft-reboots-before").trim(), "0");
+    assert_eq!(read(&o, "soft-reboots-after").trim(), "1", "no soft reboot happened");
+    let after = read_json(&o.join("status-after-soft-reboot.out"));
+    quiet_ok(&o, "status-after-soft-reboot");
+    assert_valid(&status, "status (after a soft reboot)", &after);
+    let mounts = read(&o, "mounts-after-soft-reboot");
+    let overlay_kept = mounts.lines().any(|l| l.starts_with("/usr livefs:usr."));
+    let flag_kept = read(&o, "deployment-state-after-status").contains("unlocked-transient");
+    if overlay_kept {
+        assert_eq!(after["state"], serde_json::json!({"state": "live", "commit": b}), "{after}");
+        assert_eq!(after["usr"]["kind"], "livefs");
+    } else {
+        assert_eq!(after["state"], serde_json::json!({"state": "usr-lost", "commit": b}), "{after}");
+        assert_eq!(after["usr"]["kind"], "locked");
+    }
+    assert_eq!(flag_kept, overlay_kept, "ostree's unlocked-transient flag does not match the overlay:\n{mounts}");
+    eprintln!("after the soft reboot the overlay was {}", if overlay_kept { "kept" } else { "gone" });
+    let reset = read_json(&o.join("reset-after-soft-reboot.out"));
+    quiet_ok(&o, "reset-after-soft-reboot");
+    assert_eq!(reset["state"]["state"], "booted");
+    assert_eq!(read_json(&o.join("status-final.out"))["state"]["state"], "booted");
+    assert!(read(&o, "mounts-final").starts_with("/usr: no mount of its own\n/usr/local livefs-state-overlay"));
 }

@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# The VM test of a real boot: a Debian 12 OSTree system (image.sh) booted with
+# The VM tests of a real boot: a Debian OSTree system (image.sh) booted with
 # QEMU (direct kernel boot of version 1's boot entry; KVM when a usable one is
 # loaded, else TCG), systemd as PID 1, ostree-prepare-root in the initramfs.
 # The host talks to the guest through a 9p share: the guest's agent unit runs
-# the scenario script found there and powers off. Two boots:
+# the scenario script found there and powers off (or soft-reboots, when the
+# scenario asks, and runs it again). One boot per scenario script:
+#   bookworm (Debian 12):
 #   1. guest-boot1.sh: status, apply (refused, then --allow-replacement), the new
 #      unit loaded, the web server started and serving, restart hints, restart,
 #      reset, apply again (left live);
 #   2. guest-boot2.sh: after that reboot, nothing is live, stale state is cleaned.
-# Usage: OUT=DIR LIVEFS=BINARY run.sh. Results land in $OUT/boot1, $OUT/boot2.
+#   forky (composefs, read-only sysroot):
+#   1. guest-composefs.sh: the seed flow on a composefs boot, a state overlay on
+#      /usr/local kept across apply and reset, then a soft reboot.
+# Usage: OUT=DIR LIVEFS=BINARY run.sh RELEASE SCRIPT... Results land in $OUT/boot1, ….
 set -euo pipefail
 : "${OUT:?}" "${LIVEFS:?}"
 HERE=$(cd "$(dirname "$0")" && pwd)
-CACHE=${LIVEFS_TEST_CACHE:-/var/cache/livefs-test}/vm
-IMG=$(bash "$HERE/image.sh" "$CACHE" | tail -n 1)
+RELEASE=${1:?usage: run.sh RELEASE SCRIPT...}
+shift
+case $RELEASE in
+bookworm) CACHE=${LIVEFS_TEST_CACHE:-/var/cache/livefs-test}/vm ;;
+*) CACHE=${LIVEFS_TEST_CACHE:-/var/cache/livefs-test}/vm-$RELEASE ;;
+esac
+IMG=$(bash "$HERE/image.sh" "$CACHE" "$RELEASE" | tail -n 1)
 
 if [ -e /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
     ACCEL=(-machine q35,accel=kvm -cpu host)
@@ -24,10 +34,10 @@ mkdir -p "$OUT"
 qemu-img create -q -f qcow2 -b "$IMG/disk.raw" -F raw "$OUT/disk.qcow2"
 
 boot() {
-    local n=$1 share=$OUT/boot$1 start
+    local n=$1 script=$2 share=$OUT/boot$1 start
     mkdir -p "$share/out"
     cp "$LIVEFS" "$share/livefs"
-    cp "$HERE/guest-boot$n.sh" "$share/scenario.sh"
+    cp "$HERE/$script" "$share/scenario.sh"
     chmod 755 "$share/scenario.sh"
     cp "$IMG/commit-a" "$share/commit-a"
     cp "$IMG/commit-b" "$share/commit-b"
@@ -46,6 +56,9 @@ boot() {
         exit 1
     fi
 }
-boot 1
-boot 2
+n=0
+for script in "$@"; do
+    n=$((n + 1))
+    boot "$n" "$script"
+done
 rm -f "$OUT/disk.qcow2"
