@@ -128,13 +128,16 @@ fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) ->
             }
             Err(e) => return Err(e).with_context(|| format!("cannot open /etc/{dir}")),
         };
+        let meta_only = matches!((from, to), (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { .. })));
         let is = |node: &Option<NodeKind>| -> anyhow::Result<bool> {
             match (node, &parent) {
                 (None, None) => Ok(true),
                 (None, Some(fd)) => Ok(checkout::probe(fd.as_fd(), name)?.0 == Entry::Absent),
                 (Some(_), None) => Ok(false),
-                (Some(NodeKind::Dir { meta, .. }), Some(fd)) if from.is_some() && to.is_some() => {
+                (Some(NodeKind::Dir { meta, .. }), Some(fd)) if meta_only => {
                     // A directory's own metadata change: compare the metadata only.
+                    // (A directory the update turns into a file, or a file into a
+                    // directory, is compared whole: its content may be the admin's.)
                     Ok(match checkout::open_dir(fd.as_fd(), name) {
                         Ok(d) => checkout::dir_meta_matches(d.as_fd(), &repo.read_dirmeta(*meta)?, XattrCheck::Ignore)?,
                         Err(_) => false,
@@ -170,7 +173,6 @@ fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) ->
         };
         // A kept or conflicting entry keeps its subtree, except a directory whose
         // own metadata the admin changed: its children are judged one by one.
-        let meta_only = matches!((from, to), (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { .. })));
         if matches!(action, EtcAction::Kept | EtcAction::Conflict) && !meta_only {
             skipped.push(path.clone());
         }

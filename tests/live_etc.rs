@@ -356,3 +356,55 @@ fn hostile_journal_and_odd_names() {
     let olddir = apply["etc"]["paths"].as_array().unwrap().iter().find(|p| p["path"] == "/olddir").cloned();
     assert_eq!(olddir.map(|p| p["action"].clone()), Some("kept".into()), "{}", apply["etc"]);
 }
+
+/// The update turns /etc directories into files (and back) where the admin has
+/// content of their own: nothing of the admin's is ever deleted or reported as
+/// done; the path is reported as a conflict and left as it was; a reset restores
+/// /etc exactly.
+#[test]
+fn etc_type_changes_never_take_the_admins_content() {
+    let mut sys = TestSystem::new();
+    let e = sys.tree.join("usr/etc");
+    write(&e.join("conf.d/default.conf"), b"default\n");
+    write(&e.join("unit.d/default.conf"), b"default\n");
+    write(&e.join("becomes-dir"), b"a file\n");
+    let v1 = sys.commit("1.1");
+    sys.booted = v1.clone();
+    sys.deploy(&v1);
+    rm(&e.join("conf.d"));
+    write(&e.join("conf.d"), b"now a file\n");
+    rm(&e.join("unit.d"));
+    rm(&e.join("becomes-dir"));
+    write(&e.join("becomes-dir/inner.conf"), b"inner\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        echo local > $R/etc/conf.d/local.conf
+        echo local > $R/etc/unit.d/local.conf
+        rm $R/etc/becomes-dir
+        mkdir $R/etc/becomes-dir
+        echo admin > $R/etc/becomes-dir/admin.conf
+        cp -a $R/etc $OUT/etc-before
+        L apply --allow-replacement --json > $OUT/apply.json
+        cp -a $R/etc $OUT/etc-live
+        L reset > $OUT/reset.txt
+        cp -a $R/etc $OUT/etc-reset
+        "#,
+    );
+    ok(&out);
+    let apply = read_json(&sys.out.join("apply.json"));
+    let action = |path: &str| {
+        apply["etc"]["paths"].as_array().unwrap().iter().find(|p| p["path"] == path).map(|p| p["action"].clone())
+    };
+    assert_eq!(action("/conf.d"), Some("conflict".into()), "{apply}");
+    assert_eq!(action("/unit.d"), Some("kept".into()), "{apply}");
+    assert_eq!(action("/becomes-dir"), Some("conflict".into()), "{apply}");
+    let live = sys.out.join("etc-live");
+    assert_eq!(std::fs::read_to_string(live.join("conf.d/local.conf")).unwrap(), "local\n");
+    assert_eq!(std::fs::read_to_string(live.join("conf.d/default.conf")).unwrap(), "default\n");
+    assert_eq!(std::fs::read_to_string(live.join("unit.d/local.conf")).unwrap(), "local\n");
+    assert_eq!(std::fs::read_to_string(live.join("becomes-dir/admin.conf")).unwrap(), "admin\n");
+    assert!(!live.join("becomes-dir/inner.conf").exists(), "the update wrote into the admin's directory");
+    assert_same_tree(&sys.out.join("etc-reset"), &sys.out.join("etc-before"));
+}
