@@ -147,13 +147,12 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
     let strategy = match &system.pending {
         Some(p) => {
             let mut s = strategy_of(&repo, &system, p.checksum)?;
-            // What it would replace and restart, from what /usr holds now.
-            let d = usr_diff(&repo, state.current(booted).unwrap_or(booted), p.checksum)?;
-            let usr = |path: &String| format!("/usr{path}");
-            let pending: std::collections::HashSet<String> =
-                d.modified.iter().map(|m| usr(&m.path)).chain(d.removed.iter().map(|r| usr(&r.path))).collect();
-            let changed: Vec<String> = pending.iter().cloned().chain(d.added.iter().map(|a| usr(&a.path))).collect();
-            add_costs(&mut s, &paths.root, &pending, &changed)?;
+            // What it would replace and restart, from what /usr holds now: the
+            // plan an apply would check.
+            let (plan, _) = plan_usr(&repo, state.current(booted).unwrap_or(booted), p.checksum)?;
+            let pending = replaced_by(&plan);
+            let changed = changed_paths(&plan, &crate::etc::EtcReport::default());
+            add_costs(&mut s, &paths.root, &plan, &pending, &changed)?;
             Some(s)
         }
         None => None,
@@ -382,29 +381,9 @@ impl Live {
 
     /// Plans `from` → `to` in `/usr`, applying the policy.
     fn plan(&self, from: Checksum, to: Checksum, allow_replacement: bool) -> anyhow::Result<(Plan, Vec<String>)> {
-        let diff = usr_diff(&self.repo, from, to)?;
-        let mut plan = Plan::new(&self.repo, &diff)?;
-        let modules = format!("/lib/modules/{}", kernel_release());
-        let mut kept = Vec::new();
-        plan.ops.retain(|op| {
-            let under = op.path == modules || op.path.starts_with(&format!("{modules}/"));
-            let keep = under && !matches!(op.kind, OpKind::MakeDir | OpKind::AddFile);
-            if keep {
-                kept.push(format!("/usr{}", op.path));
-            }
-            !keep
-        });
-        plan.total = plan.ops.iter().fold(crate::diff::Footprint::default(), |mut t, op| {
-            t += op.footprint;
-            t
-        });
+        let (plan, kept) = plan_usr(&self.repo, from, to)?;
         if !allow_replacement {
-            let offenders: Vec<String> = plan
-                .ops
-                .iter()
-                .filter(|op| !matches!(op.kind, OpKind::MakeDir | OpKind::AddFile) && !is_usr_etc(&op.path))
-                .map(|op| format!("/usr{}", op.path))
-                .collect();
+            let offenders = replacements(&plan);
             if !offenders.is_empty() {
                 return Err(PolicyError::Replacement(offenders).into());
             }
@@ -496,7 +475,7 @@ impl Live {
         crate::activation::record(&mut new_events, &added, &removed);
         let pending = replaced_by(&plan);
         if etc_mode == EtcMode::Merge {
-            add_costs(&mut outcome.strategy, &root, &pending, &changed)?;
+            add_costs(&mut outcome.strategy, &root, &plan, &pending, &changed)?;
         }
         if dry_run {
             outcome.restarts = would_restart(&root, Some(&self.states), &pending, &changed)?;
@@ -656,6 +635,40 @@ fn has_path(repo: &Repo, root: TreeRoot, rel: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// Plans `from` → `to` in `/usr`: what running programs see change. The
+/// running kernel's modules are kept out (returned, as `/usr` paths).
+fn plan_usr(repo: &Repo, from: Checksum, to: Checksum) -> anyhow::Result<(Plan, Vec<String>)> {
+    let diff = usr_diff(repo, from, to)?;
+    let mut plan = Plan::new(repo, &diff)?;
+    let modules = format!("/lib/modules/{}", kernel_release());
+    let mut kept = Vec::new();
+    plan.ops.retain(|op| {
+        let under = op.path == modules || op.path.starts_with(&format!("{modules}/"));
+        let keep = under && !matches!(op.kind, OpKind::MakeDir | OpKind::AddFile);
+        if keep {
+            kept.push(format!("/usr{}", op.path));
+        }
+        !keep
+    });
+    plan.total = plan.ops.iter().fold(crate::diff::Footprint::default(), |mut t, op| {
+        t += op.footprint;
+        t
+    });
+    Ok((plan, kept))
+}
+
+/// The existing `/usr` paths a plan changes or removes (a file, a symlink, a
+/// directory's metadata or type), outside `/usr/etc` (the defaults `/etc` is
+/// merged from): exactly what `--allow-replacement` allows, and without it
+/// refuses. One answer for `status`, `apply --dry-run`, the refusal and `apply`.
+fn replacements(plan: &Plan) -> Vec<String> {
+    plan.ops
+        .iter()
+        .filter(|op| !matches!(op.kind, OpKind::MakeDir | OpKind::AddFile) && !is_usr_etc(&op.path))
+        .map(|op| format!("/usr{}", op.path))
+        .collect()
+}
+
 /// The `/usr` tree of a commit.
 fn usr_root(repo: &Repo, commit: Checksum) -> anyhow::Result<TreeRoot> {
     let c = repo.read_commit(commit).with_context(|| format!("cannot read commit {commit}"))?;
@@ -699,15 +712,17 @@ fn activate(
 }
 
 /// Adds to a strategy what the update costs the running system: the `/usr`
-/// paths it replaces or removes (`pending`) and what it alone would need
-/// restarted once all of `changed` (absolute) are.
+/// paths it replaces or removes ([`replacements`] of its plan) and what it
+/// alone would need restarted once all of `changed` (absolute) are, `pending`
+/// among them replaced or removed.
 fn add_costs(
     s: &mut crate::strategy::Strategy,
     root: &std::path::Path,
+    plan: &Plan,
     pending: &std::collections::HashSet<String>,
     changed: &[String],
 ) -> anyhow::Result<()> {
-    s.replaces = pending.iter().cloned().collect();
+    s.replaces = replacements(plan);
     s.replaces.sort();
     s.restarts = would_restart(root, None, pending, changed)?;
     Ok(())

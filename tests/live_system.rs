@@ -465,3 +465,38 @@ fn read_only_sysroot_still_pins() {
     assert_eq!(std::fs::read_to_string(sys.out.join("stderr")).unwrap(), "", "apply warned");
     assert_eq!(std::fs::read_to_string(sys.out.join("ref")).unwrap().trim(), v2);
 }
+
+/// One answer to "what does this update replace": status, the dry run, the
+/// refusal without --allow-replacement and the apply list the same paths — a
+/// directory whose mode changed, a replaced and a removed file, not the /etc
+/// default (which needs no --allow-replacement).
+#[test]
+fn replaces_is_one_answer_everywhere() {
+    let mut sys = TestSystem::new();
+    chmod(&sys.tree.join("usr/share/doc/demo"), 0o700);
+    write(&sys.tree.join("usr/bin/hello"), b"#!/bin/sh\necho hello v2\n");
+    rm(&sys.tree.join("usr/share/doc/demo/README"));
+    write(&sys.tree.join("usr/etc/motd"), b"motd v2\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    ok(&sys.run(
+        r#"
+        L status --json > $OUT/status.json
+        L apply --allow-replacement --dry-run --json > $OUT/dry.json
+        L apply --json > $OUT/refused.json || true
+        L apply --allow-replacement --json > $OUT/apply.json
+        "#,
+    ));
+    let want = ["/usr/bin/hello", "/usr/share/doc/demo", "/usr/share/doc/demo/README"];
+    for name in ["status.json", "dry.json", "apply.json"] {
+        let doc = read_json(&sys.out.join(name));
+        let got: Vec<&str> = doc["strategy"]["replaces"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        assert_eq!(got, want, "{name}: {doc}");
+    }
+    let refused = read_json(&sys.out.join("refused.json"));
+    let error = refused["error"].as_str().unwrap();
+    let listed = error.rsplit_once("): ").map(|(_, l)| l).unwrap_or_default();
+    let mut listed: Vec<&str> = listed.split(", ").collect();
+    listed.sort();
+    assert_eq!(listed, want, "{error}");
+}
