@@ -40,15 +40,36 @@ pub fn tmp_name(name: &str) -> String {
 }
 
 /// Opens the directory at `rel` (relative, `""` for `dir` itself) beneath `dir`,
-/// refusing any symlink on the way (`ELOOP`) and any escape from `dir`.
+/// refusing any symlink on the way (`ELOOP`) and any escape from `dir`. A path
+/// longer than the kernel takes at once (`PATH_MAX`) is opened in steps, each
+/// beneath the last, holding two descriptors at most.
 pub fn open_dir(dir: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
-    let rel = if rel.is_empty() { "." } else { rel };
-    openat2(
-        dir,
-        rel,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let mut fd: Option<OwnedFd> = None;
+    for chunk in path_chunks(rel, PATH_STEP) {
+        let base = fd.as_ref().map_or(dir, |f| f.as_fd());
+        fd = Some(openat2(base, if chunk.is_empty() { "." } else { chunk }, flags, resolve)?);
+    }
+    Ok(fd.expect("at least one chunk"))
+}
+
+/// The longest relative path [`open_dir`] passes to the kernel at once (under
+/// `PATH_MAX`, 4096 with its NUL).
+const PATH_STEP: usize = 3072;
+
+/// Splits a relative path at `/`s into pieces of at most `max` bytes (a single
+/// longer name is a piece of its own; the kernel refuses it); `""` is one piece.
+fn path_chunks(rel: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = rel.trim_matches('/');
+    while rest.len() > max {
+        let cut = rest[..=max].rfind('/').or_else(|| rest.find('/')).unwrap_or(rest.len());
+        out.push(&rest[..cut]);
+        rest = rest[cut..].trim_start_matches('/');
+    }
+    out.push(rest);
+    out
 }
 
 /// `openat2(2)`, retried when it answers `EAGAIN`: with `RESOLVE_BENEATH` or
@@ -324,20 +345,115 @@ pub fn populate(repo: &Repo, dir: BorrowedFd<'_>, tree: Checksum) -> anyhow::Res
     Ok(bytes)
 }
 
-/// Removes `name` from `dir`, recursively for a directory, never following symlinks.
+/// Removes `name` from `dir`, recursively for a directory, never following
+/// symlinks, with a bounded number of open descriptors whatever the depth.
 pub fn remove(dir: BorrowedFd<'_>, name: &str) -> anyhow::Result<()> {
     match probe(dir, name)?.0 {
         Entry::Absent => return Ok(()),
         Entry::Dir => {
-            let fd = open_dir(dir, name).with_context(|| format!("cannot open directory {name}"))?;
-            for child in list(fd.as_fd())? {
-                remove(fd.as_fd(), &child).with_context(|| format!("in {name}"))?;
-            }
-            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).with_context(|| format!("cannot remove {name}"))?;
+            let name = std::ffi::CString::new(name).context("a name with a NUL byte")?;
+            walk(dir, &name, &mut |v| {
+                let (parent, name, flags) = match v {
+                    Visit::Entry { dir, name, .. } => (dir, name, AtFlags::empty()),
+                    Visit::Leave { dir, name } => (dir, name, AtFlags::REMOVEDIR),
+                    Visit::Enter { .. } => return Ok(()),
+                };
+                rustix::fs::unlinkat(parent, name, flags)
+                    .with_context(|| format!("cannot remove {}", name.to_string_lossy()))?;
+                fault::mutation();
+                Ok(())
+            })
+            .with_context(|| format!("in {}", name.to_string_lossy()))?;
+            return Ok(());
         }
         _ => rustix::fs::unlinkat(dir, name, AtFlags::empty()).with_context(|| format!("cannot remove {name}"))?,
     }
     fault::mutation();
+    Ok(())
+}
+
+/// What [`walk`] visits.
+pub enum Visit<'a> {
+    /// An entry that is not a directory, in its directory `dir`.
+    Entry { dir: BorrowedFd<'a>, name: &'a CStr, stat: &'a rustix::fs::Stat },
+    /// A directory, before its entries (`dir` is its parent).
+    Enter { dir: BorrowedFd<'a>, name: &'a CStr, stat: &'a rustix::fs::Stat },
+    /// A directory, after its entries (`dir` is its parent).
+    Leave { dir: BorrowedFd<'a>, name: &'a CStr },
+}
+
+/// One directory being walked: its remaining entries and identity.
+struct Frame {
+    name: std::ffi::CString,
+    names: Vec<std::ffi::CString>,
+    next: usize,
+    id: (u64, u64),
+}
+
+/// Walks the directory `name` in `dir` depth-first, never following symlinks,
+/// holding a bounded number of descriptors whatever its depth: a directory's
+/// names are read before it is entered, and it is left through `..`, checked
+/// (device and inode) to be the directory it was entered from. Entries that
+/// vanish meanwhile are passed over.
+pub fn walk(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    visit: &mut dyn FnMut(Visit<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    visit(Visit::Enter { dir, name, stat: &st })?;
+    let frame = |fd: &OwnedFd, name: &CStr| -> anyhow::Result<Frame> {
+        let st = rustix::fs::fstat(fd)?;
+        let mut names = Vec::new();
+        for e in rustix::fs::Dir::read_from(fd).context("cannot read directory")? {
+            let e = e.context("cannot read directory")?;
+            if e.file_name() != c"." && e.file_name() != c".." {
+                names.push(e.file_name().to_owned());
+            }
+        }
+        Ok(Frame { name: name.to_owned(), names, next: 0, id: (st.st_dev, st.st_ino) })
+    };
+    let mut cur = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    if rustix::fs::fstat(&cur).map(|s| (s.st_dev, s.st_ino))? != (st.st_dev, st.st_ino) {
+        bail!("{} changed while it was walked", name.to_string_lossy());
+    }
+    let mut stack = vec![frame(&cur, name)?];
+    while let Some(top) = stack.last_mut() {
+        if let Some(child) = top.names.get(top.next).cloned() {
+            top.next += 1;
+            let st = match rustix::fs::statat(&cur, &child, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot stat {}", child.to_string_lossy())),
+            };
+            if st.st_mode & S_IFMT != S_IFDIR {
+                visit(Visit::Entry { dir: cur.as_fd(), name: &child, stat: &st })?;
+                continue;
+            }
+            visit(Visit::Enter { dir: cur.as_fd(), name: &child, stat: &st })?;
+            let fd = rustix::fs::openat(&cur, &child, flags, Mode::empty())
+                .with_context(|| format!("cannot open {}", child.to_string_lossy()))?;
+            let f = frame(&fd, &child)?;
+            if f.id != (st.st_dev, st.st_ino) {
+                bail!("{} changed while it was walked", child.to_string_lossy());
+            }
+            stack.push(f);
+            cur = fd;
+            continue;
+        }
+        let done = stack.pop().expect("a frame");
+        let Some(parent) = stack.last() else {
+            visit(Visit::Leave { dir, name: &done.name })?;
+            break;
+        };
+        let up = rustix::fs::openat(&cur, "..", flags, Mode::empty())?;
+        if rustix::fs::fstat(&up).map(|s| (s.st_dev, s.st_ino))? != parent.id {
+            bail!("{} moved while it was walked", done.name.to_string_lossy());
+        }
+        cur = up;
+        visit(Visit::Leave { dir: cur.as_fd(), name: &done.name })?;
+    }
     Ok(())
 }
 
@@ -495,4 +611,23 @@ pub fn tree_matches(repo: &Repo, fd: BorrowedFd<'_>, tree: Checksum, xattrs: Xat
 
 fn symlink_xattrs(dir: BorrowedFd<'_>, name: &str) -> anyhow::Result<Xattrs> {
     crate::xattrs::of_path(std::path::Path::new(&proc_path(dir, name)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_paths_are_opened_in_steps_under_path_max() {
+        let cases: &[(&str, usize, &[&str])] = &[
+            ("", 8, &[""]),
+            ("a/b", 8, &["a/b"]),
+            ("aaa/bbb/ccc", 8, &["aaa/bbb", "ccc"]),
+            ("aaa/bbb/ccc/ddd", 7, &["aaa/bbb", "ccc/ddd"]),
+            // A name longer than a step is a step of its own (the kernel judges it).
+            ("abcdefghij/k", 4, &["abcdefghij", "k"]),
+            ("/a/b/", 8, &["a/b"]),
+        ];
+        for (rel, max, want) in cases {
+            assert_eq!(super::path_chunks(rel, *max), *want, "{rel} by {max}");
+        }
+    }
 }

@@ -604,6 +604,9 @@ fn print_outcome(o: &crate::live::Outcome, json: bool, verb: &str) -> anyhow::Re
         _ => print_restarts(&mut out, &o.restarts, "Needs restart")?,
     }
     out.flush()?;
+    for w in &o.warnings {
+        eprintln!("livefs: warning: {w}");
+    }
     Ok(())
 }
 

@@ -247,6 +247,9 @@ pub struct Outcome {
     /// The plan, one operation per line (dry runs).
     #[serde(skip)]
     pub plan_text: String,
+    /// What went wrong after the transition was done (housekeeping): reported,
+    /// never the exit status.
+    pub warnings: Vec<String>,
 }
 
 /// The paths of `/usr` that changes are limited to without --allow-replacement:
@@ -456,6 +459,7 @@ impl Live {
             layer: None,
             kept,
             plan_text: plan.describe(status),
+            warnings: Vec::new(),
             etc: etc_dry,
             etc_restored: Vec::new(),
             etc_transient: self.system.boot.transient_etc.is_some(),
@@ -563,10 +567,13 @@ impl Live {
         let done = LiveState::reached(to, booted);
         self.save(done)?;
         outcome.state = done;
-        // What this switch (or an earlier boot) left is stale now.
-        self.clean_stale()?;
         if !no_triggers {
             outcome.triggers = crate::triggers::run(&root, &actions)?;
+        }
+        // What this switch (or an earlier boot) left is stale now. The transition
+        // is done: a failure here is a warning, and the next run tries again.
+        if let Err(e) = self.clean_stale() {
+            outcome.warnings.push(format!("cannot remove what earlier transitions left: {e:#}"));
         }
         outcome.report.mutations = crate::fault::count();
         outcome.changed = !plan.ops.is_empty()

@@ -337,21 +337,25 @@ pub struct LayerUsage {
 
 pub fn layer_usage(layer: &Path) -> anyhow::Result<LayerUsage> {
     let (mut written, mut linked) = (0u64, 0u64);
-    let mut stack = vec![layer.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let st = rustix::fs::lstat(&p).with_context(|| format!("cannot stat {}", p.display()))?;
-        let is_dir = st.st_mode & crate::repo::objects::S_IFMT == crate::repo::objects::S_IFDIR;
-        if !is_dir && st.st_nlink > 1 {
-            linked += st.st_size as u64;
-        } else {
-            written += st.st_blocks as u64 * 512;
-        }
-        if is_dir {
-            for e in std::fs::read_dir(&p).with_context(|| format!("cannot list {}", p.display()))? {
-                stack.push(e?.path());
+    let (parent, name) = match (layer.parent(), layer.file_name()) {
+        (Some(p), Some(n)) => (p, n),
+        _ => anyhow::bail!("{} is not a layer directory", layer.display()),
+    };
+    let parent_fd = checkout::open_dir_path(parent)?;
+    let name = std::ffi::CString::new(name.as_encoded_bytes()).context("a layer name with a NUL byte")?;
+    // Walked dirfd-relative with bounded descriptors: a layer may hold paths
+    // longer than PATH_MAX and deeper than the open-file limit.
+    checkout::walk(parent_fd.as_fd(), &name, &mut |v| {
+        match v {
+            checkout::Visit::Entry { stat, .. } if stat.st_nlink > 1 => linked += stat.st_size as u64,
+            checkout::Visit::Entry { stat, .. } | checkout::Visit::Enter { stat, .. } => {
+                written += stat.st_blocks as u64 * 512
             }
+            checkout::Visit::Leave { .. } => {}
         }
-    }
+        Ok(())
+    })
+    .with_context(|| format!("cannot measure the layer {}", layer.display()))?;
     let vfs = rustix::fs::statvfs(layer)?;
     Ok(LayerUsage {
         layer: layer.to_path_buf(),

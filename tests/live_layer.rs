@@ -216,3 +216,44 @@ fn killed_at_every_step_usr_is_one_tree() {
         assert_same_tree(&sys.out.join(format!("etc-reset-{n}")), &sys.out.join("etc-before"));
     }
 }
+
+/// An update may carry a tree longer than PATH_MAX and deeper than the usual
+/// open-file limit (1,100 levels: 4,400 bytes of path): with `ulimit -n 1024`,
+/// livefs applies it, reports on it while it is live, resets, and removes the
+/// stale layer afterwards — every walk dirfd-relative, with bounded descriptors —
+/// and no housekeeping failure ever becomes the exit status.
+#[test]
+fn deep_trees_apply_report_reset_and_clean_up() {
+    use rustix::fs::{Mode, OFlags};
+    let mut sys = TestSystem::new();
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(sys.tree.join("usr/share"), flags, Mode::empty()).unwrap();
+    for _ in 0..1100 {
+        rustix::fs::mkdirat(&dir, "abc", Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(&dir, "abc", flags, Mode::empty()).unwrap();
+    }
+    let leaf = rustix::fs::openat(&dir, "leaf", OFlags::WRONLY | OFlags::CREATE, Mode::from_raw_mode(0o644)).unwrap();
+    rustix::io::write(&leaf, b"deep\n").unwrap();
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    ok(&sys.run(
+        r#"
+        ulimit -n 1024
+        L apply > $OUT/apply.txt
+        L status > $OUT/status.txt
+        c=$(printf 'abc/%.0s' $(seq 550))
+        (cd $R/usr/share && cd $c && cd $c && cat leaf) > $OUT/leaf
+        L reset > $OUT/reset.txt 2> $OUT/reset.err
+        L apply > $OUT/apply2.txt 2> $OUT/apply2.err
+        L reset > $OUT/reset2.txt 2> $OUT/reset2.err
+        ls $S/ostree/deploy/demo/backing/*/livefs/ > $OUT/layers
+        "#,
+    ));
+    let read = |name: &str| std::fs::read_to_string(sys.out.join(name)).unwrap();
+    assert_eq!(read("leaf"), "deep\n");
+    assert!(read("status.txt").contains("Live:        "), "{}", read("status.txt"));
+    for name in ["reset.err", "apply2.err", "reset2.err"] {
+        assert_eq!(read(name), "", "{name}");
+    }
+    assert_eq!(read("layers"), "", "stale layers were not removed");
+}

@@ -490,7 +490,8 @@ fn replaces_is_one_answer_everywhere() {
     let want = ["/usr/bin/hello", "/usr/share/doc/demo", "/usr/share/doc/demo/README"];
     for name in ["status.json", "dry.json", "apply.json"] {
         let doc = read_json(&sys.out.join(name));
-        let got: Vec<&str> = doc["strategy"]["replaces"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        let got: Vec<&str> =
+            doc["strategy"]["replaces"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
         assert_eq!(got, want, "{name}: {doc}");
     }
     let refused = read_json(&sys.out.join("refused.json"));
