@@ -434,8 +434,7 @@ impl Live {
                 let layer_plan = if from == booted { plan.clone() } else { self.plan(booted, to, true)?.0 };
                 let site = overlay::LayerSite::open(&self.system.sysroot, &self.system.booted, &self.repo)?;
                 let footprint = layer_footprint(&layer_plan, site.links());
-                let sysroot_fd = crate::checkout::open_dir_path(&self.system.sysroot)?;
-                plan::check_footprint(footprint, sysroot_fd.as_fd(), &self.system.sysroot.display().to_string())?;
+                plan::check_footprint(footprint, site.filesystem(), &self.system.sysroot.display().to_string())?;
                 UsrStrategy::Layer { plan: layer_plan, site, carried: self.carried_to(to)? }
             }
         };
@@ -499,6 +498,18 @@ impl Live {
                 .collect();
             return Ok(outcome);
         }
+        // The layer is built off to the side before anything is recorded: a build
+        // that fails (no space, a missing object) leaves the state as it was, and
+        // a directory no mount uses, which the next run removes.
+        let built = match &strategy {
+            UsrStrategy::Layer { plan: layer_plan, site, .. } => {
+                let target = usr_root(&self.repo, to)?;
+                let (path, fd) = site.new_layer(&to.to_hex())?;
+                let stats = crate::layer::build(&self.repo, site.objects(), target, layer_plan, fd.as_fd())?;
+                Some((path, stats))
+            }
+            _ => None,
+        };
         {
             // Pinned under ostree's sysroot lock, once the target is known to be
             // complete: from here on a resume and a reset have what they need.
@@ -515,11 +526,8 @@ impl Live {
             }
             UsrStrategy::Keep => {}
             UsrStrategy::Detach { mut carried } => overlay::detach(&root, &self.system.booted, &mut carried)?,
-            UsrStrategy::Layer { plan: layer_plan, site, mut carried } => {
-                let target = usr_root(&self.repo, to)?;
-                let (path, fd) = site.new_layer(&to.to_hex())?;
-                let stats = crate::layer::build(&self.repo, site.objects(), target, &layer_plan, fd.as_fd())?;
-                drop(fd);
+            UsrStrategy::Layer { mut carried, .. } => {
+                let (path, stats) = built.expect("built above");
                 let lower = self.system.booted.path.join("usr");
                 overlay::switch(&root, &lower, &path, &self.system.booted, &mut carried)?;
                 let dev = rustix::fs::stat(root.join("usr"))?.st_dev;
@@ -609,11 +617,24 @@ enum UsrStrategy {
     WriteThrough { status: Vec<plan::Status> },
 }
 
-/// The space and inodes a layer needs: when its files are `links` to the
-/// repository's objects, no space and no inode for them; a directory or whiteout
-/// per operation at most. Otherwise the content is copied too.
+/// The space and inodes a layer needs: an entry per operation (a directory, a
+/// whiteout; a file too unless its files are `links` to the repository's
+/// objects, which take no inode and no space), one per parent directory the
+/// layer makes for them, and the layers' own directories and refs. Copies take
+/// their content's space too.
 fn layer_footprint(plan: &Plan, links: bool) -> crate::diff::Footprint {
-    let entries = plan.ops.len() as u64;
+    let mut dirs = std::collections::HashSet::new();
+    for op in &plan.ops {
+        let mut p = op.path.as_str();
+        while let Some(i) = p.rfind('/').filter(|&i| i > 0) {
+            p = &p[..i];
+            if !dirs.insert(p) {
+                break;
+            }
+        }
+    }
+    // The layer, its livefs/ and backing/ directories, two refs.
+    let entries = (plan.ops.len() + dirs.len()) as u64 + 5;
     let mut f = crate::diff::Footprint { bytes: 0, space: entries * crate::diff::BLOCK, entries };
     if !links {
         f += plan.total;

@@ -125,6 +125,8 @@ pub struct LayerSite {
     /// The layers directory, relative to the sysroot.
     rel: String,
     writable: OwnedFd,
+    /// The deepest existing directory of the layers' path: where they will be.
+    nearest: OwnedFd,
     objects: Option<OwnedFd>,
     links: bool,
 }
@@ -133,16 +135,38 @@ impl LayerSite {
     pub fn open(sysroot: &Path, deployment: &Deployment, repo: &Repo) -> anyhow::Result<LayerSite> {
         let writable = writable_sysroot(sysroot)?;
         let objects = objects_beneath(repo, writable.as_fd(), sysroot);
-        // The repository's own objects, found through the same mount: a link works.
-        let links = repo.mode() == RepoMode::Bare && objects.is_some();
         let rel = format!("ostree/deploy/{}/backing/{}/{LAYERS_DIR}", deployment.osname, deployment.id());
-        Ok(LayerSite { sysroot: sysroot.to_path_buf(), rel, writable, objects, links })
+        let mut nearest = rustix::io::dup(&writable)?;
+        for c in rel.split('/') {
+            match checkout::open_dir(nearest.as_fd(), c) {
+                Ok(fd) => nearest = fd,
+                Err(Errno::NOENT) => break,
+                Err(e) => return Err(e).with_context(|| format!("cannot open {}/{rel}", sysroot.display())),
+            }
+        }
+        // The repository's own objects, found through the mount the layers will
+        // be on (not another filesystem mounted on the way): a link works.
+        let mount_of = |fd: BorrowedFd<'_>| {
+            rustix::fs::statx(fd, "", rustix::fs::AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)
+                .map(|st| st.stx_mnt_id)
+                .ok()
+        };
+        let links = repo.mode() == RepoMode::Bare
+            && objects
+                .as_ref()
+                .is_some_and(|o| mount_of(o.as_fd()).is_some() && mount_of(o.as_fd()) == mount_of(nearest.as_fd()));
+        Ok(LayerSite { sysroot: sysroot.to_path_buf(), rel, writable, nearest, objects, links })
     }
 
     /// Whether the layer's files will be hardlinks of the repository's objects
     /// (else copies: what the space preflight counts).
     pub fn links(&self) -> bool {
         self.links
+    }
+
+    /// The filesystem the layers are written to, for the space preflight.
+    pub fn filesystem(&self) -> BorrowedFd<'_> {
+        self.nearest.as_fd()
     }
 
     /// The repository's objects, to link from into a layer of this site.

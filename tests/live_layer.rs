@@ -257,3 +257,48 @@ fn deep_trees_apply_report_reset_and_clean_up() {
     }
     assert_eq!(read("layers"), "", "stale layers were not removed");
 }
+
+/// The preflight counts every inode the layer takes (its entries, the parent
+/// directories it makes for them, its own directories): on a filesystem with
+/// too few, the apply is refused before anything changes. A build that fails
+/// anyway leaves the state as it was, never an interrupted apply.
+#[test]
+fn the_layer_preflight_counts_what_the_build_creates_and_a_failed_build_changes_nothing() {
+    let mut sys = TestSystem::new();
+    for i in 0..8 {
+        write(&sys.tree.join(format!("usr/share/new/d{i}/sub/file")), b"x\n");
+    }
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let backing = format!("$S/ostree/deploy/demo/backing/{}.0", sys.booted);
+    ok(&sys.run(&format!(
+        r#"
+        # The layers' filesystem: room for the 8 files' directories, not for their parents too.
+        mkdir -p {backing}
+        mount -t tmpfs -o size=16m,nr_inodes=24 layers {backing}
+        rc=0; L apply > $OUT/refused.out 2> $OUT/refused.err || rc=$?
+        echo $rc > $OUT/refused.rc
+        L status --json > $OUT/status-refused.json
+        umount {backing}
+        # A build that fails: where the layers go is a file.
+        mkdir -p {backing}
+        touch {backing}/livefs
+        rc=0; L apply > $OUT/failed.out 2> $OUT/failed.err || rc=$?
+        echo $rc > $OUT/failed.rc
+        L status --json > $OUT/status-failed.json
+        rm {backing}/livefs
+        L apply > $OUT/apply.out
+        "#
+    )));
+    let read = |name: &str| std::fs::read_to_string(sys.out.join(name)).unwrap();
+    assert_eq!(read("refused.rc").trim(), "1");
+    assert!(read("refused.err").contains("inodes"), "{}", read("refused.err"));
+    assert_eq!(read("failed.rc").trim(), "1");
+    assert!(read("failed.err").contains("livefs"), "{}", read("failed.err"));
+    for name in ["status-refused.json", "status-failed.json"] {
+        let st = read_json(&sys.out.join(name));
+        assert_eq!(st["state"]["state"], "booted", "{name}: {st}");
+        assert_eq!(st["usr"]["kind"], "locked", "{name}: {st}");
+    }
+    assert!(read("apply.out").starts_with("Applied "), "{}", read("apply.out"));
+}
