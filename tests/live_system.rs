@@ -157,7 +157,7 @@ fn interrupted_apply_resumes() {
     let v3 = sys.commit("3");
     let out = sys.run(&format!(
         r#"
-        if LIVEFS_FAULT_AFTER=25 L apply --allow-replacement; then exit 1; fi
+        interrupt_apply --allow-replacement
         L status --json > $OUT/status.json
         L status > $OUT/status.txt
         if L apply --target {v3} --allow-replacement 2> $OUT/other.err; then exit 1; fi
@@ -186,7 +186,7 @@ fn interrupted_apply_resumes() {
 #[test]
 fn interrupted_apply_resumes_after_undeploy() {
     let (sys, v2) = with_additions();
-    let out = sys.run("if LIVEFS_FAULT_AFTER=3 L apply; then exit 1; fi; L status --json > $OUT/status.json");
+    let out = sys.run("interrupt_apply; L status --json > $OUT/status.json");
     ok(&out);
     assert_eq!(read_json(&sys.out.join("status.json"))["state"]["state"], "applying");
     let list = ostree(&["admin", "status", &format!("--sysroot={}", sys.sysroot.display())]);

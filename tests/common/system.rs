@@ -190,6 +190,16 @@ impl TestSystem {
             mount --bind $S/ostree/deploy/{os}/var $R/var
             mount --bind {run} $R/run
             {rest}
+            # Kills `L apply ARGS` at the first mutation after which the state
+            # records it (the layer is built before): an interrupted apply.
+            interrupt_apply() {{
+                local n
+                for n in $(seq 1 500); do
+                    if LIVEFS_FAULT_AFTER=$n L apply "$@" > /dev/null 2>&1; then return 1; fi
+                    grep -q '"applying"' $R/run/livefs/state.json 2> /dev/null && return 0
+                done
+                return 1
+            }}
             "#,
             s = self.sysroot.display(),
             r = self.root().display(),
