@@ -1,24 +1,8 @@
 #!/bin/bash
 # Boot 1 of the VM test, run by the guest's agent as root under systemd. Every
 # command's stdout, stderr and exit status land in out/NAME.{out,err,rc}.
-set -u
-cd /run/livefs-vm
-O=$PWD/out
-L=$PWD/livefs
-A=$(cat commit-a)
+. /run/livefs-vm/guest-lib.sh
 D=/sysroot/ostree/deploy/debian/deploy/$A.0
-run() {
-    local name=$1
-    shift
-    "$@" >"$O/$name.out" 2>"$O/$name.err"
-    echo $? >"$O/$name.rc"
-}
-http_get() {
-    exec 3<>/dev/tcp/127.0.0.1/80 || return 1
-    printf 'GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
-    cat <&3
-    exec 3>&-
-}
 # What /etc and /usr hold (type, mode, owner, file size, link target; content digest).
 snapshot() {
     (cd "$1" && find . \( -type d -printf '%p d %m %U %G\n' \) -o -printf '%p %y %m %U %G %s %l\n' | sort)

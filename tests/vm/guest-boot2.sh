@@ -1,16 +1,7 @@
 #!/bin/bash
 # Boot 2 of the VM test: the reboot threw the live update away; livefs says so and
 # removes what the previous boot left.
-set -u
-cd /run/livefs-vm
-O=$PWD/out
-L=$PWD/livefs
-run() {
-    local name=$1
-    shift
-    "$@" >"$O/$name.out" 2>"$O/$name.err"
-    echo $? >"$O/$name.rc"
-}
+. /run/livefs-vm/guest-lib.sh
 run status "$L" status
 run status-json "$L" status --json
 findmnt -n -o FSTYPE /usr >"$O/usr-mount.txt"

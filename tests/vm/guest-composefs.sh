@@ -3,23 +3,7 @@
 # run by the guest's agent as root under systemd, twice: phase 1 after the cold
 # boot ends by asking for a soft reboot; phase 2 runs after it. Every command's
 # stdout, stderr and exit status land in out/NAME.{out,err,rc}.
-set -u
-cd /run/livefs-vm
-O=$PWD/out
-L=$PWD/livefs
-A=$(cat commit-a)
-run() {
-    local name=$1
-    shift
-    "$@" >"$O/$name.out" 2>"$O/$name.err"
-    echo $? >"$O/$name.rc"
-}
-http_get() {
-    exec 3<>/dev/tcp/127.0.0.1/80 || return 1
-    printf 'GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
-    cat <&3
-    exec 3>&-
-}
+. /run/livefs-vm/guest-lib.sh
 # What /usr shows, for the record: its mount, and what is mounted below it.
 usr_mounts() {
     findmnt -n -o TARGET,SOURCE,FSTYPE /usr || echo "/usr: no mount of its own"

@@ -38,6 +38,7 @@ boot() {
     mkdir -p "$share/out"
     cp "$LIVEFS" "$share/livefs"
     cp "$HERE/$script" "$share/scenario.sh"
+    cp "$HERE/guest-lib.sh" "$share/guest-lib.sh"
     chmod 755 "$share/scenario.sh"
     cp "$IMG/commit-a" "$share/commit-a"
     cp "$IMG/commit-b" "$share/commit-b"

@@ -1,0 +1,21 @@
+# What every guest scenario shares, sourced from the 9p share (run.sh puts it
+# there): the share's layout, and helpers.
+set -u
+cd /run/livefs-vm
+O=$PWD/out
+L=$PWD/livefs
+A=$(cat commit-a)
+# Runs a command; its stdout, stderr and exit status land in out/NAME.{out,err,rc}.
+run() {
+    local name=$1
+    shift
+    "$@" >"$O/$name.out" 2>"$O/$name.err"
+    echo $? >"$O/$name.rc"
+}
+# The web server's page, over loopback.
+http_get() {
+    exec 3<>/dev/tcp/127.0.0.1/80 || return 1
+    printf 'GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+    cat <&3
+    exec 3>&-
+}
