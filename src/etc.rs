@@ -388,6 +388,12 @@ fn unhex(s: &str) -> Vec<u8> {
 /// The journal's directory in `ROOT/run/livefs`.
 const JOURNAL: &str = "etc-journal";
 
+/// Whether `ROOT/run/livefs` holds an `/etc` journal: something a reset has to
+/// put back.
+pub fn has_journal(root: &Path) -> anyhow::Result<bool> {
+    Ok(Journal::open(root, false)?.is_some())
+}
+
 impl Journal {
     /// Opens (and with `create`, creates) the journal beneath ROOT without
     /// following symlinks; `None` when there is none.

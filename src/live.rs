@@ -498,6 +498,15 @@ impl Live {
                 .collect();
             return Ok(outcome);
         }
+        // Room for the records in /run, before anything changes: an apply needs it
+        // (refused on a full /run), the way back uses what there is.
+        match etc_mode {
+            EtcMode::Merge => self.states.reserve()?,
+            EtcMode::Restore => {
+                let _ = self.states.reserve();
+                crate::state::allow_way_back_reserve();
+            }
+        }
         // The layer is built off to the side before anything is recorded: a build
         // that fails (no space, a missing object) leaves the state as it was, and
         // a directory no mount uses, which the next run removes.
@@ -515,7 +524,13 @@ impl Live {
             // complete: from here on a resume and a reset have what they need.
             let _sysroot = self.system.lock()?;
             self.repo.read_commit(to).with_context(|| format!("cannot read commit {to}"))?;
-            self.save(LiveState::Applying { from, to })?;
+            // A reset from the booted state with no /etc journal has nothing to
+            // undo: it writes nothing it does not have to (a full /run does not
+            // stop it).
+            let nothing_to_undo = from == to && self.state == LiveState::Booted && !crate::etc::has_journal(&root)?;
+            if !nothing_to_undo {
+                self.save(LiveState::Applying { from, to })?;
+            }
         }
         match strategy {
             UsrStrategy::WriteThrough { status } => {
@@ -570,10 +585,15 @@ impl Live {
         let replaced = record_replaced(&self.states, &plan)?;
         let units = record_unit_changes(&self.states, &changed)?;
         let mut events = self.states.unit_events()?;
+        let before = events.clone();
         crate::activation::record(&mut events, &added, &removed);
-        self.states.save_unit_events(&events)?;
+        if events != before {
+            self.states.save_unit_events(&events)?;
+        }
         let done = LiveState::reached(to, booted);
-        self.save(done)?;
+        if done != self.state {
+            self.save(done)?;
+        }
         outcome.state = done;
         if !no_triggers {
             outcome.triggers = crate::triggers::run(&root, &actions)?;
@@ -803,8 +823,12 @@ fn added_and_removed(plan: &Plan, etc: &crate::etc::EtcReport) -> (Vec<String>, 
 /// (`ROOT/run/livefs/replaced.json`), which processes may still hold.
 fn record_replaced(states: &StateDir, plan: &Plan) -> anyhow::Result<std::collections::HashSet<String>> {
     let mut set = states.replaced()?;
+    let before = set.len();
     set.extend(replaced_by(plan));
-    states.save_replaced(&set)?;
+    // Written only when it grows: a transition with nothing to record writes nothing.
+    if set.len() != before {
+        states.save_replaced(&set)?;
+    }
     Ok(set)
 }
 

@@ -138,6 +138,32 @@ pub struct UnitEvents {
     pub failed: BTreeSet<String>,
 }
 
+/// The files that keep room for livefs's records in a full `/run` (see
+/// [`StateDir::reserve`]): the first an apply may give back, the second only a reset.
+const RESERVES: [&str; 2] = ["reserve.apply", "reserve.reset"];
+/// Each reserve's size: far more than the records a transition writes.
+const RESERVE_BYTES: usize = 64 << 10;
+
+/// Set by the way back (a reset): it may use the second reserve too.
+static WAY_BACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This process goes back to the booted state (`livefs reset`): its records
+/// may use the reserve kept for the way back.
+pub fn allow_way_back_reserve() {
+    WAY_BACK.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether an error is a full filesystem (or quota).
+fn is_no_space(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+            .is_some_and(|n| n == libc::ENOSPC || n == libc::EDQUOT)
+            || c.downcast_ref::<rustix::io::Errno>()
+                .is_some_and(|n| *n == rustix::io::Errno::NOSPC || *n == rustix::io::Errno::DQUOT)
+    })
+}
+
 /// Refs that pin the commits livefs uses against pruning.
 pub const REF_LIVE: &str = "livefs/live";
 pub const REF_INPROGRESS: &str = "livefs/inprogress";
@@ -174,10 +200,51 @@ impl StateDir {
         read_at(dir.as_fd(), name).with_context(|| format!("cannot read {}/{name}", self.dir.display()))
     }
 
-    /// Replaces a file atomically (see [`write_atomic_at`]).
+    /// Replaces a file atomically (see [`write_atomic_at`]). On a full `/run`,
+    /// the space reserved for it (see [`StateDir::reserve`]) is given back
+    /// first: `reserve.apply`, then, on the way back, `reserve.reset`.
     pub fn write(&self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
         let dir = self.open(true)?.expect("created");
-        write_atomic_at(dir.as_fd(), name, bytes).with_context(|| format!("cannot write {}/{name}", self.dir.display()))
+        let mut result = write_atomic_at(dir.as_fd(), name, bytes);
+        let usable = if WAY_BACK.load(std::sync::atomic::Ordering::Relaxed) { 2 } else { 1 };
+        for reserve in &RESERVES[..usable] {
+            if !result.as_ref().is_err_and(is_no_space) {
+                break;
+            }
+            if rustix::fs::unlinkat(&dir, *reserve, rustix::fs::AtFlags::empty()).is_ok() {
+                result = write_atomic_at(dir.as_fd(), name, bytes);
+            }
+        }
+        if result.is_err() {
+            // A partial temporary file would only take more of a full /run.
+            let _ = rustix::fs::unlinkat(&dir, format!("{name}.tmp").as_str(), rustix::fs::AtFlags::empty());
+        }
+        result.with_context(|| format!("cannot write {}/{name}", self.dir.display()))
+    }
+
+    /// Keeps room in `ROOT/run/livefs` for the records a transition writes once
+    /// `/usr` has switched, so that a full `/run` never stops it half-way nor
+    /// blocks the way back: two files of [`RESERVE_BYTES`], one an apply may give
+    /// back, one only the way back (a reset) may. Fails, before anything
+    /// changes, when `/run` has not that much room.
+    pub fn reserve(&self) -> anyhow::Result<()> {
+        let dir = self.open(true)?.expect("created");
+        for name in RESERVES {
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+            let fd = rustix::fs::openat(&dir, name, flags, Mode::from_raw_mode(0o600))
+                .with_context(|| format!("cannot create {}/{name}", self.dir.display()))?;
+            if rustix::fs::fstat(&fd)?.st_size as usize >= RESERVE_BYTES {
+                continue;
+            }
+            let written = std::fs::File::from(fd).write_all(&[0u8; RESERVE_BYTES]);
+            if let Err(e) = written {
+                let _ = rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty());
+                return Err(anyhow::Error::new(e)).with_context(|| {
+                    format!("{} has no room for livefs's records ({RESERVE_BYTES} bytes)", self.dir.display())
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Removes a file or a whole subdirectory, if present, atomically: it is

@@ -501,3 +501,39 @@ fn replaces_is_one_answer_everywhere() {
     listed.sort();
     assert_eq!(listed, want, "{error}");
 }
+
+/// A full /run never blocks the way back: an apply keeps room for its records
+/// there before anything changes; once /run fills up, another apply finishes
+/// (or is refused before anything changes), a reset goes back, and a reset with
+/// nothing to do succeeds.
+#[test]
+fn a_full_run_never_blocks_the_way_back() {
+    let (mut sys, _v2) = with_additions();
+    write(&sys.tree.join("usr/bin/third"), b"v3\n");
+    let v3 = sys.commit("3");
+    ok(&sys.run(&format!(
+        r#"
+        mount -t tmpfs -o size=1m small-run $R/run
+        touch $R/run/ostree-booted
+        L apply > $OUT/apply1.out
+        dd if=/dev/zero of=$R/run/filler bs=4k 2> /dev/null || true
+        rc=0; L apply --target {v3} > $OUT/apply2.out 2> $OUT/apply2.err || rc=$?
+        echo $rc > $OUT/apply2.rc
+        L status --json > $OUT/status-full.json
+        L reset > $OUT/reset.out 2> $OUT/reset.err
+        L status --json > $OUT/status-reset.json
+        L reset > $OUT/reset-again.out 2> $OUT/reset-again.err
+        "#
+    )));
+    let st = read_json(&sys.out.join("status-full.json"));
+    let rc = std::fs::read_to_string(sys.out.join("apply2.rc")).unwrap();
+    let err = std::fs::read_to_string(sys.out.join("apply2.err")).unwrap();
+    assert_ne!(st["state"]["state"], "applying", "a full /run left an interrupted apply: {err}");
+    if rc.trim() == "0" {
+        assert_eq!(st["state"]["commit"], v3.as_str());
+    } else {
+        assert!(err.contains("no room for livefs's records"), "{err}");
+    }
+    assert_eq!(read_json(&sys.out.join("status-reset.json"))["state"]["state"], "booted");
+    assert_eq!(std::fs::read_to_string(sys.out.join("reset-again.err")).unwrap(), "");
+}
