@@ -150,9 +150,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
             // What it would replace and restart, from what /usr holds now: the
             // plan an apply would check.
             let (plan, _) = plan_usr(&repo, state.current(booted).unwrap_or(booted), p.checksum)?;
-            let pending = replaced_by(&plan);
-            let changed = changed_paths(&plan, &crate::etc::EtcReport::default());
-            add_costs(&mut s, &paths.root, &plan, &pending, &changed)?;
+            add_costs(&mut s, &paths.root, &plan, &changed_paths(&plan, &crate::etc::EtcReport::default()))?;
             Some(s)
         }
         None => None,
@@ -478,7 +476,7 @@ impl Live {
         crate::activation::record(&mut new_events, &added, &removed);
         let pending = replaced_by(&plan);
         if etc_mode == EtcMode::Merge {
-            add_costs(&mut outcome.strategy, &root, &plan, &pending, &changed)?;
+            add_costs(&mut outcome.strategy, &root, &plan, &changed)?;
         }
         if dry_run {
             outcome.restarts = would_restart(&root, Some(&self.states), &pending, &changed)?;
@@ -761,18 +759,16 @@ fn activate(
 
 /// Adds to a strategy what the update costs the running system: the `/usr`
 /// paths it replaces or removes ([`replacements`] of its plan) and what it
-/// alone would need restarted once all of `changed` (absolute) are, `pending`
-/// among them replaced or removed.
+/// alone would need restarted once all of `changed` (absolute) are.
 fn add_costs(
     s: &mut crate::strategy::Strategy,
     root: &std::path::Path,
     plan: &Plan,
-    pending: &std::collections::HashSet<String>,
     changed: &[String],
 ) -> anyhow::Result<()> {
     s.replaces = replacements(plan);
     s.replaces.sort();
-    s.restarts = would_restart(root, None, pending, changed)?;
+    s.restarts = would_restart(root, None, &replaced_by(plan), changed)?;
     Ok(())
 }
 
