@@ -9,7 +9,8 @@ use std::path::Path;
 
 use rustix::io::Errno;
 
-use crate::repo::Xattrs;
+/// Extended attributes as (name, value) pairs, sorted by name as OSTree stores them.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Reads a variable-size attribute blob: `query` gives its size, `read` fills a buffer.
 fn read_sized(

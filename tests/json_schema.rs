@@ -149,3 +149,25 @@ fn drifted_documents_fail() {
     assert!(!apply.is_valid(&dry_but_changed), "a dry run never changes the system");
     assert!(!apply.is_valid(&serde_json::json!({"error": "x", "kind": "fatal"})));
 }
+
+/// The renderers' fixtures (`src/cli/fixtures/`, some edited by hand to reach
+/// every branch) are documents the schemas accept: they cannot drift from what
+/// livefs prints.
+#[test]
+fn render_fixtures_follow_their_schemas() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli/fixtures");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        let Some(stem) = name.strip_suffix(".json") else { continue };
+        let schema = match stem.split('-').next().unwrap() {
+            "status" => "status",
+            "apply" | "reset" => "apply",
+            "restart" => "restart",
+            other => panic!("a fixture {name} of no known command {other}"),
+        };
+        assert_valid(&validator(schema), &name, &read_json(&dir.join(&name)));
+        n += 1;
+    }
+    assert!(n >= 7, "only {n} fixtures");
+}

@@ -28,8 +28,7 @@ pub enum ObjectError {
 
 type Result<T> = std::result::Result<T, ObjectError>;
 
-/// Extended attributes as (name, value) pairs, sorted by name as OSTree stores them.
-pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+pub use crate::xattrs::Xattrs;
 
 fn checksum(b: &[u8]) -> Result<Checksum> {
     Checksum::from_bytes(b).ok_or(ObjectError::BadChecksumLength(b.len()))

@@ -1,0 +1,188 @@
+//! The command line's definition: one argument struct per command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::host::{layout, Paths};
+
+/// Apply an OSTree update to a running system, without a reboot.
+#[derive(Debug, Parser)]
+#[command(name = "livefs", version, about)]
+pub struct Cli {
+    /// The running system's root: deployments, /usr, /etc, /var and /run are found under it.
+    #[arg(long, global = true, default_value = "/", value_hint = clap::ValueHint::DirPath)]
+    pub root: PathBuf,
+    /// The physical root holding ostree/ and boot/ [default: ROOT/sysroot].
+    #[arg(long, global = true, value_hint = clap::ValueHint::DirPath)]
+    pub sysroot: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Whether the command asked for JSON output.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Diff(a) => a.json,
+            Command::ApplyTree(a) => a.json,
+            Command::Status(a) => a.json,
+            Command::Apply(a) => a.change.json,
+            Command::Reset(a) => a.change.json,
+            Command::Restart(a) => a.json,
+        }
+    }
+
+    pub fn paths(&self) -> Paths {
+        let sysroot = self.sysroot.clone().unwrap_or_else(|| self.root.join(layout::SYSROOT));
+        Paths { root: self.root.clone(), sysroot }
+    }
+
+    /// `--repo`, else the system's repository `SYSROOT/ostree/repo`.
+    pub fn repo(&self, repo: &Option<PathBuf>) -> PathBuf {
+        repo.clone().unwrap_or_else(|| self.paths().sysroot.join(layout::REPO))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what changed between two commits, in `ostree diff`'s format.
+    ///
+    /// Unlike `ostree diff`, a change of the root directory's own metadata is
+    /// reported, as `M    /`.
+    Diff(DiffArgs),
+    /// Turn a directory holding one commit's content into the next commit's, in place.
+    ///
+    /// Only the difference is written; each file is replaced atomically; an
+    /// interrupted run is finished by running the same command again.
+    ApplyTree(ApplyTreeArgs),
+    /// Show the booted, pending and live commits and the state of /usr.
+    Status(StatusArgs),
+    /// Apply the pending deployment (or --target) to the running /usr, now.
+    ///
+    /// By default only additions are applied; changing or removing existing
+    /// files needs --allow-replacement. The changes live in a transient overlay
+    /// that the next reboot discards. An interrupted apply is resumed by running
+    /// it again.
+    Apply(ApplyArgs),
+    /// Bring the running /usr and /etc back to the booted commit's content.
+    Reset(ResetArgs),
+    /// Restart what earlier applies left running old code, start what they newly enabled.
+    ///
+    /// As a boot would, after NixOS's switch-to-configuration: `daemon-reload` if
+    /// systemd has not loaded the changed unit files, then stop active units whose
+    /// unit file was removed, reload units marked X-ReloadIfChanged=true, restart
+    /// active units whose unit files or drop-ins changed since they started or
+    /// whose processes use replaced or removed files, start units newly wanted by
+    /// an active target. Units marked X-RestartIfChanged=false or
+    /// RefuseManualStop=yes, the message bus, PID 1 and livefs's own unit are
+    /// left alone; processes outside system services (sessions, user managers)
+    /// are listed, never killed. A failed action is reported with the unit's
+    /// status and exit status 1.
+    Restart(RestartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The OSTree repository [default: SYSROOT/ostree/repo].
+    #[arg(long, value_hint = clap::ValueHint::DirPath)]
+    pub repo: Option<PathBuf>,
+    /// Machine-readable output: every path with its type, counts, bytes to write.
+    #[arg(long, conflicts_with = "stat")]
+    pub json: bool,
+    /// A one-line summary.
+    #[arg(long)]
+    pub stat: bool,
+    /// The old revision: checksum, unique prefix, ref, or REV^ for a parent.
+    pub from: String,
+    /// The new revision.
+    pub to: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyTreeArgs {
+    /// The OSTree repository [default: SYSROOT/ostree/repo].
+    #[arg(long, value_hint = clap::ValueHint::DirPath)]
+    pub repo: Option<PathBuf>,
+    /// The commit the directory holds now.
+    #[arg(long)]
+    pub from: String,
+    /// The commit the directory must hold afterwards.
+    #[arg(long)]
+    pub to: String,
+    /// The directory of the commits that TARGET_DIR holds, e.g. /usr.
+    #[arg(long, default_value = "/")]
+    pub subpath: String,
+    /// Check and print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable report: every path by kind, counts, bytes, time.
+    #[arg(long)]
+    pub json: bool,
+    /// Overwrite paths that differ from what the source commit has.
+    #[arg(long)]
+    pub force: bool,
+    /// The directory to update.
+    #[arg(value_hint = clap::ValueHint::DirPath)]
+    pub target: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The commit to apply [default: the pending deployment's].
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Allow changing and removing existing files and directories in /usr.
+    #[arg(long)]
+    pub allow_replacement: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// List what would be stopped, reloaded, restarted and started; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable report: every action and its result.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of the commands that change the running system.
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    /// Check and print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable report.
+    #[arg(long)]
+    pub json: bool,
+    /// Run no trigger (systemd-sysusers, systemd-tmpfiles, ldconfig, daemon-reload).
+    #[arg(long)]
+    pub no_triggers: bool,
+    /// Then finish as a boot would: restart (or reload) active units that run an
+    /// old definition or old code, stop units whose unit file went away, start
+    /// units newly wanted by an active target (see livefs-restart(8)).
+    #[arg(long)]
+    pub restart: bool,
+}
+
+impl ChangeArgs {
+    pub fn options(&self) -> crate::live::transition::Options {
+        crate::live::transition::Options { dry_run: self.dry_run, no_triggers: self.no_triggers, restart: self.restart }
+    }
+}

@@ -1,0 +1,36 @@
+//! Where things are on an OSTree host: every location livefs reads or writes,
+//! spelled once. Paths are relative to ROOT (the running system's root) or to
+//! the sysroot (the physical root, `ROOT/sysroot` normally).
+
+use crate::host::sysroot::Deployment;
+
+/// livefs's records (`ROOT/…`): on the `/run` tmpfs, forgotten at reboot.
+pub const RUN_DIR: &str = "run/livefs";
+/// What ostree-prepare-root recorded of this boot (`ROOT/…`).
+pub const OSTREE_BOOTED: &str = "run/ostree-booted";
+/// The staged deployment rpm-ostree and bootc leave (`ROOT/…`).
+pub const STAGED_DEPLOYMENT: &str = "run/ostree/staged-deployment";
+/// The root `ostree admin prepare-soft-reboot` loaded (`ROOT/…`), and its boot record.
+pub const NEXT_ROOT: &str = "run/nextroot";
+pub const NEXT_ROOT_BOOTED: &str = "run/ostree/nextroot-booted";
+/// Where systemd says it runs as PID 1 (absolute: the host's own).
+pub const SYSTEMD_RUNNING: &str = "/run/systemd/system";
+/// The default physical root (`ROOT/…`).
+pub const SYSROOT: &str = "sysroot";
+/// The system repository (`SYSROOT/…`).
+pub const REPO: &str = "ostree/repo";
+/// ostree's sysroot lock (`SYSROOT/…`).
+pub const SYSROOT_LOCK: &str = "ostree/lock";
+/// The deployments of every OS (`SYSROOT/…`).
+pub const DEPLOY: &str = "ostree/deploy";
+
+/// ostree's run-time state of a deployment (`ROOT/…`): its unlock flag, rpm-ostree's live stamp.
+pub fn deployment_state(d: &Deployment) -> String {
+    format!("run/ostree/deployment-state/{}", d.id())
+}
+
+/// livefs's layers of a deployment (`SYSROOT/…`), beside ostree's own unlock
+/// state in the deployment's backing directory.
+pub fn layers(d: &Deployment) -> String {
+    format!("{DEPLOY}/{}/backing/{}/livefs", d.osname, d.id())
+}

@@ -1,0 +1,299 @@
+//! The OSTree sysroot: deployments, boot loader entries, and which deployment is
+//! booted and which is pending — read the way libostree defines them.
+//!
+//! - Deployments are `ostree/deploy/OS/deploy/CHECKSUM.SERIAL/` directories.
+//! - Boot loader entries (`boot/loader/entries/*.conf`) name a deployment with
+//!   `ostree=/ostree/boot.N/OS/BOOTCSUM/SERIAL`, a symlink chain inside the sysroot,
+//!   resolved here with `RESOLVE_IN_ROOT` so it can never leave the sysroot.
+//! - The booted deployment is the one `ROOT/run/ostree-booted` names
+//!   (`backing-root-device-inode`, see [`crate::host::booted`]); when the record does not name
+//!   one (ostree before 2024.2), the deployment directory that *is* ROOT (same
+//!   device and inode).
+//! - The pending deployment is the staged one if there is one (rpm-ostree and bootc
+//!   stage by default: `ROOT/run/ostree/staged-deployment` names it, see
+//!   [`staged`]); otherwise the default boot entry (highest `version`) when it is
+//!   not the booted one.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
+use serde::Serialize;
+
+use crate::host::booted::BootRecord;
+use crate::host::layout;
+use crate::host::staged;
+use crate::repo::{Checksum, Repo};
+
+/// One deployment: a checkout of a commit for an OS (stateroot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployment {
+    pub osname: String,
+    pub checksum: Checksum,
+    pub serial: u32,
+    /// The deployment's root directory.
+    pub path: PathBuf,
+    /// The kernel arguments of its boot entry (but for those naming the
+    /// deployment: `ostree=`, `init=/ostree/boot.…`), if it has one.
+    #[serde(skip)]
+    pub kargs: Option<String>,
+    #[serde(skip)]
+    dev_ino: (u64, u64),
+}
+
+impl Deployment {
+    /// `CHECKSUM.SERIAL`, as ostree names the directory.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.checksum, self.serial)
+    }
+}
+
+/// What livefs needs to know about the running system.
+#[derive(Debug)]
+pub struct System {
+    /// The running system's root (normally `/`).
+    pub root: PathBuf,
+    /// The physical root (normally `/sysroot`).
+    pub sysroot: PathBuf,
+    pub deployments: Vec<Deployment>,
+    pub booted: Deployment,
+    pub pending: Option<Deployment>,
+    /// Why the pending deployment could not be determined (a malformed staged
+    /// record): only an apply of the pending deployment fails on it.
+    pub pending_error: Option<String>,
+    /// What `ROOT/run/ostree-booted` says of this boot.
+    pub boot: BootRecord,
+    /// The deployment loaded at `ROOT/run/nextroot` (`ostree admin
+    /// prepare-soft-reboot`): the next `systemctl reboot` is a soft reboot into it.
+    pub next_root: Option<Deployment>,
+}
+
+/// Errors callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("no deployment in {sysroot} is the running root {root}")]
+    NoBootedDeployment { root: String, sysroot: String },
+    #[error("the staged deployment {name} is not in {sysroot}/ostree/deploy")]
+    StagedMissing { name: String, sysroot: String },
+}
+
+impl System {
+    /// Reads the deployments under `sysroot` and identifies those of `root`,
+    /// holding ostree's sysroot lock while reading.
+    pub fn load(root: &Path, sysroot: &Path) -> anyhow::Result<System> {
+        let boot = BootRecord::read(root)?;
+        // One spelling of every path under the sysroot (layers are matched against
+        // the overlays' lowerdir= by path).
+        let sysroot =
+            &std::fs::canonicalize(sysroot).with_context(|| format!("cannot open sysroot {}", sysroot.display()))?;
+        let sysroot_fd = rustix::fs::open(sysroot, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("cannot open sysroot {}", sysroot.display()))?;
+        let _lock = SysrootLock::acquire(&sysroot_fd, sysroot)?;
+        let deployments = list_deployments(sysroot)?;
+        let mut deployments = deployments;
+        let entries = boot_entries(&sysroot_fd, sysroot, &deployments)?;
+        for e in &entries {
+            deployments[e.deployment].kargs = Some(e.kargs.clone());
+        }
+        let root_id = match boot.backing_root {
+            Some(id) => id,
+            None => {
+                let st = rustix::fs::stat(root).with_context(|| format!("cannot stat {}", root.display()))?;
+                (st.st_dev, st.st_ino)
+            }
+        };
+        let booted = deployments.iter().find(|d| d.dev_ino == root_id).cloned().ok_or_else(|| {
+            SystemError::NoBootedDeployment { root: root.display().to_string(), sysroot: sysroot.display().to_string() }
+        })?;
+        let (staged, pending_error) = match staged::staged_name(root) {
+            Ok(None) => (None, None),
+            Ok(Some(name)) => match deployments.iter().find(|d| d.id() == name) {
+                Some(d) => (Some(d.clone()), None),
+                None => {
+                    let e = SystemError::StagedMissing { name, sysroot: sysroot.display().to_string() };
+                    (None, Some(e.to_string()))
+                }
+            },
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        let pending = staged.filter(|d| *d != booted).or_else(|| {
+            if pending_error.is_some() {
+                return None;
+            }
+            entries.iter().max_by_key(|e| e.version).map(|e| deployments[e.deployment].clone()).filter(|d| *d != booted)
+        });
+        let next_root = next_root(root, &deployments);
+        Ok(System {
+            root: root.to_path_buf(),
+            sysroot: sysroot.to_path_buf(),
+            deployments,
+            booted,
+            pending,
+            pending_error,
+            boot,
+            next_root,
+        })
+    }
+
+    /// Takes ostree's sysroot lock (released on drop): what livefs pins under it
+    /// cannot be undeployed and pruned by `ostree admin` in between.
+    pub fn lock(&self) -> anyhow::Result<SysrootLock> {
+        let fd = rustix::fs::open(&self.sysroot, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("cannot open sysroot {}", self.sysroot.display()))?;
+        SysrootLock::acquire(&fd, &self.sysroot)
+    }
+
+    /// The system's repository.
+    pub fn repo(&self) -> anyhow::Result<Repo> {
+        Repo::open(&self.sysroot.join(layout::REPO))
+    }
+}
+
+/// The deployment `ostree admin prepare-soft-reboot` loaded: `ROOT/run/nextroot`
+/// is a mount, and `ROOT/run/ostree/nextroot-booted` (what becomes
+/// `/run/ostree-booted` after the switch) names its directory by device and inode.
+fn next_root(root: &Path, deployments: &[Deployment]) -> Option<Deployment> {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, CWD};
+    let st = rustix::fs::statx(CWD, root.join(layout::NEXT_ROOT), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
+        .ok()?;
+    if !st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT) {
+        return None;
+    }
+    let record = BootRecord::parse(&std::fs::read(root.join(layout::NEXT_ROOT_BOOTED)).ok()?).ok()?;
+    let id = record.backing_root?;
+    deployments.iter().find(|d| d.dev_ino == id).cloned()
+}
+
+/// ostree's own lock on the sysroot (`ostree/lock`), taken as ostree takes it (a
+/// record lock, which conflicts with ostree's open-file-description lock).
+pub struct SysrootLock(OwnedFd);
+
+impl SysrootLock {
+    fn acquire(sysroot_fd: &OwnedFd, sysroot: &Path) -> anyhow::Result<SysrootLock> {
+        let open = |dir: &OwnedFd| {
+            rustix::fs::openat(
+                dir,
+                layout::SYSROOT_LOCK,
+                OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+            )
+        };
+        // A write lock needs a writable fd: on a sysroot mounted read-only, open the
+        // same file through a private writable clone of the mount.
+        let fd = match open(sysroot_fd) {
+            Err(rustix::io::Errno::ROFS) => open(&crate::host::mounts::writable_clone(sysroot)?),
+            r => r,
+        }
+        .with_context(|| format!("cannot open {}/ostree/lock", sysroot.display()))?;
+        if rustix::fs::fcntl_lock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+            eprintln!("livefs: waiting for the sysroot lock (another ostree process holds it)");
+            rustix::fs::fcntl_lock(&fd, FlockOperation::LockExclusive)
+                .with_context(|| format!("cannot lock {}/ostree/lock", sysroot.display()))?;
+        }
+        Ok(SysrootLock(fd))
+    }
+}
+
+impl Drop for SysrootLock {
+    fn drop(&mut self) {
+        let _ = rustix::fs::fcntl_lock(&self.0, FlockOperation::Unlock);
+    }
+}
+
+fn list_deployments(sysroot: &Path) -> anyhow::Result<Vec<Deployment>> {
+    let deploy = sysroot.join(layout::DEPLOY);
+    let mut out = Vec::new();
+    let oses = std::fs::read_dir(&deploy).with_context(|| format!("cannot list {}", deploy.display()))?;
+    for os in oses {
+        let os = os?;
+        let osname = os.file_name().to_string_lossy().into_owned();
+        let dir = os.path().join("deploy");
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((csum, serial)) = name.split_once('.') else { continue };
+            let (Ok(checksum), Ok(serial)) = (csum.parse::<Checksum>(), serial.parse::<u32>()) else { continue };
+            let st = rustix::fs::lstat(e.path())?;
+            if st.st_mode & crate::repo::objects::S_IFMT != crate::repo::objects::S_IFDIR {
+                continue;
+            }
+            out.push(Deployment {
+                osname: osname.clone(),
+                checksum,
+                serial,
+                path: e.path(),
+                kargs: None,
+                dev_ino: (st.st_dev, st.st_ino),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.osname, a.id()).cmp(&(&b.osname, b.id())));
+    Ok(out)
+}
+
+/// A boot loader entry that names a deployment.
+struct BootEntry {
+    version: u64,
+    /// Index in the deployment list.
+    deployment: usize,
+    /// Its kernel arguments, but for those naming the deployment.
+    kargs: String,
+}
+
+/// The boot loader entries that name a deployment.
+fn boot_entries(sysroot_fd: &OwnedFd, sysroot: &Path, deployments: &[Deployment]) -> anyhow::Result<Vec<BootEntry>> {
+    let dir = sysroot.join("boot/loader/entries");
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for e in entries {
+        let e = e?;
+        if !e.file_name().to_string_lossy().ends_with(".conf") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).with_context(|| format!("cannot read {}", e.path().display()))?;
+        let mut version = 0u64;
+        let mut target = None;
+        let mut kargs = String::new();
+        for line in text.lines() {
+            let (key, value) = line.trim().split_once(char::is_whitespace).unwrap_or((line.trim(), ""));
+            match key {
+                "version" => version = value.trim().parse().unwrap_or(0),
+                "options" => {
+                    target = value.split_whitespace().find_map(|o| o.strip_prefix("ostree=")).map(str::to_string);
+                    // The arguments that name the deployment itself (ostree=, and
+                    // init= pointing into it) differ between any two deployments.
+                    let own: Vec<&str> = value
+                        .split_whitespace()
+                        .filter(|o| !o.split_once('=').is_some_and(|(_, v)| v.starts_with("/ostree/boot.")))
+                        .collect();
+                    kargs = own.join(" ");
+                }
+                _ => {}
+            }
+        }
+        let Some(target) = target else { continue };
+        let rel = target.trim_start_matches('/');
+        let fd = match crate::dirfd::openat2(
+            sysroot_fd.as_fd(),
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            ResolveFlags::IN_ROOT,
+        ) {
+            Ok(fd) => fd,
+            Err(err) => {
+                bail!("boot entry {} names ostree={target}, which cannot be resolved: {err}", e.path().display())
+            }
+        };
+        let st = rustix::fs::fstat(fd.as_fd())?;
+        if let Some(i) = deployments.iter().position(|d| d.dev_ino == (st.st_dev, st.st_ino)) {
+            out.push(BootEntry { version, deployment: i, kargs });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,254 @@
+//! What each command does in each live state: one pure function of the facts,
+//! [`decide`], with a test of every cell. The I/O that gathers the facts is in
+//! `session.rs`; what a step does is in `transition/`.
+//!
+//! | state found      | `apply`                                  | `reset`                                    | `restart` |
+//! |------------------|------------------------------------------|--------------------------------------------|-----------|
+//! | Booted           | booted → target                          | booted → booted (undoes `/etc` if journaled) | activate |
+//! | Live{c}, UsrLost{c} | c → target                            | c → booted                                 | activate  |
+//! | Applying{a→b}    | resumes a → b (with `--target`: only b)  | b → booted; over a write-through unlock, finishes a → b first | refused |
+//! | Applying{a→booted} (a reset) | refused: finish it with `reset` | booted → booted                     | refused   |
+//!
+//! The target of an `apply` is `--target`, else the pending deployment; with
+//! neither there is nothing to do (exit status 0).
+
+use crate::live::state::LiveState;
+use crate::repo::Checksum;
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// `livefs apply [--target C]` (the revision already resolved).
+    Apply { target: Option<Checksum> },
+    /// `livefs reset [--dry-run]`.
+    Reset { dry_run: bool },
+    /// `livefs restart`.
+    Restart,
+}
+
+impl Command {
+    /// Whether a state record that does not parse lets the command go on, as
+    /// from an interrupted apply: a reset needs only the booted deployment and
+    /// the `/etc` journal (it goes back from "anything applied").
+    pub fn survives_corrupt_state(self) -> bool {
+        matches!(self, Command::Reset { .. })
+    }
+}
+
+/// The facts a decision is made from.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// The state, checked against the mounts (`reconcile`).
+    pub state: LiveState,
+    pub booted: Checksum,
+    /// The pending deployment's commit, or why it cannot be told.
+    pub pending: Result<Option<Checksum>, String>,
+    /// `/usr` is an ostree transient unlock, changed file by file: an
+    /// interrupted apply left a mix to finish first.
+    pub write_through: bool,
+}
+
+/// How `/etc` follows `/usr` in a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcMode {
+    /// Carry the update's changes, keeping local ones (apply).
+    Merge,
+    /// Put back what the journal recorded (reset).
+    Restore,
+}
+
+/// The step a command takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Take `/usr` from `from` to `to` and `/etc` along (`etc`). `finish_first`:
+    /// an interrupted apply to complete before (a reset over a write-through
+    /// unlock). `resumed`: the step is (or completes) an interrupted one.
+    Transition { from: Checksum, to: Checksum, etc: EtcMode, finish_first: Option<(Checksum, Checksum)>, resumed: bool },
+    /// Act on units as a boot would (`livefs restart`).
+    Activate,
+}
+
+/// Why a command does not run (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not a refusal: nothing to do (exit status 0, `"changed": false`).
+    #[error("nothing to apply: no pending deployment (deploy an update first, e.g. `rpm-ostree upgrade`, `bootc upgrade` or `ostree admin deploy`, or pass --target)")]
+    NoPending,
+    /// An error, not a policy: the deployments could not be read.
+    #[error("cannot tell the pending deployment: {0}")]
+    PendingUnknown(String),
+    #[error(
+        "an interrupted apply to {to} must be finished first: run `livefs apply` (it resumes it), or `livefs reset`"
+    )]
+    InterruptedOther { to: Checksum },
+    #[error("a transition was interrupted: finish it (`livefs apply` or `livefs reset`) before restarting units")]
+    InterruptedRestart,
+    #[error("an interrupted reset must be finished first: run `livefs reset`")]
+    InterruptedReset,
+    /// An error, not a policy: a dry run cannot finish the interrupted apply.
+    #[error("an apply was interrupted: run `livefs reset` without --dry-run to finish it and reset")]
+    InterruptedDryRun,
+    #[error(
+        "rpm-ostree has live-applied to this boot ({0}); two live-appliers on one /usr corrupt each other's view: \
+         run `rpm-ostree apply-live --reset` or reboot before using livefs"
+    )]
+    RpmOstreeLive(String),
+    #[error("the update changes or removes {} existing path(s) in /usr (rerun with --allow-replacement to allow it): {}", .0.len(), list20(.0))]
+    Replacement(Vec<String>),
+}
+
+impl Refusal {
+    /// A refusal by policy (exit status 3), rather than nothing to do or an error.
+    pub fn is_policy(&self) -> bool {
+        !matches!(self, Refusal::NoPending | Refusal::PendingUnknown(_) | Refusal::InterruptedDryRun)
+    }
+}
+
+fn list20(paths: &[String]) -> String {
+    let shown: Vec<&str> = paths.iter().take(20).map(|p| p.as_str()).collect();
+    match paths.len().saturating_sub(20) {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
+}
+
+/// The step `command` takes from the situation `f`, or why it does not run.
+pub fn decide(command: Command, f: &Facts) -> Result<Step, Refusal> {
+    match command {
+        Command::Apply { target } => apply(target, f),
+        Command::Reset { dry_run } => reset(dry_run, f),
+        Command::Restart => match f.state {
+            LiveState::Applying { .. } => Err(Refusal::InterruptedRestart),
+            _ => Ok(Step::Activate),
+        },
+    }
+}
+
+fn apply(target: Option<Checksum>, f: &Facts) -> Result<Step, Refusal> {
+    let target = match (target, f.state) {
+        (Some(t), _) => t,
+        // An interrupted apply resumes its recorded (pinned) target, even if the
+        // pending deployment changed or was undeployed since. An interrupted
+        // reset is finished by `livefs reset`.
+        (None, LiveState::Applying { to, .. }) if to != f.booted => to,
+        (None, LiveState::Applying { .. }) => return Err(Refusal::InterruptedReset),
+        (None, _) => match &f.pending {
+            Err(e) => return Err(Refusal::PendingUnknown(e.clone())),
+            Ok(Some(p)) => *p,
+            Ok(None) => return Err(Refusal::NoPending),
+        },
+    };
+    let (from, resumed) = match f.state {
+        LiveState::Applying { to, .. } if to == f.booted => return Err(Refusal::InterruptedReset),
+        LiveState::Applying { from, to } if to == target => (from, true),
+        LiveState::Applying { to, .. } => return Err(Refusal::InterruptedOther { to }),
+        // /etc carries the lost commit's changes: the plan starts from it.
+        LiveState::Live { commit } | LiveState::UsrLost { commit } => (commit, false),
+        LiveState::Booted => (f.booted, false),
+    };
+    Ok(Step::Transition { from, to: target, etc: EtcMode::Merge, finish_first: None, resumed })
+}
+
+fn reset(dry_run: bool, f: &Facts) -> Result<Step, Refusal> {
+    let back = |from, finish_first, resumed| Step::Transition {
+        from,
+        to: f.booted,
+        etc: EtcMode::Restore,
+        finish_first,
+        resumed,
+    };
+    Ok(match f.state {
+        LiveState::Booted => back(f.booted, None, false),
+        LiveState::Live { commit } | LiveState::UsrLost { commit } => back(commit, None, false),
+        // /usr shows one whole tree: going back needs no forward step, and /etc
+        // comes back from its journal.
+        LiveState::Applying { to, .. } if !f.write_through => back(to, None, false),
+        LiveState::Applying { from, to } if !dry_run => back(to, Some((from, to)), true),
+        LiveState::Applying { .. } => return Err(Refusal::InterruptedDryRun),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_and_command() {
+        let c = |b| Checksum([b; 32]);
+        let (booted, b, t, p) = (c(0xa0), c(0xb0), c(0xc0), c(0xd0));
+        let (booted_st, live, lost) =
+            (LiveState::Booted, LiveState::Live { commit: b }, LiveState::UsrLost { commit: b });
+        let applying = LiveState::Applying { from: b, to: t };
+        let resetting = LiveState::Applying { from: b, to: booted };
+        let facts = |state, pending: Result<Option<Checksum>, String>, write_through| Facts {
+            state,
+            booted,
+            pending,
+            write_through,
+        };
+        let go =
+            |from, to, resumed| Ok(Step::Transition { from, to, etc: EtcMode::Merge, finish_first: None, resumed });
+        let back = |from, finish_first, resumed| {
+            Ok(Step::Transition { from, to: booted, etc: EtcMode::Restore, finish_first, resumed })
+        };
+        let apply = |target| Command::Apply { target };
+        let reset = Command::Reset { dry_run: false };
+        let reset_dry = Command::Reset { dry_run: true };
+        let (pending, none, unknown) = (Ok(Some(p)), Ok(None), Err("bad origin".to_string()));
+        #[rustfmt::skip]
+        let cases: Vec<(Command, Facts, Result<Step, Refusal>)> = vec![
+            // apply, no --target: the pending deployment.
+            (apply(None), facts(booted_st, pending.clone(), false), go(booted, p, false)),
+            (apply(None), facts(live, pending.clone(), false), go(b, p, false)),
+            (apply(None), facts(lost, pending.clone(), false), go(b, p, false)),
+            (apply(None), facts(booted_st, none.clone(), false), Err(Refusal::NoPending)),
+            (apply(None), facts(live, none.clone(), false), Err(Refusal::NoPending)),
+            (apply(None), facts(booted_st, unknown.clone(), false), Err(Refusal::PendingUnknown("bad origin".into()))),
+            // An interrupted apply resumes its own target, whatever is pending now.
+            (apply(None), facts(applying, pending.clone(), false), go(b, t, true)),
+            (apply(None), facts(applying, none.clone(), true), go(b, t, true)),
+            (apply(None), facts(resetting, pending.clone(), false), Err(Refusal::InterruptedReset)),
+            // apply --target.
+            (apply(Some(t)), facts(booted_st, none.clone(), false), go(booted, t, false)),
+            (apply(Some(t)), facts(live, pending.clone(), false), go(b, t, false)),
+            (apply(Some(t)), facts(lost, none.clone(), false), go(b, t, false)),
+            (apply(Some(t)), facts(applying, none.clone(), false), go(b, t, true)),
+            (apply(Some(p)), facts(applying, none.clone(), false), Err(Refusal::InterruptedOther { to: t })),
+            (apply(Some(t)), facts(resetting, none.clone(), false), Err(Refusal::InterruptedReset)),
+            // reset.
+            (reset, facts(booted_st, pending.clone(), false), back(booted, None, false)),
+            (reset, facts(live, none.clone(), false), back(b, None, false)),
+            (reset, facts(lost, none.clone(), false), back(b, None, false)),
+            (reset, facts(applying, none.clone(), false), back(t, None, false)),
+            (reset, facts(resetting, none.clone(), false), back(booted, None, false)),
+            // Over a write-through unlock, /usr may be a mix: the apply is finished first.
+            (reset, facts(applying, none.clone(), true), back(t, Some((b, t)), true)),
+            (reset_dry, facts(applying, none.clone(), true), Err(Refusal::InterruptedDryRun)),
+            (reset_dry, facts(applying, none.clone(), false), back(t, None, false)),
+            (reset_dry, facts(live, none.clone(), true), back(b, None, false)),
+            // restart.
+            (Command::Restart, facts(booted_st, none.clone(), false), Ok(Step::Activate)),
+            (Command::Restart, facts(live, none.clone(), false), Ok(Step::Activate)),
+            (Command::Restart, facts(lost, none.clone(), false), Ok(Step::Activate)),
+            (Command::Restart, facts(applying, none.clone(), false), Err(Refusal::InterruptedRestart)),
+            (Command::Restart, facts(resetting, none.clone(), false), Err(Refusal::InterruptedRestart)),
+        ];
+        for (command, f, want) in cases {
+            assert_eq!(decide(command, &f), want, "{command:?} in {:?} (pending {:?})", f.state, f.pending);
+        }
+    }
+
+    #[test]
+    fn refusals_by_policy_and_otherwise() {
+        assert!(!Refusal::NoPending.is_policy());
+        assert!(!Refusal::PendingUnknown("x".into()).is_policy());
+        assert!(!Refusal::InterruptedDryRun.is_policy());
+        assert!(Refusal::InterruptedReset.is_policy());
+        assert!(Refusal::Replacement(vec!["/usr/bin/a".into()]).is_policy());
+        let many: Vec<String> = (0..25).map(|i| format!("/usr/f{i}")).collect();
+        let text = Refusal::Replacement(many).to_string();
+        assert!(text.contains("25 existing path(s)") && text.ends_with("/usr/f19, and 5 more"), "{text}");
+        assert!(Command::Reset { dry_run: true }.survives_corrupt_state());
+        assert!(!Command::Apply { target: None }.survives_corrupt_state());
+    }
+}

@@ -1,0 +1,133 @@
+//! What the transitions of this boot left behind, kept in `ROOT/run/livefs`:
+//! files replaced (processes may still hold them), unit files changed (units
+//! started before run the old definition), the layers `/usr` was switched to;
+//! and what needs a restart because of them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use crate::host::rundir::RunDir;
+use crate::live::changes::{replaced_by, replacements};
+use crate::live::strategy::Strategy;
+use crate::systemd::activation::{self, Activation, UnitEvents};
+use crate::systemd::needs_restart::{self, Restarts};
+use crate::tree::plan::Plan;
+
+const REPLACED: &str = "replaced.json";
+const UNITS: &str = "units.json";
+const LAYERS: &str = "layers.json";
+
+/// Files replaced or removed in `/usr` since boot (processes may hold them).
+pub fn replaced(run: &RunDir) -> anyhow::Result<HashSet<String>> {
+    run.read_record(REPLACED)
+}
+
+/// Unit files changed since boot, with when they changed (systemd's monotonic
+/// clock, in µs): a unit started before that runs the old definition.
+pub fn unit_changes(run: &RunDir) -> anyhow::Result<BTreeMap<String, u64>> {
+    run.read_record(UNITS)
+}
+
+/// The layers `/usr` was switched to in this boot, with the device of their
+/// overlay: a layer switched away from is kept while a process still holds a
+/// directory of that overlay.
+pub fn layers(run: &RunDir) -> anyhow::Result<BTreeMap<String, u64>> {
+    run.read_record(LAYERS)
+}
+
+pub fn record_layer(run: &RunDir, name: &str, dev: u64) -> anyhow::Result<()> {
+    let mut layers = layers(run)?;
+    layers.insert(name.to_string(), dev);
+    run.write_record(LAYERS, &layers)
+}
+
+/// Adds the files this plan replaces or removes to those replaced since boot.
+pub fn record_replaced(run: &RunDir, plan: &Plan) -> anyhow::Result<HashSet<String>> {
+    let mut set = replaced(run)?;
+    let before = set.len();
+    set.extend(replaced_by(plan));
+    // Written only when it grows: a transition with nothing to record writes nothing.
+    if set.len() != before {
+        run.write_record(REPLACED, &set)?;
+    }
+    Ok(set)
+}
+
+/// Adds the unit files among `changed` to those changed since boot, stamped now.
+pub fn record_unit_changes(run: &RunDir, changed: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut units = unit_changes(run)?;
+    let changed_units = needs_restart::changed_units(changed.iter().map(String::as_str));
+    if !changed_units.is_empty() {
+        let now = needs_restart::now_monotonic_usec();
+        for u in changed_units {
+            units.insert(u, now);
+        }
+        run.write_record(UNITS, &units)?;
+    }
+    Ok(units)
+}
+
+/// Adds the wants links added and the unit files removed to this boot's unit events.
+pub fn record_unit_events(run: &RunDir, added: &[String], removed: &[String]) -> anyhow::Result<()> {
+    let mut events = activation::load_events(run)?;
+    let before = events.clone();
+    activation::record(&mut events, added, removed);
+    if events != before {
+        activation::save_events(run, &events)?;
+    }
+    Ok(())
+}
+
+/// What needs a restart now, from this boot's records.
+pub fn restarts_now(root: &Path, run: &RunDir) -> anyhow::Result<Restarts> {
+    Ok(needs_restart::report(root, &replaced(run)?, &Default::default(), &unit_changes(run)?))
+}
+
+/// What would need a restart once paths `changed` (absolute) are, `pending`
+/// among them replaced or removed: because of that change alone, or (with
+/// `since_boot`) together with what earlier transitions of this boot left.
+pub fn would_restart(
+    root: &Path,
+    since_boot: Option<&RunDir>,
+    pending: &HashSet<String>,
+    changed: &[String],
+) -> anyhow::Result<Restarts> {
+    let (mut units, replaced) = match since_boot {
+        Some(run) => (unit_changes(run)?, replaced(run)?),
+        None => Default::default(),
+    };
+    let now = needs_restart::now_monotonic_usec();
+    units.extend(needs_restart::changed_units(changed.iter().map(String::as_str)).into_iter().map(|u| (u, now)));
+    Ok(needs_restart::report(root, &replaced, pending, &units))
+}
+
+/// Adds to a strategy what the update costs the running system: the `/usr`
+/// paths it replaces or removes ([`replacements`] of its plan) and what it
+/// alone would need restarted once all of `changed` (absolute) are.
+pub fn add_costs(s: &mut Strategy, root: &Path, plan: &Plan, changed: &[String]) -> anyhow::Result<()> {
+    s.replaces = replacements(plan);
+    s.replaces.sort();
+    s.restarts = would_restart(root, None, &replaced_by(plan), changed)?;
+    Ok(())
+}
+
+/// Acts on units as a boot would (see `activation`) for `restarts` and the unit
+/// events of this boot (plus `new_events`, this transition's in a dry run);
+/// remembers what failed for the next `livefs restart`.
+pub fn activate(
+    root: &Path,
+    run: &RunDir,
+    restarts: &Restarts,
+    new_events: &UnitEvents,
+    dry_run: bool,
+) -> anyhow::Result<Activation> {
+    let mut events = activation::load_events(run)?;
+    let mut a = activation::schedule(root, restarts, &events, new_events);
+    a.dry_run = dry_run;
+    if !dry_run {
+        activation::execute(&mut a);
+        activation::remember(&mut events, &a);
+        activation::save_events(run, &events)?;
+    }
+    Ok(a)
+}

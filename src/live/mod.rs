@@ -1,0 +1,99 @@
+//! The running system: `livefs status`, `apply`, `reset` and `restart` — the
+//! engines (the `/usr` layer, the `/etc` merge, triggers, activation) driven by
+//! the deployments and the live state.
+//!
+//! Each command opens the system once ([`session::Session`]), asks
+//! [`decide::decide`] (pure) what the state found lets it do, and runs that
+//! step: a [`transition`] (prepared read-only, then committed step by step, see
+//! `state.rs`'s design notes) or an activation. Engines return data; the CLI
+//! renders it.
+
+mod changes;
+pub mod decide;
+mod effects;
+pub mod session;
+pub mod state;
+pub mod status;
+pub mod strategy;
+pub mod transition;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::Paths;
+use crate::systemd::activation::Activation;
+use crate::systemd::needs_restart::Restarts;
+use decide::{Command, Refusal, Step};
+use session::Session;
+use transition::{Options, Outcome, Transition};
+
+pub use status::status;
+
+/// `livefs apply`'s request.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyRequest {
+    /// The commit to apply (a revision); default: the pending deployment's.
+    pub target: Option<String>,
+    /// Allow changing and removing existing paths, not only adding.
+    pub allow_replacement: bool,
+    pub options: Options,
+}
+
+/// `livefs apply`: the pending deployment (or `--target`) into the running `/usr`.
+pub fn apply(paths: &Paths, req: &ApplyRequest) -> anyhow::Result<Outcome> {
+    let mut s = Session::open(paths, Command::Apply { target: None })?;
+    let target = req.target.as_deref().map(|rev| s.repo.resolve_rev(rev)).transpose()?;
+    let allow_replacement = req.allow_replacement;
+    run_step(&mut s, Command::Apply { target }, allow_replacement, req.options)
+}
+
+/// `livefs reset`: `/usr` back to the booted commit (finishing an interrupted
+/// apply first where `/usr` may show a mix), state back to *Booted*.
+pub fn reset(paths: &Paths, options: Options) -> anyhow::Result<Outcome> {
+    let command = Command::Reset { dry_run: options.dry_run };
+    let mut s = Session::open(paths, command)?;
+    run_step(&mut s, command, true, options)
+}
+
+fn run_step(s: &mut Session, command: Command, allow_replacement: bool, options: Options) -> anyhow::Result<Outcome> {
+    let Step::Transition { from, to, etc, finish_first, resumed } = decide::decide(command, &s.facts())? else {
+        anyhow::bail!("{command:?} decided no transition");
+    };
+    if let Some((from, to)) = finish_first {
+        let finish = Options { no_triggers: true, ..Options::default() };
+        let t = Transition { from, to, etc: decide::EtcMode::Merge, allow_replacement: true, options: finish };
+        transition::run(s, t).map_err(|e| e.context("cannot finish the interrupted apply before the reset"))?;
+    }
+    let mut outcome = transition::run(s, Transition { from, to, etc, allow_replacement, options })?;
+    outcome.resumed = resumed;
+    outcome.warnings.extend(crate::messages::take());
+    Ok(outcome)
+}
+
+/// What `livefs restart` did (or, in a dry run, would do), and what is left
+/// needing a restart afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartOutcome {
+    pub restart: Activation,
+    pub restarts: Restarts,
+    /// What went wrong without stopping the command (a corrupt record, …).
+    pub warnings: Vec<String>,
+}
+
+/// `livefs restart`: finishes what earlier transitions of this boot left to a
+/// restart — units running an old definition or old code, units newly wanted or
+/// removed — as `apply --restart` does right after a transition.
+pub fn restart(paths: &Paths, dry_run: bool) -> anyhow::Result<RestartOutcome> {
+    let s = Session::open(paths, Command::Restart)?;
+    decide::decide(Command::Restart, &s.facts())?;
+    let root = &paths.root;
+    crate::systemd::activation::check(root)?;
+    let (replaced, units) = (effects::replaced(&s.host.run)?, effects::unit_changes(&s.host.run)?);
+    let report = || crate::systemd::needs_restart::report(root, &replaced, &Default::default(), &units);
+    let restart = effects::activate(root, &s.host.run, &report(), &Default::default(), dry_run)?;
+    Ok(RestartOutcome { restart, restarts: report(), warnings: crate::messages::take() })
+}
+
+/// Whether an error is a refusal that changed nothing, and of which kind.
+pub fn refusal(e: &anyhow::Error) -> Option<&Refusal> {
+    e.chain().find_map(|c| c.downcast_ref::<Refusal>())
+}

@@ -1,0 +1,139 @@
+//! `livefs status`: the booted, pending and live commits, the state of `/usr`,
+//! and what a live apply of the pending deployment would deliver and cost.
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::booted::BootRecord;
+use crate::host::overlay::{self, LayerUsage, UsrState};
+use crate::host::sysroot::System;
+use crate::host::{Host, Paths};
+use crate::live::changes;
+use crate::live::session::{reconcile, rpm_ostree_live};
+use crate::live::state::{self, LiveState};
+use crate::live::strategy::Strategy;
+use crate::repo::{Checksum, Repo};
+use crate::systemd::needs_restart::Restarts;
+
+/// A commit as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitInfo {
+    pub checksum: Checksum,
+    pub version: Option<String>,
+    pub subject: String,
+    /// `OS CHECKSUM.SERIAL`, when a deployment holds the commit.
+    pub deployment: Option<String>,
+}
+
+fn commit_info(repo: &Repo, checksum: Checksum, system: &System) -> CommitInfo {
+    let commit = repo.read_commit(checksum).ok();
+    let deployment = [Some(&system.booted), system.pending.as_ref()]
+        .into_iter()
+        .flatten()
+        .chain(system.deployments.iter())
+        .find(|d| d.checksum == checksum)
+        .map(|d| format!("{} {}", d.osname, d.id()));
+    CommitInfo {
+        checksum,
+        version: commit.as_ref().and_then(|c| c.version().map(str::to_string)),
+        subject: commit.map(|c| c.subject).unwrap_or_default(),
+        deployment,
+    }
+}
+
+/// Counts of paths in `/usr` that differ between two commits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChangeCounts {
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+}
+
+/// What `livefs status` reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub booted: CommitInfo,
+    pub pending: Option<CommitInfo>,
+    pub live: Option<CommitInfo>,
+    pub in_progress: Option<(CommitInfo, CommitInfo)>,
+    pub state: LiveState,
+    pub usr: UsrState,
+    /// Booted → live (or → the interrupted target), in `/usr`.
+    pub changes: Option<ChangeCounts>,
+    /// The layer `/usr` shows over the booted deployment, and its size.
+    pub layer: Option<LayerUsage>,
+    /// Units and processes that still run what was replaced since boot.
+    pub restarts: Restarts,
+    /// What `/run/ostree-booted` says of this boot (composefs, read-only sysroot, …).
+    pub boot: BootRecord,
+    /// rpm-ostree's apply-live state, when it has live-applied to this boot
+    /// (livefs then refuses to change /usr).
+    pub rpm_ostree_live: Option<String>,
+    /// What a live apply of the pending deployment would deliver.
+    pub strategy: Option<Strategy>,
+    /// The deployment loaded at `/run/nextroot` (`ostree admin
+    /// prepare-soft-reboot`): the next `systemctl reboot` is a soft reboot into it.
+    pub soft_reboot_into: Option<CommitInfo>,
+    /// What went wrong without stopping the command (a corrupt record, …).
+    pub warnings: Vec<String>,
+}
+
+pub fn status(paths: &Paths) -> anyhow::Result<Status> {
+    let host = Host::open(paths)?;
+    let system = &host.system;
+    let repo = system.repo()?;
+    let state = reconcile(state::load(&host.run, &system.booted.id())?, &host.usr);
+    if let LiveState::UsrLost { .. } = state {
+        // Only under the lock: an apply may be about to mount and flag /usr.
+        if let Ok(_lock) = host.run.lock() {
+            overlay::forget_unlock(&host)?;
+        }
+    }
+    let booted = system.booted.checksum;
+    let info = |c| commit_info(&repo, c, system);
+    let (live, in_progress, compare_to) = match state {
+        LiveState::Booted | LiveState::UsrLost { .. } => (None, None, None),
+        LiveState::Live { commit } => (Some(info(commit)), None, Some(commit)),
+        LiveState::Applying { from, to } => (None, Some((info(from), info(to))), Some(to)),
+    };
+    let changes = match compare_to {
+        Some(c) => {
+            let d = changes::usr_diff(&repo, booted, c)?;
+            Some(ChangeCounts { added: d.added.len(), changed: d.modified.len(), removed: d.removed.len() })
+        }
+        None => None,
+    };
+    let layer = match &host.usr {
+        UsrState::Livefs { layer } => {
+            Some(overlay::layer_usage(&overlay::layers_dir(&system.sysroot, &system.booted).join(layer))?)
+        }
+        _ => None,
+    };
+    Ok(Status {
+        soft_reboot_into: system.next_root.as_ref().map(|d| info(d.checksum)),
+        strategy: pending_strategy(&host, &repo, state)?,
+        restarts: crate::live::effects::restarts_now(&paths.root, &host.run)?,
+        rpm_ostree_live: rpm_ostree_live(&host, &repo),
+        boot: system.boot.clone(),
+        booted: info(booted),
+        pending: system.pending.as_ref().map(|p| info(p.checksum)),
+        live,
+        in_progress,
+        state,
+        usr: host.usr.clone(),
+        changes,
+        layer,
+        warnings: crate::messages::take(),
+    })
+}
+
+/// What a live apply of the pending deployment would deliver, and what it would
+/// replace and restart, from what `/usr` holds now: the plan an apply would check.
+fn pending_strategy(host: &Host, repo: &Repo, state: LiveState) -> anyhow::Result<Option<Strategy>> {
+    let Some(p) = &host.system.pending else { return Ok(None) };
+    let mut s = changes::strategy_of(repo, &host.system, p.checksum)?;
+    let booted = host.system.booted.checksum;
+    let plan = changes::plan_usr(repo, state.current(booted).unwrap_or(booted), p.checksum)?.plan;
+    let changed = changes::changed_paths(&plan, &Default::default());
+    crate::live::effects::add_costs(&mut s, &host.paths.root, &plan, &changed)?;
+    Ok(Some(s))
+}

@@ -1,0 +1,209 @@
+//! Committing a prepared transition: the steps of `state.rs`'s design list, in
+//! order, each its own function. Until *Applying* is recorded nothing the state
+//! depends on has changed; from then on every step is idempotent, so a rerun
+//! (or a reset) finishes what a kill interrupted.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::{Outcome, Prepared, Transition, UsrChange};
+use crate::etc::EtcAction;
+use crate::host::overlay;
+use crate::live::decide::EtcMode;
+use crate::live::effects;
+use crate::live::session::Session;
+use crate::live::state::LiveState;
+use crate::systemd::needs_restart;
+use crate::systemd::triggers::{self, Action};
+use crate::tree::layer::LayerStats;
+use crate::tree::plan::Plan;
+
+/// The loader cache, under `/etc`, that the ldconfig trigger rewrites.
+const LD_SO_CACHE: &str = "/ld.so.cache";
+
+/// Commits `p`: changes the running system, and says what it did.
+pub fn commit(s: &mut Session, p: Prepared) -> anyhow::Result<Outcome> {
+    let Prepared { t, plan, usr, changed, mut actions, added, removed, mut outcome } = p;
+    reserve_records(s, t.etc)?;
+    let built = build_layer(s, &t, &usr)?;
+    record_applying(s, &t)?;
+    switch_usr(s, &plan, usr, built, &mut outcome)?;
+    follow_etc(s, &t, &mut outcome)?;
+    let since_boot = record_effects(s, &t, &plan, &changed, &mut actions, (&added, &removed), &outcome)?;
+    finish(s, &t, &plan, &actions, &since_boot, &mut outcome)?;
+    Ok(outcome)
+}
+
+/// Room for the records in `/run`, before anything changes: an apply needs it
+/// (refused on a full `/run`), the way back uses what there is.
+fn reserve_records(s: &Session, etc: EtcMode) -> anyhow::Result<()> {
+    match etc {
+        EtcMode::Merge => s.host.run.reserve(),
+        EtcMode::Restore => {
+            let _ = s.host.run.reserve();
+            crate::host::rundir::allow_way_back_reserve();
+            Ok(())
+        }
+    }
+}
+
+/// Builds the layer off to the side, before anything is recorded: a build that
+/// fails (no space, a missing object) leaves the state as it was, and a
+/// directory no mount uses, which the next run removes.
+fn build_layer(s: &Session, t: &Transition, usr: &UsrChange) -> anyhow::Result<Option<(PathBuf, LayerStats)>> {
+    let UsrChange::Layer { plan, site, .. } = usr else { return Ok(None) };
+    let target = crate::live::changes::usr_root(&s.repo, t.to)?;
+    let (path, fd) = site.new_layer(&t.to.to_hex())?;
+    let stats = crate::tree::layer::build(&s.repo, site.objects(), target, plan, fd.as_fd())?;
+    Ok(Some((path, stats)))
+}
+
+/// Records *Applying*, pinned under ostree's sysroot lock once the target is
+/// known to be complete: from here on a resume and a reset have what they need.
+fn record_applying(s: &mut Session, t: &Transition) -> anyhow::Result<()> {
+    let _sysroot = s.host.system.lock()?;
+    s.repo.read_commit(t.to).with_context(|| format!("cannot read commit {}", t.to))?;
+    // A reset from the booted state with no /etc journal has nothing to undo: it
+    // writes nothing it does not have to (a full /run does not stop it).
+    let nothing_to_undo = t.from == t.to && s.state == LiveState::Booted && !crate::etc::has_journal(&s.host.run)?;
+    if !nothing_to_undo {
+        s.save(LiveState::Applying { from: t.from, to: t.to })?;
+    }
+    Ok(())
+}
+
+/// Switches `/usr`: to the layer built, back to the booted tree, or file by
+/// file through an ostree transient unlock.
+fn switch_usr(
+    s: &mut Session,
+    plan: &Plan,
+    usr: UsrChange,
+    built: Option<(PathBuf, LayerStats)>,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    match usr {
+        UsrChange::WriteThrough { status } => {
+            if !plan.ops.is_empty() {
+                let view = overlay::writable_view(&s.host.paths.root)?;
+                outcome.report = crate::tree::apply::execute(&s.repo, plan, &status, view.as_fd())?;
+            }
+        }
+        UsrChange::Keep => {}
+        UsrChange::Detach { mut carried } => s.host.usr = overlay::detach(&s.host, &mut carried)?,
+        UsrChange::Layer { mut carried, .. } => {
+            let (path, stats) = built.context("the layer was not built")?;
+            s.host.usr = overlay::switch(&s.host, &path, &mut carried)?;
+            let dev = rustix::fs::stat(s.host.paths.root.join("usr"))?.st_dev;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            effects::record_layer(&s.host.run, &name, dev)?;
+            outcome.report.bytes_written = stats.bytes_written;
+            outcome.layer = Some(stats);
+        }
+    }
+    Ok(())
+}
+
+/// `/etc` follows: the update's changes merged (apply), or the journal put back (reset).
+fn follow_etc(s: &Session, t: &Transition, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let etc = s.host.etc()?;
+    match t.etc {
+        EtcMode::Merge => outcome.etc = crate::etc::merge(&s.repo, t.from, t.to, &s.host.run, etc, false)?,
+        EtcMode::Restore => {
+            let r = crate::etc::restore(&s.host.run, etc)?;
+            outcome.etc_restored = r.paths;
+            outcome.etc.paths = r.failed;
+        }
+    }
+    Ok(())
+}
+
+/// Records the triggers to run and what processes and units may still hold,
+/// before the state says the transition is done: a kill from here on loses
+/// neither. Returns this boot's records of replaced files and changed units.
+fn record_effects(
+    s: &Session,
+    t: &Transition,
+    plan: &Plan,
+    changed: &[String],
+    actions: &mut Vec<Action>,
+    (added, removed): (&[String], &[String]),
+    outcome: &Outcome,
+) -> anyhow::Result<SinceBoot> {
+    let run = &s.host.run;
+    for a in triggers::pending(run)? {
+        if !actions.contains(&a) {
+            actions.push(a);
+        }
+    }
+    actions.sort();
+    match t.etc {
+        // ldconfig rewrites /etc/ld.so.cache: journaled first, so a reset puts it back.
+        EtcMode::Merge if actions.contains(&Action::Ldconfig) && !t.options.no_triggers => {
+            crate::etc::journal_path(run, s.host.etc()?, LD_SO_CACHE)?
+        }
+        // The cache restored with /etc is the booted /usr's: nothing to rebuild.
+        EtcMode::Restore if outcome.etc_restored.iter().any(|p| p == LD_SO_CACHE) => {
+            actions.retain(|a| *a != Action::Ldconfig)
+        }
+        _ => {}
+    }
+    if !t.options.no_triggers {
+        triggers::record_pending(run, actions)?;
+    }
+    let replaced = effects::record_replaced(run, plan)?;
+    let units = effects::record_unit_changes(run, changed)?;
+    effects::record_unit_events(run, added, removed)?;
+    Ok(SinceBoot { replaced, units })
+}
+
+/// What the transitions of this boot replaced, and the unit files they changed.
+struct SinceBoot {
+    replaced: std::collections::HashSet<String>,
+    units: std::collections::BTreeMap<String, u64>,
+}
+
+/// Records the end state, runs the triggers, removes what is stale now, and
+/// says what needs a restart (acting on it with `--restart`).
+fn finish(
+    s: &mut Session,
+    t: &Transition,
+    plan: &Plan,
+    actions: &[Action],
+    since_boot: &SinceBoot,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let done = LiveState::reached(t.to, s.booted());
+    if done != s.state {
+        s.save(done)?;
+    }
+    outcome.state = done;
+    let root = s.host.paths.root.clone();
+    if !t.options.no_triggers {
+        outcome.triggers = triggers::run(&root, &s.host.run, actions)?;
+    }
+    // What this switch (or an earlier boot) left is stale now. The transition is
+    // done: a failure here is a warning, and the next run tries again.
+    if let Err(e) = s.clean_stale() {
+        crate::messages::warn(format!("cannot remove what earlier transitions left: {e:#}"));
+    }
+    outcome.report.mutations = crate::fault::count();
+    outcome.changed = !plan.ops.is_empty()
+        || outcome.layer.is_some()
+        || !outcome.etc_restored.is_empty()
+        || outcome
+            .etc
+            .paths
+            .iter()
+            .any(|p| matches!(p.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed))
+        || outcome.triggers.iter().any(|t| !t.skipped);
+    let report = || needs_restart::report(&root, &since_boot.replaced, &Default::default(), &since_boot.units);
+    outcome.restarts = report();
+    if t.options.restart {
+        let none = Default::default();
+        outcome.restart = Some(effects::activate(&root, &s.host.run, &outcome.restarts, &none, false)?);
+        outcome.restarts = report();
+    }
+    Ok(())
+}

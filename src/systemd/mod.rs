@@ -1,0 +1,9 @@
+//! systemd on the running system: what needs a restart after a transition
+//! ([`needs_restart`], detection only), acting on units as a boot would
+//! ([`activation`], what `livefs restart` and `--restart` run), and the triggers
+//! that must run after files changed ([`triggers`]: sysusers, tmpfiles,
+//! ldconfig, daemon-reload).
+
+pub mod activation;
+pub mod needs_restart;
+pub mod triggers;

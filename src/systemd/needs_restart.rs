@@ -1,0 +1,304 @@
+//! What needs a restart after an apply (acting on it is `activation.rs`'s):
+//! - units whose unit files (or drop-ins) changed and that are active;
+//! - processes that still run a replaced or removed executable or map a replaced
+//!   or removed library, from `/proc/PID/exe` and `/proc/PID/maps`, grouped by
+//!   their systemd unit (`/proc/PID/cgroup`).
+//!
+//! Paths read from a process are only compared and `lstat`ed, never opened or
+//! executed.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+/// A process holding replaced files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StaleProcess {
+    pub pid: u32,
+    pub command: String,
+    /// The replaced or removed paths it still uses (as on the running system).
+    pub files: Vec<String>,
+}
+
+/// The restart report of an apply.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Restarts {
+    /// Active units whose unit files changed.
+    pub units: Vec<String>,
+    /// Processes holding replaced files, by unit (`-` when not in a unit).
+    pub processes: BTreeMap<String, Vec<StaleProcess>>,
+}
+
+impl Restarts {
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty() && self.processes.is_empty()
+    }
+}
+
+/// The unit names whose files are among `changed` (absolute paths): `foo.service`
+/// for `…/foo.service` or a drop-in `…/foo.service.d/x.conf`; a template's own
+/// name `foo@.service` when the template changed (it stands for all its instances).
+pub fn changed_units<'a>(changed: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for p in changed {
+        for dir in UNIT_DIRS {
+            let Some(rest) = p.strip_prefix(dir) else { continue };
+            // foo.service, or foo.service.d/override.conf
+            let first = rest.split('/').next().unwrap_or("");
+            let unit = first.strip_suffix(".d").unwrap_or(first);
+            let Some((name, suffix)) = unit.rsplit_once('.') else { continue };
+            if !name.is_empty() && UNIT_TYPES.contains(&suffix) {
+                out.insert(unit.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Where system units live, as livefs changes them.
+pub(crate) const UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system/", "/etc/systemd/system/"];
+
+/// The unit types that have processes or state a restart renews.
+const UNIT_TYPES: [&str; 7] = ["service", "socket", "timer", "path", "mount", "swap", "target"];
+
+/// Whether systemd runs the system at `root` (so units can be asked about).
+pub fn systemd_runs(root: &Path) -> bool {
+    root == Path::new("/") && Path::new(crate::host::layout::SYSTEMD_RUNNING).exists()
+}
+
+/// Now, on the clock systemd stamps unit state changes with (`CLOCK_MONOTONIC`,
+/// in microseconds): a unit last (re)started before its files changed runs the
+/// old definition.
+pub fn now_monotonic_usec() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64) * 1_000_000 + (t.tv_nsec as u64) / 1_000
+}
+
+/// Runs `systemctl ARGS -- UNITS…` quietly and returns its stdout; `None` when it
+/// failed (what systemctl said is not livefs's output).
+pub(crate) fn systemctl(args: &[&str], units: &[String]) -> Option<String> {
+    let out = Command::new("systemctl").args(args).arg("--").args(units).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `systemctl show` of `units`: one map of the asked properties per unit, in
+/// order (empty maps when systemctl failed).
+pub(crate) fn show(units: &[String], properties: &[&str]) -> Vec<BTreeMap<String, String>> {
+    let arg = format!("--property={}", properties.join(","));
+    let shown = if units.is_empty() { None } else { systemctl(&["show", &arg], units) };
+    let shown = shown.unwrap_or_default();
+    // One block of KEY=VALUE lines per unit, in the order asked, blank-line separated.
+    let mut blocks = shown.split("\n\n").map(|block| {
+        block.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    });
+    units.iter().map(|_| blocks.next().unwrap_or_default()).collect()
+}
+
+/// The loaded units a changed unit file stands for: a template's instances
+/// (never the template name itself, which systemctl refuses), else the unit.
+fn instances(unit_files: &[&String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut patterns = Vec::new();
+    for u in unit_files {
+        match u.split_once("@.") {
+            Some((prefix, suffix)) => patterns.push(format!("{prefix}@*.{suffix}")),
+            None => out.push((*u).clone()),
+        }
+    }
+    if !patterns.is_empty() {
+        let listed = systemctl(&["list-units", "--all", "--plain", "--no-legend", "--full"], &patterns);
+        for line in listed.unwrap_or_default().lines() {
+            if let Some(name) = line.split_whitespace().next() {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Active units whose files changed after they were last started. `changes` maps a
+/// unit file name (from [`changed_units`]) to when it changed
+/// ([`now_monotonic_usec`]).
+pub fn units_to_restart(root: &Path, changes: &BTreeMap<String, u64>) -> Vec<String> {
+    if changes.is_empty() || !systemd_runs(root) {
+        return Vec::new();
+    }
+    let files: Vec<&String> = changes.keys().collect();
+    let units = instances(&files);
+    if units.is_empty() {
+        return Vec::new();
+    }
+    let shown = show(&units, &["Id", "ActiveState", "ActiveEnterTimestampMonotonic"]);
+    let mut out = Vec::new();
+    for (unit, props) in units.iter().zip(&shown) {
+        if props.get("ActiveState").map(String::as_str) != Some("active") {
+            continue;
+        }
+        let since = props.get("ActiveEnterTimestampMonotonic").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let file = match unit.split_once('@') {
+            Some((prefix, rest)) => {
+                let suffix = rest.rsplit_once('.').map(|(_, s)| s).unwrap_or("");
+                changes.get(unit).or_else(|| changes.get(&format!("{prefix}@.{suffix}")))
+            }
+            None => changes.get(unit),
+        };
+        if file.is_some_and(|&changed_at| since < changed_at) {
+            out.push(unit.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Builds the report: `replaced` are the absolute paths (as under ROOT, e.g.
+/// `/usr/lib/libfoo.so.1`) replaced or removed since boot, `unit_changes` the unit
+/// files changed since boot and when. `pending` are paths a transition is about
+/// to replace (a dry run): a process using them counts although they are current.
+pub fn report(
+    root: &Path,
+    replaced: &HashSet<String>,
+    pending: &HashSet<String>,
+    unit_changes: &BTreeMap<String, u64>,
+) -> Restarts {
+    let mut r = Restarts { units: units_to_restart(root, unit_changes), ..Default::default() };
+    if replaced.is_empty() && pending.is_empty() {
+        return r;
+    }
+    // Paths as processes see them: ROOT-prefixed when ROOT is not /.
+    let prefix = if root == Path::new("/") { String::new() } else { root.display().to_string() };
+    let mounted: HashSet<u64> = crate::host::mounts::mounts().unwrap_or_default().iter().map(|m| m.dev).collect();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return r };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let files = stale_files(pid, &prefix, replaced, pending, &mounted);
+        if files.is_empty() {
+            continue;
+        }
+        let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+        let unit = unit_of(pid).unwrap_or_else(|| "-".into());
+        r.processes.entry(unit).or_default().push(StaleProcess { pid, command, files });
+    }
+    r
+}
+
+/// The devices of the directories and files processes hold (open fds, working
+/// and root directories): a detached tree someone may still look things up in.
+pub fn devices_in_use() -> HashSet<u64> {
+    let mut out = HashSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let base = Path::new("/proc").join(pid.to_string());
+        let fds = std::fs::read_dir(base.join("fd")).into_iter().flatten().flatten().map(|e| e.path());
+        for p in [base.join("cwd"), base.join("root")].into_iter().chain(fds) {
+            if let Ok(m) = std::fs::metadata(&p) {
+                out.insert(m.dev());
+            }
+        }
+    }
+    out
+}
+
+/// The replaced paths process `pid` runs or maps.
+///
+/// A file of a `/usr` overlay livefs switched away from (detached) shows a path
+/// relative to that `/usr` (`/libexec/foo`) on a device no longer mounted here: it
+/// is stale when `/usr/libexec/foo` was replaced.
+fn stale_files(
+    pid: u32,
+    prefix: &str,
+    replaced: &HashSet<String>,
+    pending: &HashSet<String>,
+    mounted: &HashSet<u64>,
+) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    // Judged by inode: a path that still names the mapped inode is current (even
+    // if its name happens to end in " (deleted)"); otherwise the kernel's
+    // " (deleted)" suffix is taken off to find which replaced path it was.
+    let mut consider = |raw: &str, inode: Option<u64>, dev: Option<u64>| {
+        let detached = dev.is_some_and(|d| !mounted.is_empty() && !mounted.contains(&d));
+        let path = raw.strip_suffix(" (deleted)").unwrap_or(raw);
+        if detached && replaced.contains(&format!("/usr{path}")) {
+            out.insert(format!("/usr{path}"));
+            return;
+        }
+        if let Some(rel) = raw.strip_prefix(prefix).filter(|rel| pending.contains(*rel)) {
+            out.insert(rel.to_string());
+            return;
+        }
+        let same =
+            |p: &str| inode.is_some() && std::fs::symlink_metadata(p).map(|m| Some(m.ino()) == inode).unwrap_or(false);
+        if same(raw) {
+            return;
+        }
+        let Some(rel) = path.strip_prefix(prefix) else { return };
+        if replaced.contains(rel) {
+            out.insert(rel.to_string());
+        }
+    };
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok();
+        consider(&exe.to_string_lossy(), meta.as_ref().map(|m| m.ino()), meta.as_ref().map(|m| m.dev()));
+    }
+    if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        for line in maps.lines() {
+            // address perms offset dev inode path
+            let mut fields = line.splitn(6, ' ').skip(3);
+            let dev = fields.next().and_then(|d| d.split_once(':')).and_then(|(major, minor)| {
+                Some(rustix::fs::makedev(u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?))
+            });
+            let inode = fields.next().and_then(|i| i.parse::<u64>().ok());
+            let Some(path) = fields.next().map(str::trim_start) else { continue };
+            if path.starts_with('/') {
+                consider(path, inode, dev);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The system manager's unit of a process, from its cgroup path: the outermost
+/// service or scope (`user@1000.service` for a user's own units, whose processes
+/// the system's `systemctl` does not manage one by one).
+pub(crate) fn unit_of(pid: u32) -> Option<String> {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let line = cgroup
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .or_else(|| cgroup.lines().find(|l| l.contains("name=systemd")))?;
+    let path = line.rsplit(':').next()?;
+    path.split('/').find(|c| c.ends_with(".service") || c.ends_with(".scope")).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_from_paths() {
+        let u = changed_units([
+            "/usr/lib/systemd/system/httpd.service",
+            "/etc/systemd/system/sshd.service.d/override.conf",
+            "/usr/lib/systemd/system/multi-user.target.wants/httpd.service",
+            "/usr/lib/systemd/system/apache2@.service",
+            "/usr/lib/systemd/system/getty@tty1.service.d/x.conf",
+            "/usr/lib/systemd/system/README",
+            "/usr/lib/systemd/system/.service",
+            "/usr/bin/httpd",
+        ]);
+        assert_eq!(
+            u.into_iter().collect::<Vec<_>>(),
+            ["apache2@.service", "getty@tty1.service", "httpd.service", "sshd.service"]
+        );
+    }
+}
