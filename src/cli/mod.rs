@@ -190,7 +190,7 @@ struct DiffJson {
     from: Checksum,
     to: Checksum,
     #[serde(flatten)]
-    report: crate::tree::diff::Report,
+    report: crate::tree::diff::DiffReport,
 }
 
 fn diff(repo: &std::path::Path, a: &DiffArgs) -> anyhow::Result<()> {

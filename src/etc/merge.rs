@@ -71,7 +71,7 @@ fn decide(from: Option<&NodeKind>, to: Option<&NodeKind>, found: Found) -> (EtcA
 
 /// Plans the `/etc` merge of `source` → `target` against the live `ROOT/etc`.
 /// Reads only.
-fn plan(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) -> anyhow::Result<Vec<Step>> {
+fn steps(repo: &Repo, source: Checksum, target: Checksum, etc: BorrowedFd<'_>) -> anyhow::Result<Vec<Step>> {
     let (Some(a), Some(b)) = (usr_etc(repo, source)?, usr_etc(repo, target)?) else {
         return Ok(Vec::new());
     };
@@ -153,7 +153,7 @@ pub fn merge(
     etc: BorrowedFd<'_>,
     dry_run: bool,
 ) -> anyhow::Result<EtcReport> {
-    let steps = plan(repo, source, target, etc)?;
+    let steps = steps(repo, source, target, etc)?;
     let mut report = EtcReport {
         paths: steps.iter().map(|s| EtcPath { path: s.path.clone(), action: s.action, error: None }).collect(),
     };

@@ -101,16 +101,12 @@ pub struct Repo {
     file_meta_cache: std::sync::Mutex<std::collections::HashMap<Checksum, FileMeta>>,
 }
 
-fn open_dir_at(base: &OwnedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(base, rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-}
-
 impl Repo {
     /// Opens the repository at `path`, reading its `config`.
     pub fn open(path: &Path) -> anyhow::Result<Repo> {
         let dir = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("cannot open repository {}", path.display()))?;
-        let config = match read_at(&dir, "config") {
+        let config = match crate::dirfd::read(dir.as_fd(), "config") {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 bail!("{} is not an OSTree repository: it has no config file", path.display())
@@ -132,8 +128,8 @@ impl Repo {
                 format!("repository {} has unknown mode '{m}' (in {}/config)", path.display(), path.display())
             })?,
         };
-        let objects =
-            open_dir_at(&dir, "objects").with_context(|| format!("cannot open {}/objects", path.display()))?;
+        let objects = crate::dirfd::open_dir(dir.as_fd(), "objects")
+            .with_context(|| format!("cannot open {}/objects", path.display()))?;
         Ok(Repo { path: path.to_path_buf(), dir, objects, mode, file_meta_cache: Default::default() })
     }
 
@@ -186,7 +182,7 @@ impl Repo {
     /// Reads a metadata object's bytes and checks them against the object's name.
     fn read_verified(&self, checksum: Checksum, ty: ObjectType) -> anyhow::Result<Vec<u8>> {
         let name = self.name(checksum, ty);
-        let data = match read_at(&self.objects, &Self::rel_path(&name)) {
+        let data = match crate::dirfd::read(self.objects.as_fd(), &Self::rel_path(&name)) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(self.missing(name)),
             Err(e) => return Err(e).with_context(|| format!("cannot read object {name}")),
@@ -406,25 +402,6 @@ pub enum Content {
     Deflate(Box<flate2::read::DeflateDecoder<std::io::BufReader<File>>>),
     /// Symlinks have no content; the target is in the metadata.
     Symlink,
-}
-
-/// Reads a whole file relative to a directory fd with plain `read(2)` calls
-/// (std's `read_to_end` on a `File` adds an `fstat` and an `lseek` per file: two
-/// thirds more syscalls when a diff reads thousands of small objects).
-fn read_at(dir: &OwnedFd, rel: &str) -> std::io::Result<Vec<u8>> {
-    let fd = rustix::fs::openat(dir, rel, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
-    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
-    loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity());
-        }
-        match rustix::io::read(&fd, rustix::buffer::spare_capacity(&mut buf)) {
-            Ok(0) => return Ok(buf),
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// Reads an archive `.filez` header: the u32 length, the padding and the header.

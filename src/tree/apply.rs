@@ -46,7 +46,7 @@ pub struct Counts {
 
 /// What an apply did (or, for a dry run, would do): every path by kind.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Report {
+pub struct ApplyReport {
     pub added: Vec<PathEntry>,
     pub replaced: Vec<PathEntry>,
     pub removed: Vec<PathEntry>,
@@ -58,10 +58,10 @@ pub struct Report {
     pub mutations: u64,
 }
 
-impl Report {
+impl ApplyReport {
     /// Lists every operation of the plan by kind.
-    pub fn of_plan(repo: &Repo, plan: &Plan, status: &[Status]) -> anyhow::Result<Report> {
-        let mut r = Report::default();
+    pub fn of_plan(repo: &Repo, plan: &Plan, status: &[Status]) -> anyhow::Result<ApplyReport> {
+        let mut r = ApplyReport::default();
         for (op, st) in plan.ops.iter().zip(status) {
             if *st == Status::Done {
                 r.already_done += 1;
@@ -143,7 +143,7 @@ pub struct TreeOutcome {
     pub target: String,
     pub dry_run: bool,
     #[serde(flatten)]
-    pub report: Report,
+    pub report: ApplyReport,
     pub bytes_to_write: u64,
     pub elapsed_ms: f64,
     /// A dry run's plan.
@@ -172,8 +172,11 @@ pub fn update_dir(
     let target_name = target.display().to_string();
     let root = crate::dirfd::open_dir_path(target)?;
     let status = crate::tree::plan::preflight(repo, &plan, root.as_fd(), &target_name, force)?;
-    let report =
-        if dry_run { Report::of_plan(repo, &plan, &status)? } else { execute(repo, &plan, &status, root.as_fd())? };
+    let report = if dry_run {
+        ApplyReport::of_plan(repo, &plan, &status)?
+    } else {
+        execute(repo, &plan, &status, root.as_fd())?
+    };
     Ok(TreeOutcome {
         from,
         to,
@@ -191,7 +194,7 @@ pub fn update_dir(
 /// reach here when the preflight was forced), phase by phase. On an error, the
 /// temporary entries written so far are removed; what was renamed into place stays,
 /// and a rerun finishes the job.
-pub fn execute(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<'_>) -> anyhow::Result<Report> {
+pub fn execute(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<'_>) -> anyhow::Result<ApplyReport> {
     let result = execute_phases(repo, plan, status, root);
     if result.is_err() {
         let cleaned = remove_leftovers(plan, &mut Parents { root, last: None });
@@ -226,8 +229,8 @@ fn begin(plan: &Plan, root: BorrowedFd<'_>, parents: &mut Parents<'_>) -> anyhow
     Ok(())
 }
 
-fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<'_>) -> anyhow::Result<Report> {
-    let mut report = Report::of_plan(repo, plan, status)?;
+fn execute_phases(repo: &Repo, plan: &Plan, status: &[Status], root: BorrowedFd<'_>) -> anyhow::Result<ApplyReport> {
+    let mut report = ApplyReport::of_plan(repo, plan, status)?;
     let mut parents = Parents { root, last: None };
     if status.iter().all(|s| *s == Status::Done) {
         // A run that died after its last operation left only its mark.

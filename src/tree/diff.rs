@@ -263,8 +263,8 @@ impl Diff {
     }
 
     /// Resolves every entry's type and size: what `--json` and `--stat` show.
-    pub fn report(&self, repo: &Repo) -> anyhow::Result<Report> {
-        let mut r = Report { root_metadata_changed: self.root_meta.is_some(), ..Default::default() };
+    pub fn report(&self, repo: &Repo) -> anyhow::Result<DiffReport> {
+        let mut r = DiffReport { root_metadata_changed: self.root_meta.is_some(), ..Default::default() };
         if self.root_meta.is_some() {
             r.summary.modified_dirs += 1;
         }
@@ -406,7 +406,7 @@ pub struct Summary {
 
 /// A diff with every entry's type and the bytes an update would write.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
+pub struct DiffReport {
     pub root_metadata_changed: bool,
     pub modified: Vec<ModifiedEntry>,
     pub removed: Vec<Entry>,
@@ -417,7 +417,7 @@ pub struct Report {
     pub bytes_to_write: u64,
 }
 
-impl Report {
+impl DiffReport {
     /// The one-line summary of `livefs diff --stat`.
     pub fn stat_line(&self) -> String {
         let s = &self.summary;

@@ -27,7 +27,7 @@ use crate::repo::Checksum;
 use crate::systemd::activation::{Activation, UnitEvents};
 use crate::systemd::needs_restart::Restarts;
 use crate::systemd::triggers::{Action, Run};
-use crate::tree::apply::Report;
+use crate::tree::apply::ApplyReport;
 use crate::tree::layer::LayerStats;
 use crate::tree::plan::{Plan, PlannedOp, Status};
 
@@ -67,7 +67,7 @@ pub struct Outcome {
     /// Whether an interrupted apply was resumed first.
     pub resumed: bool,
     #[serde(flatten)]
-    pub report: Report,
+    pub report: ApplyReport,
     /// What the `/usr` layer holds: files linked to repository objects, bytes
     /// written (absent when `/usr` did not switch to a new layer).
     pub layer: Option<LayerStats>,

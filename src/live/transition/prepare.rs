@@ -12,7 +12,7 @@ use crate::live::session::Session;
 use crate::live::state::LiveState;
 use crate::live::strategy::Strategy;
 use crate::repo::Checksum;
-use crate::tree::apply::Report;
+use crate::tree::apply::ApplyReport;
 use crate::tree::plan::{self, Status};
 
 /// Checks and plans `t` on the system `s`: the `/usr` plan under the
@@ -49,7 +49,7 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
         dry_run: t.options.dry_run,
         state: s.state,
         resumed: false,
-        report: Report::of_plan(&s.repo, &plan, &status)?,
+        report: ApplyReport::of_plan(&s.repo, &plan, &status)?,
         layer: None,
         kept,
         etc,
