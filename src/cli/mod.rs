@@ -214,3 +214,33 @@ fn apply_tree(repo: &std::path::Path, a: &ApplyTreeArgs) -> anyhow::Result<()> {
     let o = crate::tree::apply::update_dir(&repo, revs, &a.subpath, &a.target, a.dry_run, a.force)?;
     output(a.json, &o, &[], |out, o| render::apply_tree(&mut { out }, o))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::overlay::UsrRefusal;
+    use crate::host::submounts::Uncarriable;
+
+    #[test]
+    fn errors_map_to_exit_statuses() {
+        let c = Checksum([0xc0; 32]);
+        let io = || anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EACCES));
+        let uncarriable = || Uncarriable { path: "/usr/local".into(), why: "no /usr/local".into() };
+        let cases: Vec<(anyhow::Error, (Kind, u8))> = vec![
+            (Refusal::Replacement(vec!["/usr/bin/a".into()]).into(), (Kind::Policy, exit::POLICY)),
+            (Refusal::InterruptedOther { to: c }.into(), (Kind::Policy, exit::POLICY)),
+            (Refusal::RpmOstreeLive("stamp".into()).into(), (Kind::Policy, exit::POLICY)),
+            // Wrapped in context, a refusal is still one.
+            (anyhow::Error::from(Refusal::InterruptedReset).context("in /"), (Kind::Policy, exit::POLICY)),
+            (UsrRefusal::Hotfix.into(), (Kind::Policy, exit::POLICY)),
+            (uncarriable().into(), (Kind::Policy, exit::POLICY)),
+            (Refusal::PendingUnknown("bad origin".into()).into(), (Kind::Error, exit::ERROR)),
+            (Refusal::InterruptedDryRun.into(), (Kind::Error, exit::ERROR)),
+            (io().context("cannot open /sysroot"), (Kind::Error, exit::ERROR)),
+            (crate::systemd::activation::Failed(vec!["restart web.service".into()]).into(), (Kind::Error, exit::ERROR)),
+        ];
+        for (e, want) in cases {
+            assert_eq!(exit_status(&e), want, "{e:#}");
+        }
+    }
+}
