@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Roff};
-use livefs::cli::exit;
+use livefs::cli::{exit, KINDS};
 
 /// One hand-written example: what it does, then the command line.
 struct Example {
@@ -187,12 +187,21 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
         (exit::USAGE, "The command line is wrong."),
     ];
     if acts {
-        statuses.push((exit::POLICY, "Refused by policy, nothing changed: the update replaces or removes existing files without --allow-replacement, an interrupted transition must be finished first, or /usr is someone else's (an ostree hotfix, rpm-ostree's live state, a foreign overlay), or a mount below /usr cannot be carried into the new tree (its mount point is not in the target)."));
+        statuses.push((exit::POLICY, "Refused, nothing changed: by policy (the update replaces or removes existing files without --allow-replacement, or needs more than --max-strategy accepts; an interrupted transition must be finished first), or because livefs cannot or must not act on this host (not OSTree-booted; /usr is someone else's: an ostree hotfix, rpm-ostree's live state, a foreign overlay; a mount below /usr cannot be carried into the new tree)."));
+    }
+    if page.system {
+        statuses.push((
+            exit::BUSY,
+            "Another livefs held the lock for longer than --lock-timeout: nothing changed, try again.",
+        ));
     }
     for (code, what) in statuses {
         r.control("TP", []).text([bold(code.to_string())]).text([roman(what)]);
     }
-    r.control("PP", []).text([roman("With "), bold("--json"), roman(", an error is a JSON object {\"error\": MESSAGE, \"kind\": \"error\" or \"policy\"} on standard output, with the same exit status.")]);
+    r.control("PP", []).text([roman("With "), bold("--json"), roman(", an error is a JSON object {\"error\": MESSAGE, \"kind\": KIND} on standard output, with the exit status of its kind:")]);
+    for (_, name, code, what) in KINDS {
+        r.control("TP", []).text([bold(*name), roman(format!(" ({code})"))]).text([roman(*what)]);
+    }
 
     r.control("SH", ["FILES"]);
     let files = if page.system { FILES } else { REPO_FILES };

@@ -73,16 +73,16 @@ fn status_apply_and_reset_outputs_follow_their_schemas() {
     let rc = std::fs::read_to_string(sys.out.join("restart-interrupted.rc")).unwrap();
     assert_eq!(rc.trim(), "3");
     assert!(doc("restart-interrupted.json")["error"].as_str().unwrap().contains("finish it"));
-    assert_eq!(doc("restart-interrupted.json")["kind"], "policy");
+    assert_eq!(doc("restart-interrupted.json")["kind"], "interrupted");
     assert_eq!(doc("status-live.json")["usr"]["kind"], "livefs");
-    assert_eq!(doc("apply-refused.json")["kind"], "policy");
+    assert_eq!(doc("apply-refused.json")["kind"], "refused_replacement");
     for n in ["apply-restart-nosystemd.json", "restart-nosystemd.json"] {
-        assert_eq!(doc(n)["kind"], "error", "{n}");
+        assert_eq!(doc(n)["kind"], "unsupported_host", "{n}");
         assert!(doc(n)["error"].as_str().unwrap().contains("systemd does not run"), "{n}");
     }
     assert_eq!(doc("status-after-nosystemd.json")["state"], doc("status-booted.json")["state"]);
     assert_eq!(doc("apply-resumed.json")["resumed"], true);
-    assert_eq!(doc("apply-error.json")["kind"], "error");
+    assert_eq!(doc("apply-error.json")["kind"], "bad_revision");
     assert_eq!(doc("apply-reset.json")["etc_restored"].as_array().map(Vec::len), Some(2));
 
     // With nothing pending, apply prints the no-op document.
@@ -95,6 +95,7 @@ fn status_apply_and_reset_outputs_follow_their_schemas() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     ok(&sys.run("L apply --json > $OUT/apply-nothing.json; L status --json > $OUT/status-nothing.json"));
     assert_eq!(doc("apply-nothing.json")["changed"], false);
+    assert_eq!(doc("apply-nothing.json")["kind"], "no_pending");
     assert_eq!(doc("status-nothing.json")["pending"], Value::Null);
     assert_eq!(validate_outputs(&sys, &apply, "apply-nothing"), 1);
     assert_eq!(validate_outputs(&sys, &status, "status-nothing"), 1);
@@ -113,7 +114,7 @@ fn diff_outputs_follow_the_schema() {
     let out = livefs(&["diff", "--repo", repo, "--json", "no-such-ref", &v2]);
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(err["kind"], "error");
+    assert_eq!(err["kind"], "bad_revision");
     assert_valid(&diff, "diff error", &err);
 }
 

@@ -98,6 +98,46 @@ fn composefs_boot_apply_and_reset() {
     assert_eq!(read(&sys, "motd-reset"), "motd v1\n");
 }
 
+/// On a composefs boot, an update of the systemd manager (with
+/// soft-reboot.target in the target) needs a soft reboot: refused at
+/// `--max-strategy live`, applied at `soft-reboot`, and `/run/reboot-required`
+/// names it.
+#[test]
+fn composefs_manager_update_needs_a_soft_reboot() {
+    let mut sys = TestSystem::new();
+    write(
+        &sys.tree.join("usr/lib/systemd/system/soft-reboot.target"),
+        b"[Unit]\nDescription=Reboot System Userspace\n",
+    );
+    // Booted: a commit with soft-reboot.target.
+    let v1 = sys.commit("1.1");
+    sys.deploy(&v1);
+    sys.booted = v1;
+    write(&sys.tree.join("usr/lib/systemd/systemd"), b"new manager");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run_as(
+        Boot::Composefs { transient_etc: false },
+        r#"
+        L status --json > $OUT/status.json
+        if L apply --max-strategy live --json > $OUT/limit.json; then exit 1; fi
+        L apply --max-strategy soft-reboot --json > $OUT/apply.json
+        cp $R/run/reboot-required.pkgs $OUT/rr.pkgs
+        "#,
+    );
+    ok(&out);
+    let s = read_json(&sys.out.join("status.json"))["strategy"].clone();
+    assert_eq!(s["needs"], "soft-reboot", "{s}");
+    assert_eq!(s["soft_reboot_capable"], true, "{s}");
+    assert_eq!(
+        s["soft_reboot_for"],
+        serde_json::json!(["a changed systemd manager (PID 1): /usr/lib/systemd/systemd"])
+    );
+    assert_eq!(read_json(&sys.out.join("limit.json"))["kind"], "refused_strategy");
+    assert_eq!(read_json(&sys.out.join("apply.json"))["state"]["state"], "live");
+    assert_eq!(read(&sys, "rr.pkgs"), "livefs: a changed systemd manager (PID 1): /usr/lib/systemd/systemd\n");
+}
+
 /// With `etc.transient`, /etc is an overlay whose upper is on /run: livefs merges
 /// into it as usual and says that the changes last until reboot only.
 #[test]

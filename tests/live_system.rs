@@ -255,9 +255,10 @@ fn exit_statuses_and_json_errors() {
     assert_eq!(read_json(&sys.out.join("dry.out"))["changed"], false);
 }
 
-/// The apply strategy says what a live apply cannot deliver: a new kernel, changed
-/// kernel arguments, a changed systemd manager need a reboot (or a re-exec); an
-/// update of plain files goes live whole.
+/// The apply strategy says what a live apply cannot deliver: a new kernel and
+/// changed kernel arguments need a reboot, a changed systemd manager a soft
+/// reboot (a reboot here: this host is not composefs-booted); an update of plain
+/// files goes live whole.
 #[test]
 fn strategy_names_what_needs_a_reboot() {
     let (mut sys, _) = with_additions();
@@ -265,7 +266,14 @@ fn strategy_names_what_needs_a_reboot() {
     ok(&out);
     let s = read_json(&sys.out.join("additions.json"))["strategy"].clone();
     let nothing = serde_json::json!({"units": [], "processes": {}});
-    assert_eq!(s, serde_json::json!({"live": true, "reboot_for": [], "replaces": [], "restarts": nothing}));
+    let not_composefs = "not booted with composefs (ostree soft-reboots only composefs-booted hosts)";
+    let no_target = "the target has no soft-reboot.target (systemd before 254)";
+    assert_eq!(
+        s,
+        serde_json::json!({"needs": "live", "live": true, "reboot_for": [], "soft_reboot_for": [],
+            "soft_reboot_capable": false, "soft_reboot_blockers": [not_composefs, no_target],
+            "replaces": [], "restarts": nothing})
+    );
     write(&sys.tree.join("usr/lib/modules/9.9.9-new/vmlinuz"), b"new kernel");
     write(&sys.tree.join("usr/lib/modules/9.9.9-new/initramfs.img"), b"new initramfs");
     write(&sys.tree.join("usr/lib/systemd/systemd"), b"new manager");
@@ -289,10 +297,17 @@ fn strategy_names_what_needs_a_reboot() {
         reasons.iter().any(|r| r.starts_with("changed kernel arguments") && r.ends_with("quiet\")")),
         "{reasons:?}"
     );
-    assert!(reasons.iter().any(|r| r.starts_with("a changed systemd manager")), "{reasons:?}");
+    assert_eq!(s["needs"], "reboot", "{s}");
+    assert_eq!(
+        s["soft_reboot_for"],
+        serde_json::json!(["a changed systemd manager (PID 1): /usr/lib/systemd/systemd"])
+    );
+    assert_eq!(s["soft_reboot_capable"], false);
     let text = std::fs::read_to_string(sys.out.join("status.txt")).unwrap();
     assert!(text.contains("Strategy:    the pending deployment can go live except for what needs a reboot:"), "{text}");
     assert!(text.contains("  reboot for a new kernel (9.9.9-new)"), "{text}");
+    assert!(text.contains("  soft reboot for a changed systemd manager (PID 1): /usr/lib/systemd/systemd"), "{text}");
+    assert!(text.contains("  no soft reboot on this host: not booted with composefs"), "{text}");
     let dry = std::fs::read_to_string(sys.out.join("kernel.txt")).unwrap();
     eprintln!("livefs apply --dry-run:\n{dry}");
     assert!(dry.contains("Strategy:    this update can go live except for what needs a reboot:"), "{dry}");
@@ -300,21 +315,80 @@ fn strategy_names_what_needs_a_reboot() {
     assert!(dry.contains("(dry run: nothing changed)"), "{dry}");
 }
 
+/// `--max-strategy` refuses an update that needs more, before anything changes
+/// (exit status 3, kind refused_strategy); applied anyway, the update leaves
+/// `/run/reboot-required` saying why, which a reset removes. A sentinel someone
+/// else wrote is never rewritten nor removed.
+#[test]
+fn the_strategy_limit_and_the_reboot_sentinel() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/lib/modules/9.9.9-new/vmlinuz"), b"new kernel");
+    write(&sys.tree.join("usr/bin/newprog"), b"#!/bin/sh\necho new\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        if L apply --max-strategy soft-reboot --json > $OUT/limit.json; then exit 1; else echo $? > $OUT/limit.rc; fi
+        L status --json > $OUT/status-limit.json
+        test ! -e $R/run/reboot-required
+        L apply --max-strategy reboot --json > $OUT/apply.json
+        cp $R/run/reboot-required $OUT/rr; cp $R/run/reboot-required.pkgs $OUT/rr.pkgs
+        L apply --json > $OUT/apply-again.json
+        test -e $R/run/reboot-required
+        L reset > /dev/null
+        if test -e $R/run/reboot-required || test -e $R/run/reboot-required.pkgs; then exit 1; fi
+        # Someone else's (apt's) sentinel stays as it is.
+        echo "*** System restart required ***" > $R/run/reboot-required
+        echo linux-image-amd64 > $R/run/reboot-required.pkgs
+        L apply > /dev/null
+        L reset > /dev/null
+        cp $R/run/reboot-required.pkgs $OUT/theirs.pkgs
+        "#,
+    );
+    ok(&out);
+    assert_eq!(std::fs::read_to_string(sys.out.join("limit.rc")).unwrap().trim(), "3");
+    let limit = read_json(&sys.out.join("limit.json"));
+    assert_eq!(limit["kind"], "refused_strategy");
+    let msg = limit["error"].as_str().unwrap();
+    assert!(
+        msg.contains("needs a reboot (a new kernel (9.9.9-new))") && msg.contains("--max-strategy soft-reboot"),
+        "{msg}"
+    );
+    assert_eq!(read_json(&sys.out.join("status-limit.json"))["state"]["state"], "booted", "nothing changed");
+    assert_eq!(read_json(&sys.out.join("apply.json"))["strategy"]["needs"], "reboot");
+    assert_eq!(std::fs::read_to_string(sys.out.join("rr")).unwrap(), "*** System restart required ***\n");
+    assert_eq!(std::fs::read_to_string(sys.out.join("rr.pkgs")).unwrap(), "livefs: a new kernel (9.9.9-new)\n");
+    assert_eq!(std::fs::read_to_string(sys.out.join("theirs.pkgs")).unwrap(), "linux-image-amd64\n");
+}
+
+/// One livefs at a time: a second one waits for the first (up to
+/// --lock-timeout), then fails as busy (exit status 4), having changed nothing.
 #[test]
 fn one_livefs_at_a_time() {
     let (sys, _) = with_additions();
     let out = sys.run(
         r#"
         mkdir -p $R/run/livefs
-        flock $R/run/livefs/lock sleep 5 &
+        flock -o $R/run/livefs/lock sleep 30 > /dev/null 2>&1 &
         sleep 0.5
-        if L apply 2> $OUT/busy.err; then exit 1; fi
-        kill %1
+        if L apply --lock-timeout 1 2> $OUT/busy.err; then exit 1; else echo $? > $OUT/busy.rc; fi
+        if L apply --json --lock-timeout 0 > $OUT/busy.json; then exit 1; fi
+        L status --json > $OUT/status-busy.json
+        kill %1; wait
+        # The holder lets go within the wait: the second one goes ahead.
+        flock $R/run/livefs/lock sleep 2 &
+        sleep 0.5
+        L apply --lock-timeout 30 --json > $OUT/waited.json 2> $OUT/waited.err
         "#,
     );
     ok(&out);
     let err = std::fs::read_to_string(sys.out.join("busy.err")).unwrap();
     assert!(err.contains("another livefs is running on this system"), "{err}");
+    assert!(err.contains("waiting up to 1 s for another livefs"), "{err}");
+    assert_eq!(std::fs::read_to_string(sys.out.join("busy.rc")).unwrap().trim(), "4");
+    assert_eq!(read_json(&sys.out.join("busy.json"))["kind"], "busy");
+    assert_eq!(read_json(&sys.out.join("status-busy.json"))["state"]["state"], "booted", "nothing changed");
+    assert_eq!(read_json(&sys.out.join("waited.json"))["state"]["state"], "live");
 }
 
 #[test]

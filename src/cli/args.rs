@@ -16,6 +16,10 @@ pub struct Cli {
     /// The physical root holding ostree/ and boot/ [default: ROOT/sysroot].
     #[arg(long, global = true, value_hint = clap::ValueHint::DirPath)]
     pub sysroot: Option<PathBuf>,
+    /// How long to wait for another livefs on this system to finish before
+    /// failing as busy (exit status 4).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
+    pub lock_timeout: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -36,6 +40,10 @@ impl Cli {
     pub fn paths(&self) -> Paths {
         let sysroot = self.sysroot.clone().unwrap_or_else(|| self.root.join(layout::SYSROOT));
         Paths { root: self.root.clone(), sysroot }
+    }
+
+    pub fn lock_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lock_timeout)
     }
 
     /// `--repo`, else the system's repository `SYSROOT/ostree/repo`.
@@ -142,8 +150,34 @@ pub struct ApplyArgs {
     /// Allow changing and removing existing files and directories in /usr.
     #[arg(long)]
     pub allow_replacement: bool,
+    /// The most disruptive strategy accepted: an update that needs more (a soft
+    /// reboot, a reboot) is refused before anything changes (exit status 3).
+    #[arg(long, value_enum, default_value = "reboot")]
+    pub max_strategy: MaxStrategy,
     #[command(flatten)]
     pub change: ChangeArgs,
+}
+
+/// The strategies `--max-strategy` names, least disruptive first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MaxStrategy {
+    /// Only updates that go live whole.
+    Live,
+    /// Also updates that need a soft reboot (the manager, the bus, the C library).
+    SoftReboot,
+    /// Any update.
+    Reboot,
+}
+
+impl MaxStrategy {
+    pub fn tier(self) -> crate::live::strategy::Tier {
+        use crate::live::strategy::Tier;
+        match self {
+            MaxStrategy::Live => Tier::Live,
+            MaxStrategy::SoftReboot => Tier::SoftReboot,
+            MaxStrategy::Reboot => Tier::Reboot,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -182,7 +216,12 @@ pub struct ChangeArgs {
 }
 
 impl ChangeArgs {
-    pub fn options(&self) -> crate::live::transition::Options {
-        crate::live::transition::Options { dry_run: self.dry_run, no_triggers: self.no_triggers, restart: self.restart }
+    pub fn options(&self, cli: &Cli) -> crate::live::transition::Options {
+        crate::live::transition::Options {
+            dry_run: self.dry_run,
+            no_triggers: self.no_triggers,
+            restart: self.restart,
+            lock_wait: cli.lock_wait(),
+        }
     }
 }

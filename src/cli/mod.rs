@@ -24,42 +24,108 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// The command line is wrong (clap's own status).
     pub const USAGE: u8 = 2;
-    /// Refused by policy (replacement not allowed, an interrupted transition, a
-    /// foreign overlay or live state): nothing changed.
+    /// Refused, nothing changed: by policy (replacement not allowed, an update
+    /// that needs more than `--max-strategy`, an interrupted transition) or
+    /// because livefs cannot or must not act on this host.
     pub const POLICY: u8 = 3;
+    /// Another livefs held the lock for longer than `--lock-timeout`: nothing
+    /// changed, try again.
+    pub const BUSY: u8 = 4;
 }
 
-/// The kind of a failure, as `--json` names it (`"kind"`).
+/// What kind of failure (or non-event) a command met: the `kind` of its JSON
+/// document, few enough for automation to branch on, each with one exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    NoPending,
+    Busy,
+    Interrupted,
+    RefusedReplacement,
+    RefusedStrategy,
+    UnsupportedHost,
+    BadRevision,
+    BadRepository,
+    UnitFailed,
     Error,
-    Policy,
 }
+
+/// Every kind: its JSON name, exit status and meaning (the man pages' table,
+/// and the schema's enum, which a test checks against this).
+#[rustfmt::skip]
+pub const KINDS: &[(Kind, &str, u8, &str)] = &[
+    (Kind::NoPending, "no_pending", exit::OK, "apply: no deployment is pending, nothing to do (the document says \"changed\": false)"),
+    (Kind::Busy, "busy", exit::BUSY, "another livefs held the lock for longer than --lock-timeout; nothing changed, try again"),
+    (Kind::Interrupted, "interrupted", exit::POLICY, "an interrupted transition must be finished first (apply resumes it, reset finishes it)"),
+    (Kind::RefusedReplacement, "refused_replacement", exit::POLICY, "the update changes or removes existing files and --allow-replacement was not given"),
+    (Kind::RefusedStrategy, "refused_strategy", exit::POLICY, "the update needs a soft reboot or a reboot, more than --max-strategy accepts"),
+    (Kind::UnsupportedHost, "unsupported_host", exit::POLICY, "livefs cannot or must not act here: not OSTree-booted, /usr is someone else's (an ostree hotfix, rpm-ostree's live state, a foreign overlay), a mount below /usr cannot be carried, or --restart where systemd does not run"),
+    (Kind::BadRevision, "bad_revision", exit::ERROR, "a revision names no commit (unknown, ambiguous, invalid, or no parent)"),
+    (Kind::BadRepository, "bad_repository", exit::ERROR, "an object is missing, corrupt or malformed"),
+    (Kind::UnitFailed, "unit_failed", exit::ERROR, "a unit failed to stop, reload, restart or start; the transition itself stands"),
+    (Kind::Error, "error", exit::ERROR, "any other error: bad input, a failed system call"),
+];
 
 impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Error => "error",
-            Kind::Policy => "policy",
-        }
+    pub fn as_str(self) -> &'static str {
+        KINDS.iter().find(|k| k.0 == self).map_or("error", |k| k.1)
+    }
+
+    pub fn exit_status(self) -> u8 {
+        KINDS.iter().find(|k| k.0 == self).map_or(exit::ERROR, |k| k.2)
     }
 }
 
-/// The one place errors map to exit statuses: a refusal by policy — livefs's
-/// own ([`Refusal::is_policy`]), a `/usr` it must not change, a mount below
-/// `/usr` it cannot carry — is [`exit::POLICY`] (nothing changed); anything else,
-/// a failed unit action included, is [`exit::ERROR`].
-pub fn exit_status(e: &anyhow::Error) -> (Kind, u8) {
-    let policy = e.chain().any(|c| {
-        c.downcast_ref::<Refusal>().is_some_and(Refusal::is_policy)
-            || c.downcast_ref::<crate::host::overlay::UsrRefusal>().is_some()
-            || c.downcast_ref::<crate::host::submounts::Uncarriable>().is_some()
-    });
-    if policy {
-        (Kind::Policy, exit::POLICY)
-    } else {
-        (Kind::Error, exit::ERROR)
+/// The one place errors are classified, and so mapped to exit statuses: by the
+/// first typed error in the chain.
+pub fn kind_of(e: &anyhow::Error) -> Kind {
+    use crate::repo::RepoError;
+    for c in e.chain() {
+        if let Some(r) = c.downcast_ref::<Refusal>() {
+            return match r {
+                Refusal::NoPending => Kind::NoPending,
+                Refusal::PendingUnknown(_) => Kind::Error,
+                Refusal::InterruptedOther { .. }
+                | Refusal::InterruptedRestart
+                | Refusal::InterruptedReset
+                | Refusal::InterruptedDryRun => Kind::Interrupted,
+                Refusal::RpmOstreeLive(_) => Kind::UnsupportedHost,
+                Refusal::Replacement(_) => Kind::RefusedReplacement,
+                Refusal::Strategy { .. } => Kind::RefusedStrategy,
+            };
+        }
+        if c.is::<crate::host::rundir::Busy>() {
+            return Kind::Busy;
+        }
+        if c.is::<crate::host::overlay::UsrRefusal>()
+            || c.is::<crate::host::submounts::Uncarriable>()
+            || c.is::<crate::host::booted::BootError>()
+            || c.is::<crate::systemd::activation::NoSystemd>()
+        {
+            return Kind::UnsupportedHost;
+        }
+        if c.is::<crate::systemd::activation::Failed>() {
+            return Kind::UnitFailed;
+        }
+        if let Some(r) = c.downcast_ref::<RepoError>() {
+            return match r {
+                RepoError::RefNotFound(_)
+                | RepoError::AmbiguousRev(..)
+                | RepoError::InvalidRef(_)
+                | RepoError::NoParent(..) => Kind::BadRevision,
+                RepoError::MissingObject(..) | RepoError::Corrupt(..) | RepoError::Malformed(..) => Kind::BadRepository,
+            };
+        }
+        if c.is::<crate::repo::ObjectError>() {
+            return Kind::BadRepository;
+        }
     }
+    Kind::Error
+}
+
+/// An error's kind and exit status.
+pub fn exit_status(e: &anyhow::Error) -> (Kind, u8) {
+    let kind = kind_of(e);
+    (kind, kind.exit_status())
 }
 
 /// The command line's definition, for the man pages and shell completions that
@@ -80,11 +146,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         // The report (with every action's result) is printed already.
-        Err(e) if e.downcast_ref::<crate::systemd::activation::Failed>().is_some() => {
+        Err(e) if e.is::<crate::systemd::activation::Failed>() => {
             if !json {
                 eprintln!("livefs: error: {e:#}");
             }
-            ExitCode::from(exit::ERROR)
+            ExitCode::from(Kind::UnitFailed.exit_status())
         }
         Err(e) => {
             let (kind, status) = exit_status(&e);
@@ -136,24 +202,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let req = crate::live::ApplyRequest {
                 target: a.target.clone(),
                 allow_replacement: a.allow_replacement,
-                options: a.change.options(),
+                max_strategy: a.max_strategy.tier(),
+                options: a.change.options(cli),
             };
             match crate::live::apply(&cli.paths(), &req) {
                 Ok(o) => transition_output(a.change.json, &o, Verb::Apply),
                 // Nothing pending: a no-op, so that automation can run apply blindly.
                 Err(e) if matches!(crate::live::refusal(&e), Some(Refusal::NoPending)) => {
-                    let doc = serde_json::json!({ "changed": false, "reason": e.to_string() });
+                    let doc = serde_json::json!({ "changed": false, "reason": e.to_string(), "kind": "no_pending" });
                     output(a.change.json, &doc, &[], |out, _| render::nothing_to_do(&mut { out }, &e.to_string()))
                 }
                 Err(e) => Err(e),
             }
         }
         Command::Reset(a) => {
-            let o = crate::live::reset(&cli.paths(), a.change.options())?;
+            let o = crate::live::reset(&cli.paths(), a.change.options(cli))?;
             transition_output(a.change.json, &o, Verb::Reset)
         }
         Command::Restart(a) => {
-            let o = crate::live::restart(&cli.paths(), a.dry_run)?;
+            let o = crate::live::restart(&cli.paths(), a.dry_run, cli.lock_wait())?;
             output(a.json, &o, &o.warnings, |out, o| render::restart(&mut { out }, o))?;
             activation_result(Some(&o.restart))
         }
@@ -222,25 +289,58 @@ mod tests {
     use crate::host::submounts::Uncarriable;
 
     #[test]
-    fn errors_map_to_exit_statuses() {
+    fn errors_map_to_kinds_and_exit_statuses() {
         let c = Checksum([0xc0; 32]);
         let io = || anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EACCES));
         let uncarriable = || Uncarriable { path: "/usr/local".into(), why: "no /usr/local".into() };
-        let cases: Vec<(anyhow::Error, (Kind, u8))> = vec![
-            (Refusal::Replacement(vec!["/usr/bin/a".into()]).into(), (Kind::Policy, exit::POLICY)),
-            (Refusal::InterruptedOther { to: c }.into(), (Kind::Policy, exit::POLICY)),
-            (Refusal::RpmOstreeLive("stamp".into()).into(), (Kind::Policy, exit::POLICY)),
+        let busy = || crate::host::rundir::Busy { lock: "/run/livefs/lock".into(), waited: 60 };
+        let object = crate::repo::ObjectName { checksum: c, ext: "commit" };
+        let strategy = Refusal::Strategy {
+            needs: crate::live::strategy::Tier::Reboot,
+            max: crate::live::strategy::Tier::Live,
+            reasons: vec!["a new kernel (6.1.0-15-amd64)".into()],
+        };
+        let cases: Vec<(anyhow::Error, Kind, u8)> = vec![
+            (Refusal::Replacement(vec!["/usr/bin/a".into()]).into(), Kind::RefusedReplacement, exit::POLICY),
+            (strategy.into(), Kind::RefusedStrategy, exit::POLICY),
+            (Refusal::InterruptedOther { to: c }.into(), Kind::Interrupted, exit::POLICY),
+            (Refusal::InterruptedDryRun.into(), Kind::Interrupted, exit::POLICY),
             // Wrapped in context, a refusal is still one.
-            (anyhow::Error::from(Refusal::InterruptedReset).context("in /"), (Kind::Policy, exit::POLICY)),
-            (UsrRefusal::Hotfix.into(), (Kind::Policy, exit::POLICY)),
-            (uncarriable().into(), (Kind::Policy, exit::POLICY)),
-            (Refusal::PendingUnknown("bad origin".into()).into(), (Kind::Error, exit::ERROR)),
-            (Refusal::InterruptedDryRun.into(), (Kind::Error, exit::ERROR)),
-            (io().context("cannot open /sysroot"), (Kind::Error, exit::ERROR)),
-            (crate::systemd::activation::Failed(vec!["restart web.service".into()]).into(), (Kind::Error, exit::ERROR)),
+            (anyhow::Error::from(Refusal::InterruptedReset).context("in /"), Kind::Interrupted, exit::POLICY),
+            (Refusal::RpmOstreeLive("stamp".into()).into(), Kind::UnsupportedHost, exit::POLICY),
+            (UsrRefusal::Hotfix.into(), Kind::UnsupportedHost, exit::POLICY),
+            (uncarriable().into(), Kind::UnsupportedHost, exit::POLICY),
+            (crate::host::booted::BootError::NotBooted("/".into()).into(), Kind::UnsupportedHost, exit::POLICY),
+            (anyhow::Error::from(busy()).context("cannot lock"), Kind::Busy, exit::BUSY),
+            (crate::repo::RepoError::RefNotFound("x".into()).into(), Kind::BadRevision, exit::ERROR),
+            (crate::repo::RepoError::MissingObject(object, false).into(), Kind::BadRepository, exit::ERROR),
+            (Refusal::PendingUnknown("bad origin".into()).into(), Kind::Error, exit::ERROR),
+            (io().context("cannot open /sysroot"), Kind::Error, exit::ERROR),
+            (
+                crate::systemd::activation::Failed(vec!["restart web.service".into()]).into(),
+                Kind::UnitFailed,
+                exit::ERROR,
+            ),
+            (Refusal::NoPending.into(), Kind::NoPending, exit::OK),
         ];
-        for (e, want) in cases {
-            assert_eq!(exit_status(&e), want, "{e:#}");
+        for (e, kind, status) in cases {
+            assert_eq!(exit_status(&e), (kind, status), "{e:#}");
         }
+    }
+
+    /// The schema's error kinds are exactly [`KINDS`] (but `no_pending`, which is
+    /// the no-op document's).
+    #[test]
+    fn the_schema_names_every_kind() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/schema/defs.schema.json");
+        let defs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let schema: Vec<&str> = defs["$defs"]["error"]["properties"]["kind"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let ours: Vec<&str> = KINDS.iter().map(|k| k.1).filter(|k| *k != "no_pending").collect();
+        assert_eq!(schema, ours);
     }
 }

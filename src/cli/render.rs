@@ -8,7 +8,7 @@ use crate::etc::EtcAction;
 use crate::host::overlay::UsrState;
 use crate::live::state::LiveState;
 use crate::live::status::{CommitInfo, Status};
-use crate::live::strategy::Strategy;
+use crate::live::strategy::{Strategy, Tier};
 use crate::live::transition::Outcome;
 use crate::live::RestartOutcome;
 use crate::repo::Checksum;
@@ -308,13 +308,19 @@ fn activation(out: &mut impl Write, a: &Activation) -> io::Result<()> {
 }
 
 fn strategy(out: &mut impl Write, s: &Strategy, what: &str) -> io::Result<()> {
-    if s.live {
-        writeln!(out, "Strategy:    {what} can go live as it is")?;
-    } else {
-        writeln!(out, "Strategy:    {what} can go live except for what needs a reboot:")?;
-        for r in &s.reboot_for {
-            writeln!(out, "  reboot for {r}")?;
-        }
+    match s.needs {
+        Tier::Live => writeln!(out, "Strategy:    {what} can go live as it is")?,
+        Tier::SoftReboot => writeln!(out, "Strategy:    {what} can go live except for what needs a soft reboot:")?,
+        Tier::Reboot => writeln!(out, "Strategy:    {what} can go live except for what needs a reboot:")?,
+    }
+    for r in &s.reboot_for {
+        writeln!(out, "  reboot for {r}")?;
+    }
+    for r in &s.soft_reboot_for {
+        writeln!(out, "  soft reboot for {r}")?;
+    }
+    if !s.soft_reboot_for.is_empty() && !s.soft_reboot_capable {
+        writeln!(out, "  no soft reboot on this host: {}", s.soft_reboot_blockers.join("; "))?;
     }
     if !s.replaces.is_empty() {
         writeln!(out, "  it replaces or removes {} existing path(s) in /usr", s.replaces.len())?;

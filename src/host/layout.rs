@@ -4,6 +4,11 @@
 
 use crate::host::sysroot::Deployment;
 
+/// The runtime tmpfs (`ROOT/…`).
+pub const RUN: &str = "run";
+/// The reboot sentinel in it, and the list of what asks for the reboot.
+pub const REBOOT_REQUIRED: &str = "reboot-required";
+pub const REBOOT_REQUIRED_PKGS: &str = "reboot-required.pkgs";
 /// livefs's records (`ROOT/…`): on the `/run` tmpfs, forgotten at reboot.
 pub const RUN_DIR: &str = "run/livefs";
 /// What ostree-prepare-root recorded of this boot (`ROOT/…`).

@@ -1,12 +1,14 @@
 //! The running host: where things are ([`layout`]), its deployments
 //! ([`sysroot`], [`booted`], [`staged`]), its mounts ([`mounts`], [`submounts`]),
-//! the `/usr` overlay ([`overlay`]) and livefs's records in `/run` ([`rundir`]).
+//! the `/usr` overlay ([`overlay`]), livefs's records in `/run` ([`rundir`]) and
+//! the reboot sentinel ([`reboot_required`]).
 //! A command opens the host once ([`Host::open`]) and passes it down.
 
 pub mod booted;
 pub mod layout;
 pub mod mounts;
 pub mod overlay;
+pub mod reboot_required;
 pub mod rundir;
 pub mod staged;
 pub mod submounts;

@@ -11,6 +11,7 @@ use std::cell::OnceCell;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rustix::fs::{FlockOperation, Mode, OFlags};
@@ -51,6 +52,14 @@ pub struct RunDir {
     /// For messages only.
     path: PathBuf,
     dir: OnceCell<OwnedFd>,
+}
+
+/// Another livefs holds the lock (and kept it for as long as this one waited).
+#[derive(Debug, thiserror::Error)]
+#[error("another livefs is running on this system (it holds {}; waited {waited} s, see --lock-timeout)", .lock.display())]
+pub struct Busy {
+    pub lock: PathBuf,
+    pub waited: u64,
 }
 
 /// Held while livefs changes the system; released on drop (or process death).
@@ -186,8 +195,9 @@ impl RunDir {
         }
     }
 
-    /// Takes the lock that lets one livefs at a time change the system.
-    pub fn lock(&self) -> anyhow::Result<Lock> {
+    /// Takes the lock that lets one livefs at a time change the system,
+    /// waiting up to `wait` for another livefs to let go of it ([`Busy`] after).
+    pub fn lock(&self, wait: Duration) -> anyhow::Result<Lock> {
         let dir = self.created()?;
         let path = self.path.join("lock");
         let fd = rustix::fs::openat(
@@ -197,9 +207,22 @@ impl RunDir {
             Mode::from_raw_mode(0o600),
         )
         .with_context(|| format!("cannot open {}", path.display()))?;
-        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| anyhow::anyhow!("another livefs is running on this system (it holds {})", path.display()))?;
-        Ok(Lock(fd))
+        let until = Instant::now() + wait;
+        let mut told = false;
+        loop {
+            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Lock(fd)),
+                Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < until => {
+                    if !told {
+                        eprintln!("livefs: waiting up to {} s for another livefs to finish", wait.as_secs());
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => return Err(Busy { lock: path, waited: wait.as_secs() }.into()),
+                Err(e) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+            }
+        }
     }
 
     /// A JSON record of this directory; missing (or corrupt, with a warning)
@@ -234,11 +257,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("run")).unwrap();
         let s = run_dir(dir.path());
-        let held = s.lock().unwrap();
-        let err = s.lock().unwrap_err().to_string();
-        assert!(err.contains("another livefs is running"), "{err}");
+        let held = s.lock(Duration::ZERO).unwrap();
+        let err = s.lock(Duration::from_millis(300)).unwrap_err();
+        assert!(err.downcast_ref::<Busy>().is_some(), "{err:#}");
+        assert!(err.to_string().contains("another livefs is running"), "{err}");
         drop(held);
-        s.lock().unwrap();
+        s.lock(Duration::ZERO).unwrap();
     }
 
     #[test]
@@ -248,7 +272,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("run")).unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("run/livefs")).unwrap();
         assert!(run_dir(dir.path()).write("state.json", b"{}").is_err());
-        assert!(run_dir(dir.path()).lock().is_err());
+        assert!(run_dir(dir.path()).lock(Duration::ZERO).is_err());
         std::fs::remove_file(dir.path().join("run/livefs")).unwrap();
         std::fs::create_dir(dir.path().join("run/livefs")).unwrap();
         std::os::unix::fs::symlink(elsewhere.path().join("state"), dir.path().join("run/livefs/state.json.tmp"))

@@ -166,12 +166,23 @@ pub fn layer_footprint(plan: &Plan, links: bool) -> Footprint {
 }
 
 /// What a live apply of `to` delivers on `system`, compared with what runs
-/// (the booted kernel and arguments).
+/// (the booted kernel, arguments and manner of boot).
 pub fn strategy_of(repo: &Repo, system: &System, to: Checksum) -> anyhow::Result<Strategy> {
     let diff = usr_diff(repo, system.booted.checksum, to)?;
     let target_kargs = system.deployments.iter().find(|d| d.checksum == to).and_then(|d| d.kargs.as_deref());
-    Ok(crate::live::strategy::of(&diff, &kernel_release(), system.booted.kargs.as_deref(), target_kargs))
+    let target_soft_reboot_target = has_path(repo, usr_root(repo, to)?, SOFT_REBOOT_TARGET)?;
+    Ok(crate::live::strategy::of(&crate::live::strategy::Facts {
+        diff: &diff,
+        release: &kernel_release(),
+        booted_kargs: system.booted.kargs.as_deref(),
+        target_kargs,
+        composefs: system.boot.composefs,
+        target_soft_reboot_target,
+    }))
 }
+
+/// What systemd soft-reboots into, in `/usr` (systemd ≥ 254).
+const SOFT_REBOOT_TARGET: &str = "lib/systemd/system/soft-reboot.target";
 
 #[cfg(test)]
 mod tests {

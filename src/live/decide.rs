@@ -13,6 +13,7 @@
 //! neither there is nothing to do (exit status 0).
 
 use crate::live::state::LiveState;
+use crate::live::strategy::Tier;
 use crate::repo::Checksum;
 
 /// What the user asked for.
@@ -71,7 +72,7 @@ pub enum Step {
 /// Why a command does not run (nothing changed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// Not a refusal: nothing to do (exit status 0, `"changed": false`).
+    /// Not a refusal: nothing to do (`"changed": false`).
     #[error("nothing to apply: no pending deployment (deploy an update first, e.g. `rpm-ostree upgrade`, `bootc upgrade` or `ostree admin deploy`, or pass --target)")]
     NoPending,
     /// An error, not a policy: the deployments could not be read.
@@ -95,13 +96,8 @@ pub enum Refusal {
     RpmOstreeLive(String),
     #[error("the update changes or removes {} existing path(s) in /usr (rerun with --allow-replacement to allow it): {}", .0.len(), list20(.0))]
     Replacement(Vec<String>),
-}
-
-impl Refusal {
-    /// A refusal by policy (exit status 3), rather than nothing to do or an error.
-    pub fn is_policy(&self) -> bool {
-        !matches!(self, Refusal::NoPending | Refusal::PendingUnknown(_) | Refusal::InterruptedDryRun)
-    }
+    #[error("the update needs a {} ({}), more than --max-strategy {} accepts", .needs.as_str(), .reasons.join("; "), .max.as_str())]
+    Strategy { needs: Tier, max: Tier, reasons: Vec<String> },
 }
 
 fn list20(paths: &[String]) -> String {
@@ -239,12 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_by_policy_and_otherwise() {
-        assert!(!Refusal::NoPending.is_policy());
-        assert!(!Refusal::PendingUnknown("x".into()).is_policy());
-        assert!(!Refusal::InterruptedDryRun.is_policy());
-        assert!(Refusal::InterruptedReset.is_policy());
-        assert!(Refusal::Replacement(vec!["/usr/bin/a".into()]).is_policy());
+    fn refusals_name_what_they_refuse() {
         let many: Vec<String> = (0..25).map(|i| format!("/usr/f{i}")).collect();
         let text = Refusal::Replacement(many).to_string();
         assert!(text.contains("25 existing path(s)") && text.ends_with("/usr/f19, and 5 more"), "{text}");

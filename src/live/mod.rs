@@ -24,6 +24,7 @@ use crate::systemd::activation::Activation;
 use crate::systemd::needs_restart::Restarts;
 use decide::{Command, Refusal, Step};
 use session::Session;
+use strategy::Tier;
 use transition::{Options, Outcome, Transition};
 
 pub use status::status;
@@ -35,35 +36,40 @@ pub struct ApplyRequest {
     pub target: Option<String>,
     /// Allow changing and removing existing paths, not only adding.
     pub allow_replacement: bool,
+    /// The most disruptive strategy accepted: an update that needs more is refused.
+    pub max_strategy: Tier,
     pub options: Options,
 }
 
 /// `livefs apply`: the pending deployment (or `--target`) into the running `/usr`.
 pub fn apply(paths: &Paths, req: &ApplyRequest) -> anyhow::Result<Outcome> {
-    let mut s = Session::open(paths, Command::Apply { target: None })?;
+    let mut s = Session::open(paths, Command::Apply { target: None }, req.options.lock_wait)?;
     let target = req.target.as_deref().map(|rev| s.repo.resolve_rev(rev)).transpose()?;
-    let allow_replacement = req.allow_replacement;
-    run_step(&mut s, Command::Apply { target }, allow_replacement, req.options)
+    let limits = (req.allow_replacement, req.max_strategy);
+    run_step(&mut s, Command::Apply { target }, limits, req.options)
 }
 
 /// `livefs reset`: `/usr` back to the booted commit (finishing an interrupted
 /// apply first where `/usr` may show a mix), state back to *Booted*.
 pub fn reset(paths: &Paths, options: Options) -> anyhow::Result<Outcome> {
     let command = Command::Reset { dry_run: options.dry_run };
-    let mut s = Session::open(paths, command)?;
-    run_step(&mut s, command, true, options)
+    let mut s = Session::open(paths, command, options.lock_wait)?;
+    run_step(&mut s, command, (true, Tier::Reboot), options)
 }
 
-fn run_step(s: &mut Session, command: Command, allow_replacement: bool, options: Options) -> anyhow::Result<Outcome> {
+/// Runs what `command` decides; `(allow_replacement, max_strategy)` limit it.
+fn run_step(s: &mut Session, command: Command, limits: (bool, Tier), options: Options) -> anyhow::Result<Outcome> {
+    let (allow_replacement, max_strategy) = limits;
     let Step::Transition { from, to, etc, finish_first, resumed } = decide::decide(command, &s.facts())? else {
         anyhow::bail!("{command:?} decided no transition");
     };
     if let Some((from, to)) = finish_first {
         let finish = Options { no_triggers: true, ..Options::default() };
-        let t = Transition { from, to, etc: decide::EtcMode::Merge, allow_replacement: true, options: finish };
+        let etc = decide::EtcMode::Merge;
+        let t = Transition { from, to, etc, allow_replacement: true, max_strategy: Tier::Reboot, options: finish };
         transition::run(s, t).map_err(|e| e.context("cannot finish the interrupted apply before the reset"))?;
     }
-    let mut outcome = transition::run(s, Transition { from, to, etc, allow_replacement, options })?;
+    let mut outcome = transition::run(s, Transition { from, to, etc, allow_replacement, max_strategy, options })?;
     outcome.resumed = resumed;
     outcome.warnings.extend(crate::messages::take());
     Ok(outcome)
@@ -82,8 +88,8 @@ pub struct RestartOutcome {
 /// `livefs restart`: finishes what earlier transitions of this boot left to a
 /// restart — units running an old definition or old code, units newly wanted or
 /// removed — as `apply --restart` does right after a transition.
-pub fn restart(paths: &Paths, dry_run: bool) -> anyhow::Result<RestartOutcome> {
-    let s = Session::open(paths, Command::Restart)?;
+pub fn restart(paths: &Paths, dry_run: bool, lock_wait: std::time::Duration) -> anyhow::Result<RestartOutcome> {
+    let s = Session::open(paths, Command::Restart, lock_wait)?;
     decide::decide(Command::Restart, &s.facts())?;
     let root = &paths.root;
     crate::systemd::activation::check(root)?;

@@ -33,9 +33,9 @@ impl Session {
     /// Opens the system for `command` under the lock; refuses while rpm-ostree
     /// has live-applied to this boot. A state record that does not parse stops
     /// every command but those that survive it ([`Command::survives_corrupt_state`]).
-    pub fn open(paths: &Paths, command: Command) -> anyhow::Result<Session> {
+    pub fn open(paths: &Paths, command: Command, lock_wait: std::time::Duration) -> anyhow::Result<Session> {
         let host = Host::open(paths)?;
-        let lock = host.run.lock()?;
+        let lock = host.run.lock(lock_wait)?;
         let repo = host.system.repo()?;
         if let Some(what) = rpm_ostree_live(&host, &repo) {
             return Err(Refusal::RpmOstreeLive(what).into());

@@ -84,7 +84,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
     let state = reconcile(state::load(&host.run, &system.booted.id())?, &host.usr);
     if let LiveState::UsrLost { .. } = state {
         // Only under the lock: an apply may be about to mount and flag /usr.
-        if let Ok(_lock) = host.run.lock() {
+        if let Ok(_lock) = host.run.lock(std::time::Duration::ZERO) {
             overlay::forget_unlock(&host)?;
         }
     }

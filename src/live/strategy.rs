@@ -1,25 +1,63 @@
-//! The apply strategy: whether an update can go live as it is, or what a live
-//! apply cannot deliver and so needs a reboot (bootc #165 asks the same
-//! question of `bootc upgrade`).
+//! The apply strategy: how much of the running system an update needs to
+//! restart to take effect whole (bootc #165 asks the same of `bootc upgrade`),
+//! in three tiers:
 //!
-//! A reboot is needed for:
-//! - a new kernel (`usr/lib/modules/KVER/vmlinuz` for a KVER that is not running),
-//!   or a changed running kernel or initramfs: the kernel cannot be swapped live;
-//! - changed kernel arguments between the booted and the target deployment;
-//! - a changed systemd manager (`/usr/lib/systemd/systemd`): PID 1 keeps running
-//!   the old binary until `systemctl daemon-reexec` at least.
+//! - **live**: a live apply delivers it all; the units and processes that use
+//!   what it replaced need a restart (`restarts`);
+//! - **soft-reboot**: userspace-wide changes that a live apply plus restarts
+//!   cannot cleanly finish — PID 1's manager (`/usr/lib/systemd/systemd`), the
+//!   message bus, the C library, the login manager: everything must restart,
+//!   which `systemctl soft-reboot` does without the kernel;
+//! - **reboot**: what only a new boot delivers — a new or changed kernel,
+//!   initramfs or devicetree, changed kernel arguments, a changed SELinux policy
+//!   (PID 1 does not reload it across a soft reboot).
+//!
+//! Whether a soft reboot into the target is possible at all is decided as
+//! ostree (`ostree_sysroot_deployment_can_soft_reboot`) and bootc
+//! (`has_soft_reboot_capability`) decide it: composefs booted, the same boot
+//! checksum (kernel, initramfs, devicetree), the same kernel arguments (but for
+//! `ostree=`), `soft-reboot.target` in the target, the same SELinux policy.
+//! Soft-reboot content on a host that cannot soft-reboot needs a reboot.
 
 use serde::{Deserialize, Serialize};
 
 use crate::tree::diff::Diff;
 
+/// How disruptive taking an update whole is, least first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    #[default]
+    Live,
+    SoftReboot,
+    Reboot,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Live => "live",
+            Tier::SoftReboot => "soft-reboot",
+            Tier::Reboot => "reboot",
+        }
+    }
+}
+
 /// What a live apply of an update delivers, and what it costs the running system.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Strategy {
-    /// The whole update can go live (nothing below needs a reboot).
+    /// The least disruptive way the whole update takes effect.
+    pub needs: Tier,
+    /// The whole update goes live (`needs` is `live`).
     pub live: bool,
-    /// What only a reboot (or, for the manager, a re-exec) delivers.
+    /// What only a reboot delivers.
     pub reboot_for: Vec<String>,
+    /// What a soft reboot (or a reboot) delivers, and a live apply cannot finish.
+    pub soft_reboot_for: Vec<String>,
+    /// Whether a soft reboot into the target is possible; if not, why
+    /// (`soft_reboot_blockers`).
+    pub soft_reboot_capable: bool,
+    pub soft_reboot_blockers: Vec<String>,
     /// The existing paths of `/usr` it replaces or removes (what
     /// `--allow-replacement` allows).
     pub replaces: Vec<String>,
@@ -28,34 +66,173 @@ pub struct Strategy {
     pub restarts: crate::systemd::needs_restart::Restarts,
 }
 
-/// The strategy of the `/usr` difference `diff` (booted or live → target) on a
-/// system running kernel `release`, with kernel arguments `booted_kargs` now and
-/// `target_kargs` in the target's boot entry (when it has one).
-pub fn of(diff: &Diff, release: &str, booted_kargs: Option<&str>, target_kargs: Option<&str>) -> Strategy {
-    let mut reboot_for = Vec::new();
-    let changed = diff.modified.iter().map(|m| &m.path).chain(diff.added.iter().map(|n| &n.path));
-    for path in changed {
+impl Strategy {
+    /// Going back to the booted commit: live, whole.
+    pub fn back() -> Strategy {
+        Strategy { live: true, ..Default::default() }
+    }
+
+    /// Why the update needs more than a live apply (empty when it does not):
+    /// the reasons of its tiers, and why a soft reboot will not do where it
+    /// would otherwise.
+    pub fn beyond_live(&self) -> Vec<String> {
+        let mut reasons: Vec<String> = self.reboot_for.iter().chain(&self.soft_reboot_for).cloned().collect();
+        if self.needs == Tier::Reboot && self.reboot_for.is_empty() {
+            reasons.push(format!("no soft reboot on this host: {}", self.soft_reboot_blockers.join("; ")));
+        }
+        reasons
+    }
+}
+
+/// What the strategy of an update is decided from.
+pub struct Facts<'a> {
+    /// `/usr` of the booted commit → the target's.
+    pub diff: &'a Diff,
+    /// The running kernel's release.
+    pub release: &'a str,
+    /// Kernel arguments now, and in the target's boot entry (when it has one).
+    pub booted_kargs: Option<&'a str>,
+    pub target_kargs: Option<&'a str>,
+    /// The host booted with composefs (ostree soft-reboots only those).
+    pub composefs: bool,
+    /// The target has `soft-reboot.target` (systemd ≥ 254).
+    pub target_soft_reboot_target: bool,
+}
+
+/// Why a change of the `/usr` path `path` needs everything restarted, if it does.
+fn userspace_wide(path: &str) -> Option<String> {
+    let name = path.rsplit('/').next().unwrap_or("");
+    let what = match path {
+        "/lib/systemd/systemd" => "a changed systemd manager (PID 1)",
+        "/lib/systemd/systemd-logind" => "a changed login manager",
+        "/bin/dbus-daemon" | "/bin/dbus-broker" | "/bin/dbus-broker-launch" => "a changed message bus",
+        _ if name == "libc.so.6" || name.starts_with("ld-linux") => "a changed C library",
+        _ => return None,
+    };
+    Some(format!("{what}: /usr{path}"))
+}
+
+/// The strategy of the update `f` describes (the cost fields left empty).
+pub fn of(f: &Facts) -> Strategy {
+    let (mut reboot_for, mut soft_reboot_for, mut boot_changed, mut policy_changed) = (vec![], vec![], false, false);
+    let changed = f.diff.modified.iter().map(|m| &m.path).chain(f.diff.added.iter().map(|n| &n.path));
+    for path in changed.chain(f.diff.removed.iter().map(|n| &n.path)) {
+        if path.starts_with("/etc/selinux/") && path.contains("/policy/") {
+            reboot_for.push("a changed SELinux policy".to_string());
+            policy_changed = true;
+        }
         let Some(rest) = path.strip_prefix("/lib/modules/") else {
-            if path == "/lib/systemd/systemd" {
-                reboot_for.push(
-                    "a changed systemd manager (/usr/lib/systemd/systemd): `systemctl daemon-reexec` at least".into(),
-                );
-            }
+            soft_reboot_for.extend(userspace_wide(path));
             continue;
         };
-        match rest.split_once('/') {
-            Some((kver, "vmlinuz")) if kver != release => reboot_for.push(format!("a new kernel ({kver})")),
-            Some((kver, "vmlinuz")) => reboot_for.push(format!("a changed kernel ({kver}, running)")),
-            Some((kver, "initramfs.img")) => reboot_for.push(format!("a changed initramfs ({kver})")),
-            _ => {}
-        }
+        let reason = match rest.split_once('/') {
+            Some((kver, "vmlinuz")) if kver != f.release => format!("a new kernel ({kver})"),
+            Some((kver, "vmlinuz")) => format!("a changed kernel ({kver}, running)"),
+            Some((kver, "initramfs.img")) => format!("a changed initramfs ({kver})"),
+            Some((kver, p)) if p == "devicetree" || p.starts_with("dtb/") || p == "dtb" => {
+                format!("a changed devicetree ({kver})")
+            }
+            _ => continue,
+        };
+        reboot_for.push(reason);
+        boot_changed = true;
     }
-    if let (Some(a), Some(b)) = (booted_kargs, target_kargs) {
-        if a != b {
-            reboot_for.push(format!("changed kernel arguments (\"{a}\" -> \"{b}\")"));
-        }
+    let kargs_changed = matches!((f.booted_kargs, f.target_kargs), (Some(a), Some(b)) if a != b);
+    if let (true, Some(a), Some(b)) = (kargs_changed, f.booted_kargs, f.target_kargs) {
+        reboot_for.push(format!("changed kernel arguments (\"{a}\" -> \"{b}\")"));
     }
-    reboot_for.sort();
-    reboot_for.dedup();
-    Strategy { live: reboot_for.is_empty(), reboot_for, ..Default::default() }
+    let blockers: Vec<String> = [
+        (!f.composefs, "not booted with composefs (ostree soft-reboots only composefs-booted hosts)"),
+        (boot_changed, "another kernel, initramfs or devicetree (the boot checksum differs)"),
+        (kargs_changed, "other kernel arguments"),
+        (!f.target_soft_reboot_target, "the target has no soft-reboot.target (systemd before 254)"),
+        (policy_changed, "another SELinux policy (PID 1 does not reload it across a soft reboot)"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, why)| why.to_string())
+    .collect();
+    for v in [&mut reboot_for, &mut soft_reboot_for] {
+        v.sort();
+        v.dedup();
+    }
+    let needs = match (reboot_for.is_empty(), soft_reboot_for.is_empty(), blockers.is_empty()) {
+        (false, _, _) => Tier::Reboot,
+        (true, false, false) => Tier::Reboot,
+        (true, false, true) => Tier::SoftReboot,
+        (true, true, _) => Tier::Live,
+    };
+    Strategy {
+        needs,
+        live: needs == Tier::Live,
+        reboot_for,
+        soft_reboot_for,
+        soft_reboot_capable: blockers.is_empty(),
+        soft_reboot_blockers: blockers,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::Checksum;
+    use crate::tree::diff::{Modified, Node, NodeKind};
+
+    fn diff(modified: &[&str], added: &[&str]) -> Diff {
+        let file = NodeKind::File(Checksum([1; 32]));
+        let m = |p: &&str| Modified { path: p.to_string(), from: file, to: file };
+        let n = |p: &&str| Node { path: p.to_string(), kind: file };
+        Diff { modified: modified.iter().map(m).collect(), added: added.iter().map(n).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn three_tiers_with_their_reasons() {
+        fn facts(d: &Diff, composefs: bool, target_sr: bool) -> Facts<'_> {
+            Facts {
+                diff: d,
+                release: "6.1.0-13-amd64",
+                booted_kargs: Some("root=UUID=x rw"),
+                target_kargs: Some("root=UUID=x rw"),
+                composefs,
+                target_soft_reboot_target: target_sr,
+            }
+        }
+        let plain = diff(&["/bin/hello"], &["/share/newpkg/data"]);
+        let manager = diff(&["/lib/systemd/systemd", "/bin/hello"], &[]);
+        let libc = diff(&["/lib/x86_64-linux-gnu/libc.so.6"], &[]);
+        let kernel = diff(&["/lib/systemd/systemd"], &["/lib/modules/6.1.0-15-amd64/vmlinuz"]);
+        let policy = diff(&["/etc/selinux/targeted/policy/policy.33"], &[]);
+        let cases: &[(&Diff, bool, bool, Tier, bool)] = &[
+            (&plain, true, true, Tier::Live, true),
+            (&plain, false, false, Tier::Live, false),
+            (&manager, true, true, Tier::SoftReboot, true),
+            // Userspace-wide content on a host that cannot soft-reboot: a reboot.
+            (&manager, false, true, Tier::Reboot, false),
+            (&manager, true, false, Tier::Reboot, false),
+            (&libc, true, true, Tier::SoftReboot, true),
+            (&kernel, true, true, Tier::Reboot, false),
+            (&policy, true, true, Tier::Reboot, false),
+        ];
+        for (d, composefs, target_sr, needs, capable) in cases {
+            let s = of(&facts(d, *composefs, *target_sr));
+            assert_eq!((s.needs, s.soft_reboot_capable), (*needs, *capable), "{:?}", d.modified);
+            assert_eq!(s.live, *needs == Tier::Live);
+            assert_eq!(s.soft_reboot_capable, s.soft_reboot_blockers.is_empty());
+        }
+        let s = of(&facts(&kernel, true, true));
+        assert_eq!(s.reboot_for, ["a new kernel (6.1.0-15-amd64)"]);
+        assert_eq!(s.soft_reboot_for, ["a changed systemd manager (PID 1): /usr/lib/systemd/systemd"]);
+        assert_eq!(s.soft_reboot_blockers, ["another kernel, initramfs or devicetree (the boot checksum differs)"]);
+        let s = of(&facts(&libc, false, true));
+        assert_eq!(s.soft_reboot_for, ["a changed C library: /usr/lib/x86_64-linux-gnu/libc.so.6"]);
+        assert_eq!(
+            s.soft_reboot_blockers[0],
+            "not booted with composefs (ostree soft-reboots only composefs-booted hosts)"
+        );
+        let kargs = Facts { target_kargs: Some("root=UUID=x rw quiet"), ..facts(&plain, true, true) };
+        let s = of(&kargs);
+        assert_eq!((s.needs, s.reboot_for.len()), (Tier::Reboot, 1), "{s:?}");
+        assert!(Tier::Live < Tier::SoftReboot && Tier::SoftReboot < Tier::Reboot);
+    }
 }

@@ -183,8 +183,13 @@ fn finish(
     if !t.options.no_triggers {
         outcome.triggers = triggers::run(&root, &s.host.run, actions)?;
     }
-    // What this switch (or an earlier boot) left is stale now. The transition is
-    // done: a failure here is a warning, and the next run tries again.
+    // The transition is done: a failure from here on is a warning, and the
+    // next run tries again. The sentinel says what only a reboot delivers now;
+    // what this switch (or an earlier boot) left is stale.
+    let beyond_live = if done == LiveState::Booted { Vec::new() } else { outcome.strategy.beyond_live() };
+    if let Err(e) = crate::host::reboot_required::update(&s.host, &beyond_live) {
+        crate::messages::warn(format!("cannot update /run/reboot-required: {e:#}"));
+    }
     if let Err(e) = s.clean_stale() {
         crate::messages::warn(format!("cannot remove what earlier transitions left: {e:#}"));
     }

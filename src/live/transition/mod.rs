@@ -22,7 +22,7 @@ use crate::host::submounts::Submounts;
 use crate::live::decide::EtcMode;
 use crate::live::session::Session;
 use crate::live::state::LiveState;
-use crate::live::strategy::Strategy;
+use crate::live::strategy::{Strategy, Tier};
 use crate::repo::Checksum;
 use crate::systemd::activation::{Activation, UnitEvents};
 use crate::systemd::needs_restart::Restarts;
@@ -43,6 +43,8 @@ pub struct Options {
     pub no_triggers: bool,
     /// Afterwards, restart, reload, stop and start units as a boot would.
     pub restart: bool,
+    /// How long to wait for another livefs to finish.
+    pub lock_wait: std::time::Duration,
 }
 
 /// One transition: `/usr` from `from` to `to`, `/etc` following as `etc` says.
@@ -53,6 +55,8 @@ pub struct Transition {
     pub etc: EtcMode,
     /// Allow changing and removing existing paths, not only adding.
     pub allow_replacement: bool,
+    /// The most disruptive strategy accepted (apply's `--max-strategy`).
+    pub max_strategy: Tier,
     pub options: Options,
 }
 

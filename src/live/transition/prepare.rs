@@ -10,7 +10,7 @@ use crate::live::changes::{self, UsrPlan};
 use crate::live::decide::{EtcMode, Refusal};
 use crate::live::session::Session;
 use crate::live::state::LiveState;
-use crate::live::strategy::Strategy;
+use crate::live::strategy::{Strategy, Tier};
 use crate::repo::Checksum;
 use crate::tree::apply::ApplyReport;
 use crate::tree::plan::{self, Status};
@@ -20,6 +20,11 @@ use crate::tree::plan::{self, Status};
 /// `/etc` merge (a dry run of it), the triggers, and what the update costs.
 pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
     let UsrPlan { plan, kept } = policy_plan(s, t.from, t.to, t.allow_replacement)?;
+    let mut strategy = match t.etc {
+        EtcMode::Merge => changes::strategy_of(&s.repo, &s.host.system, t.to)?,
+        EtcMode::Restore => Strategy::back(),
+    };
+    within_limit(&strategy, t.max_strategy)?;
     let root = &s.host.paths.root;
     if t.options.restart {
         crate::systemd::activation::check(root)?;
@@ -35,10 +40,6 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
         _ => vec![Status::Todo; plan.ops.len()],
     };
     let changed = changes::changed_paths(&plan, &etc);
-    let mut strategy = match t.etc {
-        EtcMode::Merge => changes::strategy_of(&s.repo, &s.host.system, t.to)?,
-        EtcMode::Restore => Strategy { live: true, ..Default::default() },
-    };
     if t.etc == EtcMode::Merge {
         crate::live::effects::add_costs(&mut strategy, root, &plan, &changed)?;
     }
@@ -65,6 +66,14 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
     };
     let actions = crate::systemd::triggers::actions_for(changed.iter().map(String::as_str));
     Ok(Prepared { t, plan, usr, changed, actions, added, removed, outcome })
+}
+
+/// Refuses an update that needs more than the caller accepts (`--max-strategy`).
+fn within_limit(s: &Strategy, max: Tier) -> Result<(), Refusal> {
+    if s.needs <= max {
+        return Ok(());
+    }
+    Err(Refusal::Strategy { needs: s.needs, max, reasons: s.beyond_live() })
 }
 
 /// Plans `from` → `to` in `/usr`, refusing replacements unless allowed.
