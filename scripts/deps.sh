@@ -109,3 +109,30 @@ livefs_need() {
         exit 1
     fi
 }
+
+# The Python tools the tests use, from PyPI, in a virtualenv cached beside the VM
+# images (LIVEFS_VENV overrides where): ansible-core (the collection's tests) and
+# check-jsonschema (a standard validator of the JSON outputs). Versions are
+# pinned to a minor series; the venv is made again when one is missing.
+LIVEFS_VENV=${LIVEFS_VENV:-/var/cache/livefs-test/venv}
+LIVEFS_PIP_PACKAGES=('ansible-core>=2.17,<2.18' 'check-jsonschema>=0.29,<1')
+livefs_python_tools() {
+    local v=$LIVEFS_VENV/bin
+    if ! { [ -x "$v/ansible-playbook" ] && [ -x "$v/ansible-test" ] && [ -x "$v/check-jsonschema" ]; }; then
+        command -v python3 >/dev/null || { echo "livefs: python3 is missing (needed for the Python tools)" >&2; exit 1; }
+        echo "livefs: installing ${LIVEFS_PIP_PACKAGES[*]} into $LIVEFS_VENV" >&2
+        rm -rf "$LIVEFS_VENV"
+        mkdir -p "$(dirname "$LIVEFS_VENV")"
+        python3 -m venv "$LIVEFS_VENV" || { echo "livefs: python3 -m venv failed" >&2; exit 1; }
+        "$v/pip" install -q --disable-pip-version-check "${LIVEFS_PIP_PACKAGES[@]}" ||
+            { echo "livefs: pip install ${LIVEFS_PIP_PACKAGES[*]} failed" >&2; exit 1; }
+    fi
+    local absent=()
+    for c in ansible-playbook ansible-test check-jsonschema; do
+        [ -x "$v/$c" ] || absent+=("$c")
+    done
+    if [ ${#absent[@]} -ne 0 ]; then
+        echo "livefs: still missing after installing: ${absent[*]} (in $LIVEFS_VENV)" >&2
+        exit 1
+    fi
+}

@@ -183,6 +183,6 @@ fn bare_file_object_of_wrong_type() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), "");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["kind"], "error");
+    assert_eq!(v["kind"], "bad_repository");
     assert!(v["error"].as_str().unwrap().contains(&format!("object {file}.file is malformed")), "{v}");
 }

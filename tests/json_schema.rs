@@ -172,3 +172,48 @@ fn render_fixtures_follow_their_schemas() {
     }
     assert!(n >= 7, "only {n} fixtures");
 }
+
+/// The schemas as shipped resolve their references with a standard validator
+/// (check-jsonschema, from PyPI): real outputs of every command pass it, and a
+/// drifted one fails it.
+#[test]
+fn a_standard_validator_resolves_the_schemas() {
+    let (sys, v2) = system();
+    let out = sys.run(
+        r#"
+        L status --json > $OUT/status.json
+        L apply --dry-run --allow-replacement --json > $OUT/apply-dry.json
+        L apply --allow-replacement --json > $OUT/apply.json
+        L status --json > $OUT/status-live.json
+        L restart --json > $OUT/restart-error.json || true
+        L reset --json > $OUT/reset.json
+        "#,
+    );
+    ok(&out);
+    let repo = sys.repo.to_str().unwrap();
+    let diff = livefs(&["diff", "--repo", repo, "--json", &sys.booted, &v2]);
+    std::fs::write(sys.out.join("diff.json"), &diff.stdout).unwrap();
+    let schemas = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema");
+    let check = |schema: &str, files: &[&str]| {
+        std::process::Command::new(venv_bin("check-jsonschema"))
+            .arg("--schemafile")
+            .arg(schemas.join(format!("{schema}.schema.json")))
+            .args(files.iter().map(|f| sys.out.join(f)))
+            .output()
+            .unwrap()
+    };
+    for (schema, files) in [
+        ("status", &["status.json", "status-live.json"][..]),
+        ("apply", &["apply-dry.json", "apply.json", "reset.json"][..]),
+        ("restart", &["restart-error.json"][..]),
+        ("diff", &["diff.json"][..]),
+    ] {
+        let out = check(schema, files);
+        assert!(out.status.success(), "{schema}: {}{}", stdout(&out), stderr(&out));
+    }
+    let mut drifted = read_json(&sys.out.join("apply.json"));
+    drifted["strategy"]["needs"] = Value::String("someday".into());
+    std::fs::write(sys.out.join("drifted.json"), drifted.to_string()).unwrap();
+    let out = check("apply", &["drifted.json"]);
+    assert!(!out.status.success(), "a drifted document passed: {}", stdout(&out));
+}

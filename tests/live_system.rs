@@ -214,8 +214,8 @@ fn interrupted_apply_resumes_after_undeploy() {
 }
 
 /// Exit statuses: 0 done (also when there is nothing to do: `"changed": false`),
-/// 1 error, 2 usage, 3 refused by policy (nothing changed). With `--json`, an
-/// error is a JSON object on stdout and stderr stays empty.
+/// 1 error, 2 usage, 3 refused (nothing changed), 4 busy. With `--json`, an
+/// error is a JSON object on stdout, its `kind` one of a few, and stderr stays empty.
 #[test]
 fn exit_statuses_and_json_errors() {
     let mut sys = TestSystem::new();
@@ -242,10 +242,10 @@ fn exit_statuses_and_json_errors() {
     assert_eq!(rc("refused-json"), 3);
     assert_eq!(read("refused-json.err"), "");
     let e = read_json(&sys.out.join("refused-json.out"));
-    assert_eq!(e["kind"], "policy");
+    assert_eq!(e["kind"], "refused_replacement");
     assert!(e["error"].as_str().unwrap().contains("/usr/bin/hello"), "{e}");
     assert_eq!(rc("bad-rev-json"), 1);
-    assert_eq!(read_json(&sys.out.join("bad-rev-json.out"))["kind"], "error");
+    assert_eq!(read_json(&sys.out.join("bad-rev-json.out"))["kind"], "bad_revision");
     assert_eq!(rc("usage"), 2);
     assert_eq!(rc("applied"), 0);
     assert_eq!(read_json(&sys.out.join("applied.out"))["changed"], true);
