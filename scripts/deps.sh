@@ -127,6 +127,17 @@ livefs_python_tools() {
         "$v/pip" install -q --disable-pip-version-check "${LIVEFS_PIP_PACKAGES[@]}" ||
             { echo "livefs: pip install ${LIVEFS_PIP_PACKAGES[*]} failed" >&2; exit 1; }
     fi
+    # ansible-test bootstraps pip in its sanity venvs from a host only it uses:
+    # a stand-in (ensurepip, then PyPI) in its cache, for the pip it asks for.
+    local pip_version
+    pip_version=$("$v/python" - <<'PY'
+import re, ansible_test, pathlib
+text = (pathlib.Path(ansible_test.__file__).parent / "_internal/python_requirements.py").read_text()
+print(re.search(r"pip='([0-9.]+)'", text).group(1))
+PY
+    ) || { echo "livefs: cannot tell which pip ansible-test bootstraps" >&2; exit 1; }
+    mkdir -p ~/.ansible/test/cache
+    cp scripts/ansible-test-get-pip.py ~/.ansible/test/cache/get_pip_${pip_version//./_}.py
     local absent=()
     for c in ansible-playbook ansible-test check-jsonschema; do
         [ -x "$v/$c" ] || absent+=("$c")

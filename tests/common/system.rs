@@ -139,6 +139,14 @@ impl TestSystem {
 
     /// Runs `script` as [`TestSystem::run`] does, on a system booted as `boot` says.
     pub fn run_as(&self, boot: Boot, script: &str) -> Output {
+        super::in_mount_namespace(&format!("{}\n{script}", self.boot_script(boot)))
+    }
+
+    /// The commands that boot this system (in a mount namespace made by the
+    /// caller) as `boot` says, defining $S, $R, $OUT, $BOOTED, $LIVEFS, `L` and
+    /// `interrupt_apply` for the script that follows. Several systems can boot
+    /// in one namespace, one after the other.
+    pub fn boot_script(&self, boot: Boot) -> String {
         let run = self.dir.path().join("run");
         let (mount_root, rest) = match boot {
             Boot::Plain => (
@@ -209,7 +217,7 @@ impl TestSystem {
             run = run.display(),
             livefs = env!("CARGO_BIN_EXE_livefs"),
         );
-        super::in_mount_namespace(&format!("{preamble}\n{script}"))
+        preamble
     }
 
     /// `ostree checkout --subpath=/usr` of a commit, for comparing with a live /usr.
