@@ -160,7 +160,10 @@ fn rolling_playbook_over_four_hosts() {
     }
     // livefs_info: the status as the fact `livefs`.
     let info = read("info.out");
-    assert!(info.contains("host1 | SUCCESS") && info.contains("\"livefs\": {") && info.contains("\"state\": \"live\""), "{info}");
+    assert!(
+        info.contains("host1 | SUCCESS") && info.contains("\"livefs\": {") && info.contains("\"state\": \"live\""),
+        "{info}"
+    );
     // state=reset: checked (changed, nothing done), then done.
     assert!(read("reset-check.out").contains("host1 | CHANGED"), "{}", read("reset-check.out"));
     assert_eq!(state("reset-check", 1), "live");

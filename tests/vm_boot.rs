@@ -298,3 +298,105 @@ fn composefs_vm_apply_serve_reset_soft_reboot() {
     assert_eq!(read_json(&o.join("status-final.out"))["state"]["state"], "booted");
     assert!(read(&o, "mounts-final").starts_with("/usr: no mount of its own\n/usr/local livefs-state-overlay"));
 }
+
+/// One ad-hoc Ansible task against the VM: its status word (`SUCCESS`,
+/// `CHANGED`, `FAILED!`) and its result.
+fn ansible(out: &Path, module: &str, args: &str, extra: &[&str]) -> (String, serde_json::Value) {
+    let run = Command::new(venv_bin("ansible"))
+        .args(["-i", &out.join("inventory").display().to_string(), "vm", "-m", module, "-a", args])
+        .args(extra)
+        .env("ANSIBLE_COLLECTIONS_PATH", env!("CARGO_MANIFEST_DIR"))
+        .env("ANSIBLE_LOCAL_TEMP", out.join("ansible-tmp"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_SSH_RETRIES", "5")
+        .env("ANSIBLE_TIMEOUT", "120")
+        .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    eprintln!("ansible vm -m {module} -a '{args}' {extra:?}:\n{text}{}", String::from_utf8_lossy(&run.stderr));
+    let (head, body) = text.split_once(" => ").unwrap_or_else(|| panic!("no result:\n{text}"));
+    let status = head.rsplit(" | ").next().unwrap_or("").trim().to_string();
+    // --diff prints the diff after the result: the result is the first JSON object.
+    let value = serde_json::Deserializer::from_str(body).into_iter::<serde_json::Value>().next().unwrap().unwrap();
+    (status, value)
+}
+
+/// The collection's module over SSH against the real Debian 12 VM (sshd and
+/// python3 in the image, QEMU's user network forwarding 127.0.0.1:PORT to its
+/// port 22): facts, a checked apply (nothing changed), the apply, facts again,
+/// a reset, and a reset with nothing left to do.
+#[test]
+fn debian_vm_ansible_over_ssh() {
+    let dir = scratch();
+    let out = dir.path();
+    let share = out.join("boot1");
+    std::fs::create_dir_all(&share).unwrap();
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(out.join("key"))
+        .output()
+        .expect("cannot run ssh-keygen");
+    assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
+    std::fs::copy(out.join("key.pub"), share.join("authorized_keys")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = std::fs::File::create(out.join("run.log")).unwrap();
+    let mut vm = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vm/run.sh"))
+        .args(["bookworm", "guest-ssh.sh"])
+        .env("OUT", out)
+        .env("LIVEFS", env!("CARGO_BIN_EXE_livefs"))
+        .env("SSH_PORT", port.to_string())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("cannot run tests/vm/run.sh");
+    let started = std::time::Instant::now();
+    while !share.join("out/ssh-ready").exists() {
+        if let Some(status) = vm.try_wait().unwrap() {
+            panic!("the VM stopped before sshd was ready ({status}):\n{}", read(out, "run.log"));
+        }
+        assert!(started.elapsed().as_secs() < 1800, "sshd not ready after 30 min:\n{}", read(out, "run.log"));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    let inventory = format!(
+        "vm ansible_host=127.0.0.1 ansible_port={port} ansible_user=root ansible_ssh_private_key_file={key} \
+         ansible_python_interpreter=/usr/bin/python3 \
+         ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n",
+        key = out.join("key").display()
+    );
+    std::fs::write(out.join("inventory"), inventory).unwrap();
+    let exe = "executable=/run/livefs-vm/livefs";
+    let steps = std::panic::catch_unwind(|| {
+        let (st, info) = ansible(out, "livefs.livefs.livefs_info", exe, &[]);
+        assert_eq!(st, "SUCCESS");
+        assert_eq!(info["ansible_facts"]["livefs"]["state"]["state"], "booted", "{info}");
+        let pending = info["status"]["pending"]["checksum"].as_str().unwrap().to_string();
+        let apply = format!("{exe} allow_replacement=true");
+        let (st, check) = ansible(out, "livefs.livefs.livefs", &apply, &["--check", "--diff"]);
+        assert_eq!(st, "CHANGED", "{check}");
+        assert_eq!(check["outcome"]["dry_run"], true);
+        let (st, applied) = ansible(out, "livefs.livefs.livefs", &apply, &[]);
+        assert_eq!(st, "CHANGED", "{applied}");
+        assert_eq!(applied["state"]["state"], "live");
+        assert_eq!(applied["state"]["commit"], pending.as_str());
+        assert_eq!(applied["needs_reboot"], false, "{applied}");
+        let (_, info) = ansible(out, "livefs.livefs.livefs_info", exe, &[]);
+        assert_eq!(info["status"]["live"]["checksum"], pending.as_str());
+        let reset = format!("{exe} state=reset");
+        let (st, reset1) = ansible(out, "livefs.livefs.livefs", &reset, &[]);
+        assert_eq!((st.as_str(), &reset1["state"]["state"]), ("CHANGED", &serde_json::json!("booted")), "{reset1}");
+        let (st, reset2) = ansible(out, "livefs.livefs.livefs", &reset, &[]);
+        assert_eq!(st, "SUCCESS", "a second reset changes nothing: {reset2}");
+    });
+    std::fs::write(share.join("done"), b"").unwrap();
+    let status = vm.wait().unwrap();
+    if let Err(e) = steps {
+        eprintln!("{}", read(out, "run.log"));
+        std::panic::resume_unwind(e);
+    }
+    assert!(status.success(), "the VM scenario failed:\n{}", read(out, "run.log"));
+    eprintln!("bookworm ssh: {}", read(out, "times.txt"));
+    let after = read(&share.join("out"), "status-after.txt");
+    assert!(after.contains("Live:        none"), "{after}");
+}

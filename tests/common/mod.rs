@@ -35,9 +35,14 @@ pub fn livefs(args: &[&str]) -> Output {
 /// A command of the Python tools' virtualenv that `scripts/test` makes
 /// (`livefs_python_tools` in scripts/deps.sh; LIVEFS_VENV overrides where).
 pub fn venv_bin(name: &str) -> PathBuf {
-    let venv = std::env::var_os("LIVEFS_VENV").map_or_else(|| PathBuf::from("/var/cache/livefs-test/venv"), PathBuf::from);
+    let venv =
+        std::env::var_os("LIVEFS_VENV").map_or_else(|| PathBuf::from("/var/cache/livefs-test/venv"), PathBuf::from);
     let bin = venv.join("bin").join(name);
-    assert!(bin.exists(), "{} is missing: run scripts/test (or `. scripts/deps.sh; livefs_python_tools`)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/test (or `. scripts/deps.sh; livefs_python_tools`)",
+        bin.display()
+    );
     bin
 }
 

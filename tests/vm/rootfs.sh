@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once, cached) the two Debian root filesystems of a VM test:
 #   A = a bootable OSTree system (systemd, linux-image-amd64, dracut with ostree's
-#       module);
+#       module; on bookworm also sshd and python3, for Ansible over SSH);
 #   B = A + lighttpd.
 # RELEASE is bookworm (Debian 12: ostree 2022.7, no composefs) or forky (ostree
 # 2026.x built with composefs: A's /usr/lib/ostree/prepare-root.conf enables
@@ -13,8 +13,6 @@ RELEASE=${2:-bookworm}
 . "$(dirname "$0")/../../scripts/deps.sh"
 MIRROR=$(livefs_mirror)
 mkdir -p "$CACHE"
-# Bump when what this script builds changes, so caches are rebuilt.
-VERSION=3
 
 in_chroot() {
     local dir=$1
@@ -34,15 +32,21 @@ flock 9
 
 A=$CACHE/rootfs-a
 B=$CACHE/rootfs-b
+# VERSION: bump when what this script builds for a release changes, so that
+# release's cache is rebuilt.
 case $RELEASE in
 bookworm)
+    VERSION=4
     script=()
-    drivers="virtio_blk virtio_pci ext4"
+    drivers="virtio_blk virtio_pci virtio_net ext4"
+    extra="openssh-server python3"
     ;;
 forky)
+    VERSION=3
     # bookworm's debootstrap has no forky script: sid's is the same.
     script=(/usr/share/debootstrap/scripts/sid)
     drivers="virtio_blk virtio_pci ext4 erofs overlay loop"
+    extra=""
     ;;
 *)
     echo "rootfs.sh: unknown release $RELEASE (bookworm or forky)" >&2
@@ -61,7 +65,7 @@ if [ "$(cat "$A.done" 2>/dev/null)" != "$VERSION" ]; then
     chmod 755 "$A/usr/sbin/policy-rc.d"
     # dracut (not initramfs-tools) so that ostree's dracut module runs ostree-prepare-root.
     in_chroot "$A" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends dracut linux-image-amd64 ostree ostree-boot' >"$CACHE/apt-a.log" 2>&1 ||
+        --no-install-recommends dracut linux-image-amd64 ostree ostree-boot '"$extra" >"$CACHE/apt-a.log" 2>&1 ||
         { tail -20 "$CACHE/apt-a.log" >&2; exit 1; }
     if [ "$RELEASE" = forky ]; then
         # Composefs and a read-only sysroot, as Fedora CoreOS and bootc images boot;

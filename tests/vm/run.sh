@@ -13,7 +13,9 @@
 #   forky (composefs, read-only sysroot):
 #   1. guest-composefs.sh: the seed flow on a composefs boot, a state overlay on
 #      /usr/local kept across apply and reset, then a soft reboot.
-# Usage: OUT=DIR LIVEFS=BINARY run.sh RELEASE SCRIPT... Results land in $OUT/boot1, ….
+#   bookworm, ssh: guest-ssh.sh brings up the network and sshd and waits while the
+#   host drives it with Ansible over SSH (SSH_PORT: the host's forward to port 22).
+# Usage: OUT=DIR LIVEFS=BINARY [SSH_PORT=N] run.sh RELEASE SCRIPT... Results land in $OUT/boot1, ….
 set -euo pipefail
 : "${OUT:?}" "${LIVEFS:?}"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +32,10 @@ if [ -e /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd
 else
     ACCEL=(-machine q35,accel=tcg -cpu max)
 fi
+# A network only when asked: QEMU's user networking, the guest's sshd forwarded
+# to 127.0.0.1:SSH_PORT on the host.
+NET=(-nic none)
+[ -z "${SSH_PORT:-}" ] || NET=(-nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22")
 mkdir -p "$OUT"
 qemu-img create -q -f qcow2 -b "$IMG/disk.raw" -F raw "$OUT/disk.qcow2"
 
@@ -48,7 +54,7 @@ boot() {
         -append "$(cat "$IMG/cmdline") panic=-1 mitigations=off" \
         -drive "file=$OUT/disk.qcow2,if=virtio,format=qcow2,cache=unsafe" \
         -virtfs "local,path=$share,mount_tag=livefs,security_model=none,id=share" \
-        -display none -serial "file:$OUT/console$n.log" -no-reboot ||
+        "${NET[@]}" -display none -serial "file:$OUT/console$n.log" -no-reboot ||
         { echo "boot $n: qemu failed or timed out; console: $OUT/console$n.log" >&2; tail -20 "$OUT/console$n.log" >&2; exit 1; }
     echo "boot $n: $(($(date +%s) - start)) s (${ACCEL[1]})" >>"$OUT/times.txt"
     if [ "$(cat "$share/scenario.rc" 2>/dev/null)" != 0 ]; then
