@@ -55,24 +55,8 @@ options:
     type: str
     choices: [live, soft-reboot, reboot]
     default: reboot
-  lock_timeout:
-    description:
-      - Seconds to wait for another livefs on the host to finish before failing with kind C(busy).
-    type: int
-    default: 60
-  root:
-    description:
-      - The running system's root.
-    type: path
-    default: /
-  sysroot:
-    description:
-      - The physical root holding C(ostree/) (default O(root)C(/sysroot)).
-    type: path
-  executable:
-    description:
-      - The livefs binary (default C(livefs) on the PATH).
-    type: path
+extends_documentation_fragment:
+  - livefs.livefs.livefs
 attributes:
   check_mode:
     description: Runs livefs with C(--dry-run); C(changed) says whether the real run would change the host.

@@ -18,25 +18,9 @@ description:
     the pending deployment would need (C(strategy)) and what still needs a restart.
 version_added: 0.1.0
 author: livefs developers (@livefs)
-options:
-  lock_timeout:
-    description:
-      - Seconds to wait for another livefs on the host (status only takes the lock briefly, if free).
-    type: int
-    default: 60
-  root:
-    description:
-      - The running system's root.
-    type: path
-    default: /
-  sysroot:
-    description:
-      - The physical root holding C(ostree/) (default O(root)C(/sysroot)).
-    type: path
-  executable:
-    description:
-      - The livefs binary (default C(livefs) on the PATH).
-    type: path
+options: {}
+extends_documentation_fragment:
+  - livefs.livefs.livefs
 attributes:
   check_mode:
     description: It changes nothing in any mode.
