@@ -92,7 +92,17 @@ fn deb_package_has_binary_man_pages_and_completions() {
     // Words, however groff spaced them.
     let squash = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
     let status = |code: &str, what: &str| apply.lines().map(squash).any(|l| l.starts_with(code) && l.contains(what));
-    assert!(status("0 ", "Done") && status("3 ", "Refused by policy"), "exit statuses not documented:\n{apply}");
+    assert!(
+        status("0 ", "Done") && status("3 ", "Refused, nothing changed") && status("4 ", "Another livefs"),
+        "exit statuses not documented:\n{apply}"
+    );
+    // Every kind of JSON error, with its exit status.
+    for (_, name, code, _) in livefs::cli::KINDS {
+        assert!(
+            apply.lines().map(squash).any(|l| l == format!("{name} ({code})")),
+            "kind {name} not documented:\n{apply}"
+        );
+    }
     let words = sh(&format!(
         "source {}/{}; COMP_WORDS=(livefs ap); COMP_CWORD=1; COMP_LINE='livefs ap'; COMP_POINT=9; _livefs livefs ap livefs; echo \"${{COMPREPLY[*]}}\"",
         root.display(),
