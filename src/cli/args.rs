@@ -83,10 +83,13 @@ pub enum Command {
     /// active units whose unit files or drop-ins changed since they started or
     /// whose processes use replaced or removed files, start units newly wanted by
     /// an active target. Units marked X-RestartIfChanged=false or
-    /// RefuseManualStop=yes, the message bus, PID 1 and livefs's own unit are
-    /// left alone; processes outside system services (sessions, user managers)
-    /// are listed, never killed. A failed action is reported with the unit's
-    /// status and exit status 1.
+    /// RefuseManualStop=yes, PID 1, livefs's own unit and the units of the
+    /// left-alone list (the message bus, logind, journald, gettys, user managers,
+    /// display managers, the network managers, sshd; extended or replaced in
+    /// /etc/livefs/restart.conf and restart.conf.d/*.conf with LeaveAlone=) are
+    /// left alone and reported with why; processes outside system services
+    /// (sessions, user managers) are listed, never killed. A failed action is
+    /// reported with the unit's status and exit status 1.
     Restart(RestartArgs),
 }
 

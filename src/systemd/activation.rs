@@ -19,6 +19,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::host::rundir::RunDir;
+use crate::systemd::left_alone;
 use crate::systemd::needs_restart::{self, Restarts, UNIT_DIRS};
 
 /// What transitions since boot did to the unit files (absolute paths as on the
@@ -216,12 +217,6 @@ fn boolean(v: &str) -> Option<bool> {
     }
 }
 
-/// Units whose restart would take the running system down with it.
-const NEVER_RESTARTED: [(&str, &str); 2] = [
-    ("dbus.service", "the system message bus: restarting it disconnects every client (reboot instead)"),
-    ("dbus-broker.service", "the system message bus: restarting it disconnects every client (reboot instead)"),
-];
-
 const PROPERTIES: [&str; 8] = [
     "Id",
     "LoadState",
@@ -280,6 +275,8 @@ pub struct Facts {
     pub units: BTreeMap<String, UnitFacts>,
     /// The unit livefs itself runs in.
     pub own: Option<String>,
+    /// The units never restarted, stopped or reloaded on their own ([`left_alone`]).
+    pub left_alone: Vec<left_alone::Entry>,
 }
 
 /// Gathers the facts about `restarts` (the report of what runs old code) and
@@ -325,6 +322,7 @@ fn gather(root: &Path, restarts: &Restarts, events: &UnitEvents, new_events: &Un
     let shown = needs_restart::show(&units, &PROPERTIES);
     f.units = units.into_iter().zip(shown.iter().map(UnitFacts::of)).collect();
     f.own = needs_restart::unit_of(std::process::id());
+    f.left_alone = left_alone::load(root);
     f
 }
 
@@ -342,7 +340,8 @@ pub fn decide(mut f: Facts) -> Activation {
     let unit = |u: &str| f.units.get(u).unwrap_or(&none);
     let own = f.own.as_deref();
     let skip = |name: &str, reason: &str| Err(Skipped { unit: name.to_string(), reason: reason.to_string() });
-    let act = |name: &str, verb: Verb, reasons: Vec<String>| match refusal(name, unit(name), own, verb) {
+    let never = &f.left_alone;
+    let act = |name: &str, verb: Verb, reasons: Vec<String>| match refusal(name, unit(name), own, never, verb) {
         Some(reason) => Err(Skipped { unit: name.to_string(), reason }),
         None => Ok(UnitAction { unit: name.to_string(), verb, reasons, result: None }),
     };
@@ -389,12 +388,19 @@ pub fn decide(mut f: Facts) -> Activation {
     out
 }
 
-/// Why `verb` must not be done to `unit`, if so (`own`: the unit livefs runs in).
-fn refusal(unit: &str, facts: &UnitFacts, own: Option<&str>, verb: Verb) -> Option<String> {
+/// Why `verb` must not be done to `unit`, if so (`own`: the unit livefs runs
+/// in; `never`: the units left alone but to be started).
+fn refusal(
+    unit: &str,
+    facts: &UnitFacts,
+    own: Option<&str>,
+    never: &[left_alone::Entry],
+    verb: Verb,
+) -> Option<String> {
     if own == Some(unit) {
         return Some("livefs runs in it".into());
     }
-    if let Some((_, why)) = NEVER_RESTARTED.iter().find(|(u, _)| *u == unit) {
+    if let Some(why) = left_alone::reason(never, unit).filter(|_| verb != Verb::Start) {
         return Some(why.to_string());
     }
     match unit.rsplit_once('.').map(|(_, t)| t) {
@@ -492,7 +498,8 @@ mod tests {
             "b.service" => refuse_start.clone(),
             _ => UnitFacts::default(),
         };
-        let r = |unit, verb| refusal(unit, &facts(unit), Some("agent.service"), verb);
+        let never = left_alone::defaults();
+        let r = |unit, verb| refusal(unit, &facts(unit), Some("agent.service"), &never, verb);
         assert_eq!(r("a.service", Verb::Restart).as_deref(), Some("RefuseManualStop=yes"));
         assert_eq!(r("a.service", Verb::Start), None);
         assert_eq!(r("a.service", Verb::Reload), None);
@@ -505,6 +512,10 @@ mod tests {
         assert!(r("dbus.service", Verb::Restart).unwrap().contains("message bus"));
         assert_eq!(r("agent.service", Verb::Restart).as_deref(), Some("livefs runs in it"));
         assert!(r("init.scope", Verb::Restart).is_some());
+        assert!(r("ssh.service", Verb::Restart).unwrap().starts_with("sshd"));
+        assert!(r("getty@tty1.service", Verb::Stop).unwrap().contains("login terminal"));
+        // Left alone means not restarted, stopped or reloaded on its own; starting is fine.
+        assert_eq!(r("ssh.service", Verb::Start), None);
     }
 
     #[test]
@@ -526,6 +537,7 @@ mod tests {
             ("multi-user.target".to_string(), active.clone()),
             ("rescue.target".to_string(), inactive.clone()),
             ("dbus.service".to_string(), active.clone()),
+            ("ssh.service".to_string(), active.clone()),
         ]);
         let why = |w: &str| vec![w.to_string()];
         let facts = Facts {
@@ -543,11 +555,16 @@ mod tests {
                 ("idle.service".to_string(), why("its unit files changed")),
                 ("agent.service".to_string(), why("its unit files changed")),
                 ("dbus.service".to_string(), why("its unit files changed")),
+                (
+                    "ssh.service".to_string(),
+                    why("sshd (pid 300) uses replaced /usr/lib/x86_64-linux-gnu/libcrypto.so.3"),
+                ),
             ]),
             failed: BTreeSet::from(["broke.service".to_string(), "new.service".into()]),
             left: vec![],
             units,
             own: Some("agent.service".into()),
+            left_alone: left_alone::defaults(),
         };
         let a = decide(facts);
         let actions: Vec<(Verb, &str)> = a.actions.iter().map(|x| (x.verb, x.unit.as_str())).collect();
@@ -565,11 +582,12 @@ mod tests {
         assert_eq!(new.reasons, ["newly wanted by multi-user.target"], "only active targets want");
         let mut skipped: Vec<(&str, &str)> = a.skipped.iter().map(|s| (s.unit.as_str(), s.reason.as_str())).collect();
         skipped.sort();
-        assert_eq!(skipped.len(), 4, "{skipped:?}");
+        assert_eq!(skipped.len(), 5, "{skipped:?}");
         assert_eq!(skipped[0], ("agent.service", "livefs runs in it"));
         assert!(skipped[1].0 == "dbus.service" && skipped[1].1.contains("message bus"));
         assert_eq!(skipped[2], ("hidden.service", "masked"));
         assert_eq!(skipped[3], ("pinned.service", "X-RestartIfChanged=false"));
+        assert!(skipped[4].0 == "ssh.service" && skipped[4].1.starts_with("sshd"), "{skipped:?}");
         assert!(!a.daemon_reload);
     }
 

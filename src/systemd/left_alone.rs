@@ -1,0 +1,144 @@
+//! The units a live update never restarts (nor stops or reloads) on its own, as
+//! needrestart keeps such a list: restarting them ends sessions, cuts the
+//! network or the log, or takes the system down. Each is reported with its
+//! reason instead.
+//!
+//! The built-in list is extended or replaced by `ROOT/etc/livefs/restart.conf`
+//! and `ROOT/etc/livefs/restart.conf.d/*.conf` (in name order), systemd style:
+//!
+//! ```ini
+//! [Restart]
+//! # Add units (globs): never restarted automatically.
+//! LeaveAlone=postgresql.service my-agent@*.service
+//! # An empty assignment empties the list so far (the built-in one included).
+//! LeaveAlone=
+//! ```
+
+use std::path::Path;
+
+/// A unit pattern left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// A unit name, `*` matching any run of characters.
+    pub pattern: String,
+    pub reason: String,
+}
+
+/// The built-in list: (pattern, reason).
+const DEFAULTS: &[(&str, &str)] = &[
+    ("dbus.service", "the system message bus: restarting it disconnects every client (reboot instead)"),
+    ("dbus-broker.service", "the system message bus: restarting it disconnects every client (reboot instead)"),
+    ("systemd-logind.service", "the login manager: restarting it can end sessions"),
+    ("systemd-journald.service", "the journal: restarting it loses the log streams of running services"),
+    ("getty@*.service", "a login terminal: restarting it ends its session"),
+    ("serial-getty@*.service", "a login terminal: restarting it ends its session"),
+    ("user@*.service", "a user's manager: restarting it ends the user's session"),
+    ("display-manager.service", "the display manager: restarting it ends graphical sessions"),
+    ("gdm.service", "the display manager: restarting it ends graphical sessions"),
+    ("sddm.service", "the display manager: restarting it ends graphical sessions"),
+    ("lightdm.service", "the display manager: restarting it ends graphical sessions"),
+    ("NetworkManager.service", "the network: restarting it can cut remote sessions"),
+    ("wpa_supplicant.service", "the network: restarting it can cut remote sessions"),
+    ("ssh.service", "sshd: restarting it can cut the session that runs the update"),
+    ("sshd.service", "sshd: restarting it can cut the session that runs the update"),
+];
+
+/// The configuration file, and its drop-in directory, beneath ROOT.
+pub const CONF: &str = "etc/livefs/restart.conf";
+pub const CONF_D: &str = "etc/livefs/restart.conf.d";
+
+/// The built-in list.
+pub fn defaults() -> Vec<Entry> {
+    DEFAULTS.iter().map(|(p, r)| Entry { pattern: p.to_string(), reason: r.to_string() }).collect()
+}
+
+/// Applies one configuration file's text (`origin` names it in reasons) to `list`.
+pub fn apply(list: &mut Vec<Entry>, text: &str, origin: &str) {
+    let mut in_section = false;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            in_section = line == "[Restart]";
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else { continue };
+        if !in_section || key.trim() != "LeaveAlone" {
+            continue;
+        }
+        if value.trim().is_empty() {
+            list.clear();
+            continue;
+        }
+        for pattern in value.split_whitespace() {
+            list.push(Entry { pattern: pattern.to_string(), reason: format!("listed in {origin}") });
+        }
+    }
+}
+
+/// The list for the system at `root`: the built-in one, then the configuration
+/// files. A file that cannot be read is skipped (and said, as a warning).
+pub fn load(root: &Path) -> Vec<Entry> {
+    let mut list = defaults();
+    let mut files = vec![CONF.to_string()];
+    if let Ok(dir) = std::fs::read_dir(root.join(CONF_D)) {
+        let mut names: Vec<String> =
+            dir.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.ends_with(".conf")).collect();
+        names.sort();
+        files.extend(names.into_iter().map(|n| format!("{CONF_D}/{n}")));
+    }
+    for rel in files {
+        match std::fs::read_to_string(root.join(&rel)) {
+            Ok(text) => apply(&mut list, &text, &format!("/{rel}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => crate::messages::warn(format!("cannot read /{rel}: {e}; its units are not left alone")),
+        }
+    }
+    list
+}
+
+/// Why `unit` is left alone, if it is (the last matching entry's reason).
+pub fn reason<'a>(list: &'a [Entry], unit: &str) -> Option<&'a str> {
+    list.iter().rev().find(|e| crate::systemd::triggers::glob(&e.pattern, unit)).map(|e| e.reason.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_is_extended_and_replaced_systemd_style() {
+        let mut list = defaults();
+        assert!(reason(&list, "ssh.service").unwrap().starts_with("sshd"));
+        assert!(reason(&list, "getty@tty1.service").unwrap().contains("login terminal"));
+        assert_eq!(reason(&list, "lighttpd.service"), None);
+        let conf =
+            "# comment\n[Restart]\nLeaveAlone=postgresql.service  agent@*.service\n[Other]\nLeaveAlone=nope.service\n";
+        apply(&mut list, conf, "/etc/livefs/restart.conf");
+        assert_eq!(reason(&list, "postgresql.service"), Some("listed in /etc/livefs/restart.conf"));
+        assert_eq!(reason(&list, "agent@3.service"), Some("listed in /etc/livefs/restart.conf"));
+        assert_eq!(reason(&list, "nope.service"), None, "only the [Restart] section counts");
+        // An empty assignment empties the list, the built-in one included.
+        apply(&mut list, "[Restart]\nLeaveAlone=\nLeaveAlone=ssh.service\n", "/etc/livefs/restart.conf.d/10-x.conf");
+        assert_eq!(reason(&list, "ssh.service"), Some("listed in /etc/livefs/restart.conf.d/10-x.conf"));
+        assert_eq!(reason(&list, "dbus.service"), None);
+        assert_eq!(reason(&list, "postgresql.service"), None);
+    }
+
+    #[test]
+    fn the_files_are_read_beneath_root_in_name_order() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join(CONF_D)).unwrap();
+        std::fs::write(root.path().join(CONF), "[Restart]\nLeaveAlone=a.service\n").unwrap();
+        std::fs::write(root.path().join(CONF_D).join("20-b.conf"), "[Restart]\nLeaveAlone=b.service\n").unwrap();
+        std::fs::write(root.path().join(CONF_D).join("10-reset.conf"), "[Restart]\nLeaveAlone=\n").unwrap();
+        std::fs::write(root.path().join(CONF_D).join("30-ignored.txt"), "[Restart]\nLeaveAlone=c.service\n").unwrap();
+        let list = load(root.path());
+        let patterns: Vec<&str> = list.iter().map(|e| e.pattern.as_str()).collect();
+        // restart.conf, then 10-reset.conf empties everything, then 20-b.conf.
+        assert_eq!(patterns, ["b.service"]);
+        assert_eq!(reason(&list, "b.service"), Some("listed in /etc/livefs/restart.conf.d/20-b.conf"));
+        assert_eq!(load(&root.path().join("nonexistent")).len(), DEFAULTS.len());
+    }
+}
