@@ -134,15 +134,21 @@ pub fn read_optional(dir: BorrowedFd<'_>, name: &str) -> anyhow::Result<Option<V
 /// Replaces `name` in `dir` with `bytes` so that a crash leaves the old or the
 /// new content, never a mix: a temporary file beside it, fsync, rename, fsync of
 /// the directory, never following a symlink. Every record livefs keeps in `/run`
-/// is written this way.
+/// is written this way, readable by root only.
 pub fn write_atomic(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomic_mode(dir, name, bytes, 0o600)
+}
+
+/// [`write_atomic`] of a file with permissions `mode` (whatever the umask).
+pub fn write_atomic_mode(dir: BorrowedFd<'_>, name: &str, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let tmp = format!("{name}.tmp");
     let fd = rustix::fs::openat(
         dir,
         tmp.as_str(),
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::from_raw_mode(0o600),
+        Mode::from_raw_mode(mode),
     )?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
     let mut f = std::fs::File::from(fd);
     f.write_all(bytes)?;
     f.sync_all()?;

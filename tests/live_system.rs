@@ -333,6 +333,7 @@ fn the_strategy_limit_and_the_reboot_sentinel() {
         test ! -e $R/run/reboot-required
         L apply --max-strategy reboot --json > $OUT/apply.json
         cp $R/run/reboot-required $OUT/rr; cp $R/run/reboot-required.pkgs $OUT/rr.pkgs
+        stat -c %a $R/run/reboot-required $R/run/reboot-required.pkgs > $OUT/rr.mode
         L apply --json > $OUT/apply-again.json
         test -e $R/run/reboot-required
         L reset > /dev/null
@@ -359,6 +360,7 @@ fn the_strategy_limit_and_the_reboot_sentinel() {
     assert_eq!(std::fs::read_to_string(sys.out.join("rr")).unwrap(), "*** System restart required ***\n");
     assert_eq!(std::fs::read_to_string(sys.out.join("rr.pkgs")).unwrap(), "livefs: a new kernel (9.9.9-new)\n");
     assert_eq!(std::fs::read_to_string(sys.out.join("theirs.pkgs")).unwrap(), "linux-image-amd64\n");
+    assert_eq!(std::fs::read_to_string(sys.out.join("rr.mode")).unwrap(), "644\n644\n", "world-readable, as apt's");
 }
 
 /// One livefs at a time: a second one waits for the first (up to

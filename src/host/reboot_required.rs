@@ -8,7 +8,7 @@
 use std::os::fd::AsFd;
 
 use anyhow::Context;
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::AtFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::dirfd;
@@ -65,13 +65,10 @@ pub fn update(host: &Host, reasons: &[String]) -> anyhow::Result<()> {
         }
         Step::Write => {
             let pkgs: String = reasons.iter().map(|r| format!("livefs: {r}\n")).collect();
-            dirfd::write_atomic(run.as_fd(), layout::REBOOT_REQUIRED_PKGS, pkgs.as_bytes())?;
-            dirfd::write_atomic(run.as_fd(), layout::REBOOT_REQUIRED, b"*** System restart required ***\n")?;
-            for name in [layout::REBOOT_REQUIRED, layout::REBOOT_REQUIRED_PKGS] {
-                let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(&run, name, flags, Mode::empty())?;
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644)).ok();
-            }
+            // World-readable, as apt's: login banners and agents read them.
+            dirfd::write_atomic_mode(run.as_fd(), layout::REBOOT_REQUIRED_PKGS, pkgs.as_bytes(), 0o644)?;
+            let sentinel = b"*** System restart required ***\n";
+            dirfd::write_atomic_mode(run.as_fd(), layout::REBOOT_REQUIRED, sentinel, 0o644)?;
             let st = rustix::fs::statat(&run, layout::REBOOT_REQUIRED, AtFlags::SYMLINK_NOFOLLOW)?;
             host.run.write_record(RECORD, &Some(Written { dev: st.st_dev, ino: st.st_ino }))
         }
