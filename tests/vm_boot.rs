@@ -133,9 +133,14 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
     let http = read(&b1, "http.txt");
     assert!(http.starts_with("HTTP/1.0 200 OK"), "{http}");
     assert!(http.contains("served by lighttpd from a live-updated /usr"), "{http}");
-    // Nothing left needing a restart but the unit that opted out; no failed units.
+    // Nothing left needing a restart but the unit that opted out and the units
+    // left alone (version 2 changed their drop-ins); no failed units.
     let live = read_json(&b1.join("status-live-json.out"));
-    assert_eq!(live["restarts"]["units"], serde_json::json!(["livefs-demo-pinned.service"]), "{}", live["restarts"]);
+    let left = ["livefs-demo-pinned.service", "ssh.service", "systemd-journald.service", "systemd-logind.service"];
+    assert_eq!(live["restarts"]["units"], serde_json::json!(left), "{}", live["restarts"]);
+    for unit in &left[1..] {
+        assert!(apply.contains(&format!("Left alone: {unit} (")), "{unit} not reported left alone:\n{apply}");
+    }
     let procs = live["restarts"]["processes"].as_object().unwrap();
     assert_eq!(procs.keys().collect::<Vec<_>>(), ["livefs-demo-pinned.service"], "{}", live["restarts"]);
     assert_eq!(live["boot"]["composefs"], false);
@@ -388,6 +393,7 @@ fn debian_vm_ansible_over_ssh() {
         assert_eq!((st.as_str(), &reset1["state"]["state"]), ("CHANGED", &serde_json::json!("booted")), "{reset1}");
         let (st, reset2) = ansible(out, "livefs.livefs.livefs", &reset, &[]);
         assert_eq!(st, "SUCCESS", "a second reset changes nothing: {reset2}");
+        apply_restart_over_a_killed_session(out, port);
     });
     std::fs::write(share.join("done"), b"").unwrap();
     let status = vm.wait().unwrap();
@@ -397,6 +403,95 @@ fn debian_vm_ansible_over_ssh() {
     }
     assert!(status.success(), "the VM scenario failed:\n{}", read(out, "run.log"));
     eprintln!("bookworm ssh: {}", read(out, "times.txt"));
-    let after = read(&share.join("out"), "status-after.txt");
-    assert!(after.contains("Live:        none"), "{after}");
+    let o = share.join("out");
+    let after = read(&o, "status-after.txt");
+    assert!(after.contains("Activation:  finished, "), "{after}");
+    // Not one request of the probe (every 20 ms, all along) failed; it saw both versions.
+    let probe = read(&o, "probe.txt");
+    assert!(probe.starts_with("failed 0\n"), "requests failed during the live update:\n{probe}");
+    assert!(probe.contains("version 1 ") && probe.contains("version 2 "), "{probe}");
+    assert_eq!(read(&o, "web-active-before").trim(), "active");
+    // The left-alone units were not restarted; the user's unit was, on request.
+    assert_eq!(read(&o, "left-alone-after"), read(&o, "left-alone-before"), "a left-alone unit was restarted");
+    let (user_before, user_after) = (read(&o, "user-pid-before"), read(&o, "user-pid-after"));
+    assert!(user_before.trim().parse::<u32>().is_ok_and(|p| p > 0), "the user's unit did not run: {user_before}");
+    assert_ne!(user_before, user_after, "livefs restart --user-units did not restart the user's unit");
+}
+
+/// An SSH command against the VM; its output.
+fn ssh(out: &Path, port: u16) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(["-p", &port.to_string(), "-i", &out.join("key").display().to_string()])
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=60", "root@127.0.0.1"])
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+fn ssh_output(out: &Path, port: u16, command: &str) -> String {
+    let o = ssh(out, port).arg(command).output().expect("cannot run ssh");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `apply --restart` over an SSH session (with a terminal) killed while it
+/// restarts units: it goes on, and `livefs status` shows the result. Then the
+/// user's unit it left alone is restarted by `livefs restart --user-units`.
+fn apply_restart_over_a_killed_session(out: &Path, port: u16) {
+    let log = std::fs::File::create(out.join("killed-session.log")).unwrap();
+    let mut session = ssh(out, port)
+        .arg("-tt")
+        .arg("/run/livefs-vm/livefs apply --allow-replacement --restart")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("cannot run ssh");
+    let started = std::time::Instant::now();
+    while !ssh_output(out, port, "cat /run/livefs/activation.json 2>/dev/null").contains("\"finished\":false") {
+        assert!(started.elapsed().as_secs() < 600, "no activation after 10 min:\n{}", read(out, "killed-session.log"));
+        assert!(session.try_wait().unwrap().is_none(), "the apply ended early:\n{}", read(out, "killed-session.log"));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    session.kill().unwrap();
+    session.wait().unwrap();
+    let status = loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&ssh_output(out, port, "/run/livefs-vm/livefs status --json")).unwrap_or_default();
+        if status["activation"]["state"] == "finished" {
+            break status;
+        }
+        assert!(started.elapsed().as_secs() < 900, "the activation did not finish: {status}");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    assert_valid(&validator("status"), "status --json (after a killed session)", &status);
+    assert_eq!(status["state"]["state"], "live", "{status}");
+    let a = &status["activation"]["activation"];
+    let actions: Vec<String> = a["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| format!("{} {} {}", x["verb"].as_str().unwrap(), x["unit"].as_str().unwrap(), x["result"]["ok"]))
+        .collect();
+    for want in ["stop livefs-demo-web.service true", "restart livefs-demo.service true", "start lighttpd.service true"]
+    {
+        assert!(actions.iter().any(|a| a == want), "no {want:?} in {actions:?}");
+    }
+    assert!(actions.iter().all(|a| a.ends_with(" true")), "{actions:?}");
+    let web = a["actions"].as_array().unwrap().iter().find(|x| x["unit"] == "livefs-demo-web.service").unwrap();
+    assert!(web["reasons"].to_string().contains("socket-activated: livefs-demo-web.socket keeps listening"), "{web}");
+    let skipped = |unit: &str, user: Option<&str>| -> String {
+        let s = a["skipped"].as_array().unwrap().iter().find(|s| s["unit"] == unit && s["user"].as_str() == user);
+        s.unwrap_or_else(|| panic!("{unit} ({user:?}) not left alone: {a}"))["reason"].as_str().unwrap().to_string()
+    };
+    assert!(skipped("ssh.service", None).starts_with("sshd"));
+    assert!(skipped("systemd-journald.service", None).contains("journal"));
+    assert!(skipped("systemd-logind.service", None).contains("login manager"));
+    assert!(skipped("livefs-demo-user.service", Some("livefs-user")).contains("--user-units"));
+    let restart = ssh_output(out, port, "/run/livefs-vm/livefs restart --user-units --json");
+    let restart: serde_json::Value = serde_json::from_str(&restart).unwrap_or_else(|e| panic!("{e}: {restart}"));
+    assert_valid(&validator("restart"), "restart --user-units --json", &restart);
+    let done =
+        restart["restart"]["actions"].as_array().unwrap().iter().any(|x| {
+            x["unit"] == "livefs-demo-user.service" && x["user"] == "livefs-user" && x["result"]["ok"] == true
+        });
+    assert!(done, "{restart}");
 }

@@ -197,6 +197,8 @@ pub struct RestartArgs {
     /// Machine-readable report: every action and its result.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub activation: ActivationArgs,
 }
 
 /// Options of the commands that change the running system.
@@ -216,15 +218,43 @@ pub struct ChangeArgs {
     /// units newly wanted by an active target (see livefs-restart(8)).
     #[arg(long)]
     pub restart: bool,
+    #[command(flatten)]
+    pub activation: ActivationArgs,
 }
 
 impl ChangeArgs {
+    /// The options; a usage error (exit status 2) for activation flags without `--restart`.
     pub fn options(&self, cli: &Cli) -> crate::live::transition::Options {
+        if !self.restart && (self.activation.daemon_reexec || self.activation.user_units) {
+            use clap::CommandFactory;
+            let kind = clap::error::ErrorKind::MissingRequiredArgument;
+            Cli::command().error(kind, "--daemon-reexec and --user-units need --restart").exit();
+        }
         crate::live::transition::Options {
             dry_run: self.dry_run,
             no_triggers: self.no_triggers,
             restart: self.restart,
+            activation: self.activation.request(),
             lock_wait: cli.lock_wait(),
         }
+    }
+}
+
+/// What an activation may do beyond the restart policy's defaults.
+#[derive(Debug, Args)]
+pub struct ActivationArgs {
+    /// Re-execute the systemd manager (systemctl daemon-reexec) when the update
+    /// changed it (as DaemonReexec=yes in /etc/livefs/restart.conf does).
+    #[arg(long)]
+    pub daemon_reexec: bool,
+    /// Restart the changed units of logged-in users' managers too (they are
+    /// reported per user otherwise).
+    #[arg(long)]
+    pub user_units: bool,
+}
+
+impl ActivationArgs {
+    pub fn request(&self) -> crate::systemd::activation::Request {
+        crate::systemd::activation::Request { daemon_reexec: self.daemon_reexec, user_units: self.user_units }
     }
 }

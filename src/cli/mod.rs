@@ -220,7 +220,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             transition_output(a.change.json, &o, Verb::Reset)
         }
         Command::Restart(a) => {
-            let o = crate::live::restart(&cli.paths(), a.dry_run, cli.lock_wait())?;
+            let o = crate::live::restart(&cli.paths(), a.activation.request(), a.dry_run, cli.lock_wait())?;
             output(a.json, &o, &o.warnings, |out, o| render::restart(&mut { out }, o))?;
             activation_result(Some(&o.restart))
         }

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use crate::etc::EtcAction;
 use crate::host::overlay::UsrState;
 use crate::live::state::LiveState;
-use crate::live::status::{CommitInfo, Status};
+use crate::live::status::{ActivationState, CommitInfo, LastActivation, Status};
 use crate::live::strategy::{Strategy, Tier};
 use crate::live::transition::Outcome;
 use crate::live::RestartOutcome;
@@ -77,6 +77,9 @@ pub fn status(out: &mut impl Write, st: &Status) -> io::Result<()> {
         )?;
     }
     restarts(out, &st.restarts, "Needs restart")?;
+    if let Some(l) = &st.activation {
+        last_activation(out, l)?;
+    }
     if let Some(s) = &st.strategy {
         strategy(out, s, "the pending deployment")?;
     }
@@ -272,7 +275,9 @@ pub fn restart(out: &mut impl Write, o: &RestartOutcome) -> io::Result<()> {
 
 fn activation(out: &mut impl Write, a: &Activation) -> io::Result<()> {
     let would = if a.dry_run { "Would " } else { "" };
-    if a.daemon_reload {
+    if a.daemon_reexec {
+        writeln!(out, "{would}systemctl daemon-reexec (the systemd manager changed)")?;
+    } else if a.daemon_reload {
         writeln!(out, "{would}systemctl daemon-reload")?;
     }
     if a.actions.is_empty() && a.skipped.is_empty() && a.left.is_empty() {
@@ -286,7 +291,8 @@ fn activation(out: &mut impl Write, a: &Activation) -> io::Result<()> {
             Some(r) if r.ok => ": ok".to_string(),
             Some(_) => ": FAILED".to_string(),
         };
-        writeln!(out, "{would}{verb} {} ({}){result}", act.unit, act.reasons.join("; "))?;
+        let unit = of_user(&act.unit, act.user.as_deref());
+        writeln!(out, "{would}{verb} {unit} ({}){result}", act.reasons.join("; "))?;
         if let Some(r) = act.result.as_ref().filter(|r| !r.ok) {
             for line in r.status.lines() {
                 writeln!(out, "    {line}")?;
@@ -294,7 +300,7 @@ fn activation(out: &mut impl Write, a: &Activation) -> io::Result<()> {
         }
     }
     for s in &a.skipped {
-        writeln!(out, "Left alone: {} ({})", s.unit, s.reason)?;
+        writeln!(out, "Left alone: {} ({})", of_user(&s.unit, s.user.as_deref()), s.reason)?;
     }
     for l in &a.left {
         let (command, pid, files) = (&l.command, l.pid, l.files.join(", "));
@@ -336,6 +342,41 @@ fn strategy(out: &mut impl Write, s: &Strategy, what: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// The last activation of this boot, in one line, and its failed actions.
+fn last_activation(out: &mut impl Write, l: &LastActivation) -> io::Result<()> {
+    let a = &l.activation;
+    let (ran, total) = (a.actions.iter().filter(|x| x.result.is_some()).count(), a.actions.len());
+    let failed: Vec<String> =
+        a.failed().map(|f| format!("{} {}", f.verb.as_str(), of_user(&f.unit, f.user.as_deref()))).collect();
+    let pid = l.pid;
+    match l.state {
+        ActivationState::Finished if failed.is_empty() => writeln!(out, "Activation:  finished, {ran} action(s) done")?,
+        ActivationState::Finished => writeln!(
+            out,
+            "Activation:  finished, {ran} action(s) done, {} failed: {} (`livefs restart` retries)",
+            failed.len(),
+            failed.join(", ")
+        )?,
+        ActivationState::Running => {
+            writeln!(out, "Activation:  running (livefs pid {pid}), {ran} of {total} action(s) done")?
+        }
+        ActivationState::Interrupted => writeln!(
+            out,
+            "Activation:  interrupted after {ran} of {total} action(s) (livefs pid {pid} is gone): \
+             `livefs restart` finishes it"
+        )?,
+    }
+    Ok(())
+}
+
+/// A unit of the system's manager, or of a user's.
+fn of_user(unit: &str, user: Option<&str>) -> String {
+    match user {
+        Some(u) => format!("{unit} of user {u}"),
+        None => unit.to_string(),
+    }
+}
+
 /// ` in UNIT` for a process's unit, nothing when it is in none (`-`).
 fn in_unit(unit: &str) -> String {
     if unit == "-" {
@@ -348,6 +389,11 @@ fn in_unit(unit: &str) -> String {
 fn restarts(out: &mut impl Write, r: &Restarts, what: &str) -> io::Result<()> {
     for u in &r.units {
         writeln!(out, "{what}: {u} (its unit files changed)")?;
+    }
+    for (user, units) in &r.user_units {
+        for u in units {
+            writeln!(out, "{what}: {u} of user {user} (its unit files changed; --user-units restarts it)")?;
+        }
     }
     for (unit, procs) in &r.processes {
         for p in procs {

@@ -166,8 +166,9 @@ pub fn layer_footprint(plan: &Plan, links: bool) -> Footprint {
 }
 
 /// What a live apply of `to` delivers on `system`, compared with what runs
-/// (the booted kernel, arguments and manner of boot).
-pub fn strategy_of(repo: &Repo, system: &System, to: Checksum) -> anyhow::Result<Strategy> {
+/// (the booted kernel, arguments and manner of boot); `daemon_reexec`: a
+/// changed manager is re-executed live.
+pub fn strategy_of(repo: &Repo, system: &System, to: Checksum, daemon_reexec: bool) -> anyhow::Result<Strategy> {
     let diff = usr_diff(repo, system.booted.checksum, to)?;
     let target_kargs = system.deployments.iter().find(|d| d.checksum == to).and_then(|d| d.kargs.as_deref());
     let target_soft_reboot_target = has_path(repo, usr_root(repo, to)?, SOFT_REBOOT_TARGET)?;
@@ -178,6 +179,7 @@ pub fn strategy_of(repo: &Repo, system: &System, to: Checksum) -> anyhow::Result
         target_kargs,
         composefs: system.boot.composefs,
         target_soft_reboot_target,
+        daemon_reexec,
     }))
 }
 

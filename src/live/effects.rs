@@ -113,21 +113,39 @@ pub fn add_costs(s: &mut Strategy, root: &Path, plan: &Plan, changed: &[String])
 
 /// Acts on units as a boot would (see `activation`) for `restarts` and the unit
 /// events of this boot (plus `new_events`, this transition's in a dry run);
-/// remembers what failed for the next `livefs restart`.
+/// keeps its progress for `livefs status` and remembers what failed for the
+/// next `livefs restart`.
 pub fn activate(
     root: &Path,
     run: &RunDir,
     restarts: &Restarts,
     new_events: &UnitEvents,
+    request: activation::Request,
     dry_run: bool,
 ) -> anyhow::Result<Activation> {
     let mut events = activation::load_events(run)?;
-    let mut a = activation::schedule(root, restarts, &events, new_events);
+    let mut a = activation::schedule(root, restarts, &events, new_events, request);
     a.dry_run = dry_run;
-    if !dry_run {
-        activation::execute(&mut a);
-        activation::remember(&mut events, &a);
-        activation::save_events(run, &events)?;
+    if dry_run {
+        return Ok(a);
     }
+    let pid = std::process::id();
+    let mut unsaved = None;
+    activation::execute(&mut a, &mut |a| {
+        let progress = activation::Progress { pid, finished: false, activation: a.clone() };
+        if let Err(e) = activation::save_progress(run, &progress) {
+            unsaved.get_or_insert(e);
+        }
+    });
+    let done = activation::Progress { pid, finished: true, activation: a.clone() };
+    let saved = match unsaved {
+        Some(e) => Err(e),
+        None => activation::save_progress(run, &done),
+    };
+    if let Err(e) = saved {
+        crate::messages::warn(format!("cannot keep the activation's progress: {e:#}"));
+    }
+    activation::remember(&mut events, &a);
+    activation::save_events(run, &events)?;
     Ok(a)
 }

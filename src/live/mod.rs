@@ -88,14 +88,19 @@ pub struct RestartOutcome {
 /// `livefs restart`: finishes what earlier transitions of this boot left to a
 /// restart — units running an old definition or old code, units newly wanted or
 /// removed — as `apply --restart` does right after a transition.
-pub fn restart(paths: &Paths, dry_run: bool, lock_wait: std::time::Duration) -> anyhow::Result<RestartOutcome> {
+pub fn restart(
+    paths: &Paths,
+    request: crate::systemd::activation::Request,
+    dry_run: bool,
+    lock_wait: std::time::Duration,
+) -> anyhow::Result<RestartOutcome> {
     let s = Session::open(paths, Command::Restart, lock_wait)?;
     decide::decide(Command::Restart, &s.facts())?;
     let root = &paths.root;
     crate::systemd::activation::check(root)?;
     let (replaced, units) = (effects::replaced(&s.host.run)?, effects::unit_changes(&s.host.run)?);
     let report = || crate::systemd::needs_restart::report(root, &replaced, &Default::default(), &units);
-    let restart = effects::activate(root, &s.host.run, &report(), &Default::default(), dry_run)?;
+    let restart = effects::activate(root, &s.host.run, &report(), &Default::default(), request, dry_run)?;
     Ok(RestartOutcome { restart, restarts: report(), warnings: crate::messages::take() })
 }
 

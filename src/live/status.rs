@@ -12,6 +12,7 @@ use crate::live::session::{reconcile, rpm_ostree_live};
 use crate::live::state::{self, LiveState};
 use crate::live::strategy::Strategy;
 use crate::repo::{Checksum, Repo};
+use crate::systemd::activation::{self, Activation, Progress};
 use crate::systemd::needs_restart::Restarts;
 
 /// A commit as `status` shows it.
@@ -70,11 +71,51 @@ pub struct Status {
     pub rpm_ostree_live: Option<String>,
     /// What a live apply of the pending deployment would deliver.
     pub strategy: Option<Strategy>,
+    /// The last activation of this boot (`--restart`, `livefs restart`), as far
+    /// as it went: the result of one whose terminal went away.
+    pub activation: Option<LastActivation>,
     /// The deployment loaded at `/run/nextroot` (`ostree admin
     /// prepare-soft-reboot`): the next `systemctl reboot` is a soft reboot into it.
     pub soft_reboot_into: Option<CommitInfo>,
     /// What went wrong without stopping the command (a corrupt record, …).
     pub warnings: Vec<String>,
+}
+
+/// Where the last activation got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivationState {
+    /// Its livefs still runs it.
+    Running,
+    Finished,
+    /// Its livefs died before all actions ran: `livefs restart` finishes it.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastActivation {
+    pub state: ActivationState,
+    /// The livefs process that ran it.
+    pub pid: u32,
+    pub activation: Activation,
+}
+
+/// The last activation from its progress record; `alive`: whether a process
+/// still runs.
+fn last_activation(progress: Option<Progress>, alive: impl Fn(u32) -> bool) -> Option<LastActivation> {
+    let p = progress?;
+    let state = match (p.finished, alive(p.pid)) {
+        (true, _) => ActivationState::Finished,
+        (false, true) => ActivationState::Running,
+        (false, false) => ActivationState::Interrupted,
+    };
+    Some(LastActivation { state, pid: p.pid, activation: p.activation })
+}
+
+/// Whether process `pid` runs livefs (a recycled PID runs something else).
+fn livefs_runs(pid: u32) -> bool {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+    exe.is_ok_and(|e| e.file_name().is_some_and(|n| n.to_string_lossy().starts_with("livefs")))
 }
 
 pub fn status(paths: &Paths) -> anyhow::Result<Status> {
@@ -110,6 +151,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
     };
     Ok(Status {
         soft_reboot_into: system.next_root.as_ref().map(|d| info(d.checksum)),
+        activation: last_activation(activation::load_progress(&host.run)?, livefs_runs),
         strategy: pending_strategy(&host, &repo, state)?,
         restarts: crate::live::effects::restarts_now(&paths.root, &host.run)?,
         rpm_ostree_live: rpm_ostree_live(&host, &repo),
@@ -130,10 +172,27 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
 /// replace and restart, from what `/usr` holds now: the plan an apply would check.
 fn pending_strategy(host: &Host, repo: &Repo, state: LiveState) -> anyhow::Result<Option<Strategy>> {
     let Some(p) = &host.system.pending else { return Ok(None) };
-    let mut s = changes::strategy_of(repo, &host.system, p.checksum)?;
+    let mut s = changes::strategy_of(repo, &host.system, p.checksum, false)?;
     let booted = host.system.booted.checksum;
     let plan = changes::plan_usr(repo, state.current(booted).unwrap_or(booted), p.checksum)?.plan;
     let changed = changes::changed_paths(&plan, &Default::default());
     crate::live::effects::add_costs(&mut s, &host.paths.root, &plan, &changed)?;
     Ok(Some(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_activation_is_running_finished_or_interrupted() {
+        let progress = |finished| Some(Progress { pid: 7, finished, activation: Activation::default() });
+        let state = |p, alive: bool| last_activation(p, |_| alive).map(|l| l.state);
+        assert_eq!(state(None, true), None);
+        assert_eq!(state(progress(true), true), Some(ActivationState::Finished));
+        assert_eq!(state(progress(true), false), Some(ActivationState::Finished));
+        assert_eq!(state(progress(false), true), Some(ActivationState::Running));
+        assert_eq!(state(progress(false), false), Some(ActivationState::Interrupted));
+        assert!(!livefs_runs(u32::MAX), "no such process");
+    }
 }

@@ -97,12 +97,16 @@ pub struct Facts<'a> {
     pub composefs: bool,
     /// The target has `soft-reboot.target` (systemd ≥ 254).
     pub target_soft_reboot_target: bool,
+    /// A changed manager is re-executed live (`--restart --daemon-reexec`).
+    pub daemon_reexec: bool,
 }
 
-/// Why a change of the `/usr` path `path` needs everything restarted, if it does.
-fn userspace_wide(path: &str) -> Option<String> {
+/// Why a change of the `/usr` path `path` needs everything restarted, if it
+/// does (`daemon_reexec`: the manager is re-executed live).
+fn userspace_wide(path: &str, daemon_reexec: bool) -> Option<String> {
     let name = path.rsplit('/').next().unwrap_or("");
     let what = match path {
+        "/lib/systemd/systemd" if daemon_reexec => return None,
         "/lib/systemd/systemd" => "a changed systemd manager (PID 1)",
         "/lib/systemd/systemd-logind" => "a changed login manager",
         "/bin/dbus-daemon" | "/bin/dbus-broker" | "/bin/dbus-broker-launch" => "a changed message bus",
@@ -122,7 +126,7 @@ pub fn of(f: &Facts) -> Strategy {
             policy_changed = true;
         }
         let Some(rest) = path.strip_prefix("/lib/modules/") else {
-            soft_reboot_for.extend(userspace_wide(path));
+            soft_reboot_for.extend(userspace_wide(path, f.daemon_reexec));
             continue;
         };
         let reason = match rest.split_once('/') {
@@ -196,6 +200,7 @@ mod tests {
                 target_kargs: Some("root=UUID=x rw"),
                 composefs,
                 target_soft_reboot_target: target_sr,
+                daemon_reexec: false,
             }
         }
         let plain = diff(&["/bin/hello"], &["/share/newpkg/data"]);
@@ -230,6 +235,11 @@ mod tests {
             s.soft_reboot_blockers[0],
             "not booted with composefs (ostree soft-reboots only composefs-booted hosts)"
         );
+        // Re-executed live, a changed manager needs no soft reboot; the C library still does.
+        let reexec = Facts { daemon_reexec: true, ..facts(&manager, true, true) };
+        assert_eq!((of(&reexec).needs, of(&reexec).soft_reboot_for.len()), (Tier::Live, 0));
+        let reexec = Facts { daemon_reexec: true, ..facts(&libc, true, true) };
+        assert_eq!(of(&reexec).needs, Tier::SoftReboot);
         let kargs = Facts { target_kargs: Some("root=UUID=x rw quiet"), ..facts(&plain, true, true) };
         let s = of(&kargs);
         assert_eq!((s.needs, s.reboot_for.len()), (Tier::Reboot, 1), "{s:?}");

@@ -6,11 +6,15 @@
 //! Units opt out with the keys NixOS uses, read from their unit file and drop-ins
 //! (systemd ignores `X-` keys): `X-RestartIfChanged=false` leaves a unit alone,
 //! `X-ReloadIfChanged=true` reloads it instead. `RefuseManualStop=yes` and
-//! `RefuseManualStart=yes` are honoured. Never touched: PID 1 (a changed manager
-//! needs `systemctl daemon-reexec` or a reboot, which the strategy says), the
-//! system message bus, the unit livefs itself runs in, mounts and swaps; and
-//! processes outside system services (sessions' scopes, users' managers) are
-//! listed, not killed.
+//! `RefuseManualStart=yes` are honoured. A socket-activated service is stopped,
+//! not restarted: its socket keeps listening (connections queue, none is
+//! refused) and starts the new code on the next connection; a changed socket is
+//! restarted, its service stopped first. Never touched: the units the
+//! [`restart_policy`] leaves alone (the message bus, sshd, …), the unit livefs
+//! itself runs in, mounts and swaps; PID 1 only re-executed when the admin asks
+//! (`--daemon-reexec`, `DaemonReexec=yes`); units of users' managers only
+//! restarted with `--user-units`; processes outside system services (sessions'
+//! scopes) are listed, not killed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -19,8 +23,17 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::host::rundir::RunDir;
-use crate::systemd::left_alone;
 use crate::systemd::needs_restart::{self, Restarts, UNIT_DIRS};
+use crate::systemd::restart_policy::{self, Policy};
+
+/// What the admin asked of an activation beyond the policy's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Re-execute PID 1 when it runs replaced files (`systemctl daemon-reexec`).
+    pub daemon_reexec: bool,
+    /// Restart the changed units of logged-in users' managers too.
+    pub user_units: bool,
+}
 
 /// What transitions since boot did to the unit files (absolute paths as on the
 /// running system): `--restart` starts what became wanted and stops what went.
@@ -74,6 +87,9 @@ impl Verb {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnitAction {
     pub unit: String,
+    /// The user whose manager runs it; none for the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub verb: Verb,
     /// Why: its unit files changed, a process uses replaced files, newly wanted…
     pub reasons: Vec<String>,
@@ -92,6 +108,8 @@ pub struct ActionResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Skipped {
     pub unit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub reason: String,
 }
 
@@ -112,6 +130,10 @@ pub struct Activation {
     pub dry_run: bool,
     /// `systemctl daemon-reload` first: systemd has not loaded the changed files.
     pub daemon_reload: bool,
+    /// `systemctl daemon-reexec` first (it reloads too): PID 1 runs replaced
+    /// files and the admin asked for it.
+    #[serde(default)]
+    pub daemon_reexec: bool,
     pub actions: Vec<UnitAction>,
     pub skipped: Vec<Skipped>,
     pub left: Vec<Left>,
@@ -199,8 +221,8 @@ fn opt_outs(props: &BTreeMap<String, String>) -> (bool, bool) {
         for line in text.lines() {
             let Some((k, v)) = line.split_once('=') else { continue };
             match k.trim() {
-                "X-RestartIfChanged" => restart = boolean(v).unwrap_or(restart),
-                "X-ReloadIfChanged" => reload = boolean(v).unwrap_or(reload),
+                "X-RestartIfChanged" => restart = restart_policy::boolean(v).unwrap_or(restart),
+                "X-ReloadIfChanged" => reload = restart_policy::boolean(v).unwrap_or(reload),
                 _ => {}
             }
         }
@@ -208,16 +230,7 @@ fn opt_outs(props: &BTreeMap<String, String>) -> (bool, bool) {
     (restart, reload)
 }
 
-/// A systemd boolean.
-fn boolean(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "yes" | "true" | "on" => Some(true),
-        "0" | "no" | "false" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-const PROPERTIES: [&str; 8] = [
+const PROPERTIES: [&str; 11] = [
     "Id",
     "LoadState",
     "ActiveState",
@@ -226,6 +239,9 @@ const PROPERTIES: [&str; 8] = [
     "FragmentPath",
     "DropInPaths",
     "NeedDaemonReload",
+    "TriggeredBy",
+    "Triggers",
+    "Accept",
 ];
 
 /// What systemd (and the unit's files) say of one unit.
@@ -240,6 +256,12 @@ pub struct UnitFacts {
     pub no_restart: bool,
     /// `X-ReloadIfChanged=true`: reloaded instead of restarted.
     pub reload: bool,
+    /// The units that start it (its sockets, timers, paths).
+    pub triggered_by: Vec<String>,
+    /// The units it starts (a socket's services).
+    pub triggers: Vec<String>,
+    /// A socket that spawns one service instance per connection (`Accept=yes`).
+    pub accept: bool,
 }
 
 impl UnitFacts {
@@ -254,6 +276,9 @@ impl UnitFacts {
             need_daemon_reload: get("NeedDaemonReload") == "yes",
             no_restart: !restart_ok,
             reload,
+            triggered_by: get("TriggeredBy").split_whitespace().map(str::to_string).collect(),
+            triggers: get("Triggers").split_whitespace().map(str::to_string).collect(),
+            accept: get("Accept") == "yes",
         }
     }
 }
@@ -269,22 +294,28 @@ pub struct Facts {
     pub restart: BTreeMap<String, Vec<String>>,
     /// Units livefs failed to restart, reload or start before.
     pub failed: BTreeSet<String>,
-    /// Processes outside system services (and PID 1): listed, never acted on.
+    /// Processes outside system services: listed, never acted on.
     pub left: Vec<Left>,
+    /// The replaced files PID 1 runs or maps (a changed manager).
+    pub manager: Vec<String>,
+    /// Active units of users' managers whose unit files changed, by user.
+    pub user_units: BTreeMap<String, Vec<String>>,
     /// What systemd says of every unit above (a unit it does not know is absent).
     pub units: BTreeMap<String, UnitFacts>,
     /// The unit livefs itself runs in.
     pub own: Option<String>,
-    /// The units never restarted, stopped or reloaded on their own ([`left_alone`]).
-    pub left_alone: Vec<left_alone::Entry>,
+    /// The admin's policy (the units left alone; re-executing PID 1).
+    pub policy: Policy,
+    pub request: Request,
 }
 
 /// Gathers the facts about `restarts` (the report of what runs old code) and
 /// `events` (units wanted or removed since boot; `new_events` are this
 /// transition's, not on disk yet in a dry run): which paths still exist under
 /// ROOT, and what systemd says of every unit involved (asked at once).
-fn gather(root: &Path, restarts: &Restarts, events: &UnitEvents, new_events: &UnitEvents) -> Facts {
-    let mut f = Facts { failed: events.failed.clone(), ..Facts::default() };
+fn gather(root: &Path, restarts: &Restarts, events: &UnitEvents, new_events: &UnitEvents, request: Request) -> Facts {
+    let mut f =
+        Facts { failed: events.failed.clone(), user_units: restarts.user_units.clone(), request, ..Facts::default() };
     for p in events.wanted.iter().filter(|p| exists(root, p)).chain(&new_events.wanted) {
         if let Some((target, unit)) = wanted_link(p) {
             f.wanted.entry(unit).or_default().push(target);
@@ -306,7 +337,9 @@ fn gather(root: &Path, restarts: &Restarts, events: &UnitEvents, new_events: &Un
     for (unit, procs) in &restarts.processes {
         let outside = unit == "-" || unit.ends_with(".scope") || unit.starts_with("user@");
         for p in procs {
-            if outside || p.pid == 1 {
+            if p.pid == 1 {
+                f.manager.extend(p.files.iter().cloned());
+            } else if outside {
                 let p = p.clone();
                 f.left.push(Left { unit: unit.clone(), pid: p.pid, command: p.command, files: p.files });
             } else {
@@ -321,41 +354,102 @@ fn gather(root: &Path, restarts: &Restarts, events: &UnitEvents, new_events: &Un
     let units: Vec<String> = units.into_iter().collect();
     let shown = needs_restart::show(&units, &PROPERTIES);
     f.units = units.into_iter().zip(shown.iter().map(UnitFacts::of)).collect();
+    // The sockets of the services to restart, and the services of the sockets.
+    let related: BTreeSet<String> = f
+        .restart
+        .keys()
+        .filter_map(|u| f.units.get(u))
+        .flat_map(|u| u.triggered_by.iter().chain(&u.triggers))
+        .filter(|u| !f.units.contains_key(*u))
+        .cloned()
+        .collect();
+    let related: Vec<String> = related.into_iter().collect();
+    let shown = needs_restart::show(&related, &PROPERTIES);
+    f.units.extend(related.into_iter().zip(shown.iter().map(UnitFacts::of)));
     f.own = needs_restart::unit_of(std::process::id());
-    f.left_alone = left_alone::load(root);
+    f.policy = restart_policy::load(root);
     f
 }
 
 /// What to do about `restarts` and the unit events (see `gather`).
-pub fn schedule(root: &Path, restarts: &Restarts, events: &UnitEvents, new_events: &UnitEvents) -> Activation {
-    decide(gather(root, restarts, events, new_events))
+pub fn schedule(
+    root: &Path,
+    restarts: &Restarts,
+    events: &UnitEvents,
+    new_events: &UnitEvents,
+    request: Request,
+) -> Activation {
+    decide(gather(root, restarts, events, new_events, request))
 }
 
 /// The activation the facts call for, as a boot would do it: stop active units
 /// whose unit file went away, reload or restart active units that run old code
-/// (unless they opt out), start again what livefs failed to start before, start
-/// units newly wanted by an active target; each only if `refusal` allows.
+/// (unless they opt out; a socket-activated service is stopped and left to its
+/// socket), start again what livefs failed to start before, start units newly
+/// wanted by an active target; each only if `refusal` allows. PID 1 is
+/// re-executed, and users' units restarted, only when asked.
 pub fn decide(mut f: Facts) -> Activation {
     let none = UnitFacts::default();
     let unit = |u: &str| f.units.get(u).unwrap_or(&none);
     let own = f.own.as_deref();
-    let skip = |name: &str, reason: &str| Err(Skipped { unit: name.to_string(), reason: reason.to_string() });
-    let never = &f.left_alone;
+    let skip =
+        |name: &str, reason: &str| Err(Skipped { unit: name.to_string(), user: None, reason: reason.to_string() });
+    let never = &f.policy.left_alone;
     let act = |name: &str, verb: Verb, reasons: Vec<String>| match refusal(name, unit(name), own, never, verb) {
-        Some(reason) => Err(Skipped { unit: name.to_string(), reason }),
-        None => Ok(UnitAction { unit: name.to_string(), verb, reasons, result: None }),
+        Some(reason) => Err(Skipped { unit: name.to_string(), user: None, reason }),
+        None => Ok(UnitAction { unit: name.to_string(), user: None, verb, reasons, result: None }),
     };
     let mut verdicts = Vec::new();
     for name in f.removed.iter().filter(|u| unit(u).active) {
         f.restart.remove(name);
         verdicts.push(act(name, Verb::Stop, vec!["its unit file was removed".into()]));
     }
+    // Sockets restarted: their services must be down first, or systemd refuses to start them.
+    let restarted_sockets: BTreeSet<&String> = f
+        .restart
+        .keys()
+        .filter(|u| u.ends_with(".socket") && unit(u).active && !unit(u).reload && !unit(u).no_restart)
+        .filter(|u| refusal(u, unit(u), own, never, Verb::Restart).is_none())
+        .collect();
+    let mut stopped_for_socket = BTreeSet::new();
     for (name, reasons) in f.restart.iter().filter(|(u, _)| unit(u).active) {
-        let verb = if unit(name).reload { Verb::Reload } else { Verb::Restart };
-        verdicts.push(match act(name, verb, reasons.clone()) {
-            Ok(_) if unit(name).no_restart => skip(name, "X-RestartIfChanged=false"),
+        let facts = unit(name);
+        let sockets: Vec<&String> =
+            facts.triggered_by.iter().filter(|t| t.ends_with(".socket") && unit(t).active).collect();
+        if facts.reload || sockets.is_empty() {
+            let verb = if facts.reload { Verb::Reload } else { Verb::Restart };
+            verdicts.push(match act(name, verb, reasons.clone()) {
+                Ok(_) if facts.no_restart => skip(name, "X-RestartIfChanged=false"),
+                verdict => verdict,
+            });
+            continue;
+        }
+        if let Some(socket) = sockets.iter().find(|s| unit(s).accept) {
+            let why =
+                format!("one connection of {socket} (Accept=yes): it ends with it; new connections run the new code");
+            verdicts.push(skip(name, &why));
+            continue;
+        }
+        let list = sockets.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        let how = if sockets.iter().any(|s| restarted_sockets.contains(s)) {
+            format!("socket-activated: {list} restarted, starts the new code on the next connection")
+        } else {
+            format!("socket-activated: {list} keeps listening and starts the new code on the next connection")
+        };
+        let reasons = reasons.iter().cloned().chain([how]).collect();
+        verdicts.push(match act(name, Verb::Stop, reasons) {
+            Ok(_) if facts.no_restart => skip(name, "X-RestartIfChanged=false"),
             verdict => verdict,
         });
+        stopped_for_socket.insert(name.clone());
+    }
+    for socket in &restarted_sockets {
+        for service in unit(socket).triggers.iter().filter(|t| unit(t).active && !f.restart.contains_key(*t)) {
+            if stopped_for_socket.insert(service.clone()) {
+                let why = format!("its socket {socket} is restarted, and starts it on the next connection");
+                verdicts.push(act(service, Verb::Stop, vec![why]));
+            }
+        }
     }
     // What livefs failed to (re)start before, now fixed: started, as it was meant to run.
     for name in &f.failed {
@@ -373,8 +467,38 @@ pub fn decide(mut f: Facts) -> Activation {
             false => act(name, Verb::Start, wanting.iter().map(|t| format!("newly wanted by {t}")).collect()),
         });
     }
+    for (user, units) in &f.user_units {
+        for name in units {
+            let reasons = vec!["its unit files changed".to_string()];
+            let verdict = match refusal(name, &none, None, never, Verb::Restart) {
+                Some(reason) => Err(reason),
+                None if !f.request.user_units => {
+                    Err(format!("a unit of {user}'s manager: restarted with --user-units"))
+                }
+                None => Ok(UnitAction {
+                    unit: name.clone(),
+                    user: Some(user.clone()),
+                    verb: Verb::Restart,
+                    reasons,
+                    result: None,
+                }),
+            };
+            verdicts.push(verdict.map_err(|reason| Skipped { unit: name.clone(), user: Some(user.clone()), reason }));
+        }
+    }
+    let reexec = !f.manager.is_empty() && (f.request.daemon_reexec || f.policy.daemon_reexec);
+    if !f.manager.is_empty() && !reexec {
+        let why = format!(
+            "the systemd manager (PID 1) runs replaced {}: re-executed with --daemon-reexec or DaemonReexec=yes \
+             in /{}, else at the next (soft) reboot",
+            f.manager.join(", "),
+            restart_policy::CONF
+        );
+        verdicts.push(skip("init.scope", &why));
+    }
     let mut out = Activation {
-        daemon_reload: f.units.values().any(|u| u.need_daemon_reload),
+        daemon_reload: !reexec && f.units.values().any(|u| u.need_daemon_reload),
+        daemon_reexec: reexec,
         left: std::mem::take(&mut f.left),
         ..Activation::default()
     };
@@ -384,7 +508,7 @@ pub fn decide(mut f: Facts) -> Activation {
             Err(skipped) => out.skipped.push(skipped),
         }
     }
-    out.actions.sort_by(|a, b| (a.verb, &a.unit).cmp(&(b.verb, &b.unit)));
+    out.actions.sort_by(|a, b| (a.verb, &a.user, &a.unit).cmp(&(b.verb, &b.user, &b.unit)));
     out
 }
 
@@ -394,13 +518,13 @@ fn refusal(
     unit: &str,
     facts: &UnitFacts,
     own: Option<&str>,
-    never: &[left_alone::Entry],
+    never: &[restart_policy::Entry],
     verb: Verb,
 ) -> Option<String> {
     if own == Some(unit) {
         return Some("livefs runs in it".into());
     }
-    if let Some(why) = left_alone::reason(never, unit).filter(|_| verb != Verb::Start) {
+    if let Some(why) = restart_policy::reason(never, unit).filter(|_| verb != Verb::Start) {
         return Some(why.to_string());
     }
     match unit.rsplit_once('.').map(|(_, t)| t) {
@@ -424,7 +548,7 @@ fn refusal(
 /// Records in `events` which units' actions failed (the next `livefs restart`
 /// starts them) and forgets those that went through or run again.
 pub fn remember(events: &mut UnitEvents, a: &Activation) {
-    for action in &a.actions {
+    for action in a.actions.iter().filter(|a| a.user.is_none()) {
         match &action.result {
             Some(r) if !r.ok && action.verb != Verb::Stop => events.failed.insert(action.unit.clone()),
             Some(_) => events.failed.remove(&action.unit),
@@ -433,19 +557,31 @@ pub fn remember(events: &mut UnitEvents, a: &Activation) {
     }
 }
 
-/// Runs the plan: `daemon-reload` if needed, then each action in order; a failed
-/// one is recorded with the unit's status and the others go on.
-pub fn execute(a: &mut Activation) {
-    if a.daemon_reload {
+/// Runs the plan: `daemon-reexec` or `daemon-reload` if needed, then each action
+/// in order; a failed one is recorded with the unit's status and the others go
+/// on. `progress` sees the activation after each step (to keep it on disk).
+///
+/// A hangup does not stop it: restarting the network or sshd can end the SSH
+/// session that runs livefs, and an activation left half-way leaves services
+/// down. (Output to a closed terminal fails with EPIPE/EIO, and is not needed:
+/// the result is kept.)
+pub fn execute(a: &mut Activation, progress: &mut dyn FnMut(&Activation)) {
+    ignore_hangups();
+    let manager = if a.daemon_reexec { Some("daemon-reexec") } else { a.daemon_reload.then_some("daemon-reload") };
+    if let Some(verb) = manager {
         // A failure shows in the actions that follow.
-        let _ = Command::new("systemctl").arg("daemon-reload").output();
+        let _ = Command::new("systemctl").arg(verb).output();
     }
-    for action in &mut a.actions {
-        let out = Command::new("systemctl").arg(action.verb.as_str()).arg("--").arg(&action.unit).output();
+    progress(a);
+    for i in 0..a.actions.len() {
+        let action = &a.actions[i];
+        let user = needs_restart::manager_args(action.user.as_deref());
+        let out = Command::new("systemctl").args(&user).arg(action.verb.as_str()).arg("--").arg(&action.unit).output();
         let result = match out {
             Ok(o) if o.status.success() => ActionResult { ok: true, status: String::new() },
             Ok(o) => {
                 let status = Command::new("systemctl")
+                    .args(&user)
                     .args(["status", "--no-pager", "--full", "--lines=10", "--"])
                     .arg(&action.unit)
                     .output()
@@ -455,8 +591,41 @@ pub fn execute(a: &mut Activation) {
             }
             Err(e) => ActionResult { ok: false, status: format!("cannot run systemctl: {e}") },
         };
-        action.result = Some(result);
+        a.actions[i].result = Some(result);
+        progress(a);
     }
+}
+
+/// SIGHUP ignored from here on, for this process and the systemctl it runs.
+fn ignore_hangups() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler and
+    // touches no memory; livefs installs no handler of its own for SIGHUP.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
+/// The activation of the last transition or `livefs restart` of this boot, as
+/// far as it went: `livefs status` shows it, so that the result of one whose
+/// terminal went away is known.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    /// The livefs process running it.
+    pub pid: u32,
+    /// All its actions ran.
+    pub finished: bool,
+    pub activation: Activation,
+}
+
+const PROGRESS: &str = "activation.json";
+
+/// The last activation's progress, if one ran in this boot.
+pub fn load_progress(run: &RunDir) -> anyhow::Result<Option<Progress>> {
+    run.read_record(PROGRESS)
+}
+
+pub fn save_progress(run: &RunDir, progress: &Progress) -> anyhow::Result<()> {
+    run.write_record(PROGRESS, progress)
 }
 
 #[cfg(test)]
@@ -498,7 +667,7 @@ mod tests {
             "b.service" => refuse_start.clone(),
             _ => UnitFacts::default(),
         };
-        let never = left_alone::defaults();
+        let never = restart_policy::defaults();
         let r = |unit, verb| refusal(unit, &facts(unit), Some("agent.service"), &never, verb);
         assert_eq!(r("a.service", Verb::Restart).as_deref(), Some("RefuseManualStop=yes"));
         assert_eq!(r("a.service", Verb::Start), None);
@@ -561,10 +730,9 @@ mod tests {
                 ),
             ]),
             failed: BTreeSet::from(["broke.service".to_string(), "new.service".into()]),
-            left: vec![],
             units,
             own: Some("agent.service".into()),
-            left_alone: left_alone::defaults(),
+            ..Facts::default()
         };
         let a = decide(facts);
         let actions: Vec<(Verb, &str)> = a.actions.iter().map(|x| (x.verb, x.unit.as_str())).collect();
@@ -589,6 +757,112 @@ mod tests {
         assert_eq!(skipped[3], ("pinned.service", "X-RestartIfChanged=false"));
         assert!(skipped[4].0 == "ssh.service" && skipped[4].1.starts_with("sshd"), "{skipped:?}");
         assert!(!a.daemon_reload);
+    }
+
+    /// Socket activation, users' managers and PID 1: a table of facts and the
+    /// actions (and skips) they call for.
+    #[test]
+    fn sockets_users_and_the_manager() {
+        let active = UnitFacts { active: true, ..UnitFacts::default() };
+        let by = |s: &[&str]| UnitFacts { triggered_by: s.iter().map(|x| x.to_string()).collect(), ..active.clone() };
+        let socket = |t: &[&str], accept: bool| UnitFacts {
+            triggers: t.iter().map(|x| x.to_string()).collect(),
+            accept,
+            ..active.clone()
+        };
+        let units = BTreeMap::from([
+            // web.service changed, web.socket did not: only the service is stopped.
+            ("web.service".to_string(), by(&["web.socket"])),
+            ("web.socket".to_string(), socket(&["web.service"], false)),
+            // api.socket changed: restarted, its running service (unchanged) stopped first.
+            ("api.service".to_string(), by(&["api.socket"])),
+            ("api.socket".to_string(), socket(&["api.service"], false)),
+            // Both changed: the service stopped once, the socket restarted.
+            ("both.service".to_string(), by(&["both.socket"])),
+            ("both.socket".to_string(), socket(&["both.service"], false)),
+            // An instance of an Accept=yes socket: one connection, left to end.
+            ("echo@1-x.service".to_string(), by(&["echo.socket"])),
+            ("echo.socket".to_string(), socket(&[], true)),
+            // A socket that is not listening: a plain restart.
+            ("idle-socket.service".to_string(), by(&["idle.socket"])),
+            ("idle.socket".to_string(), UnitFacts::default()),
+            // Reloaded instead: the socket does not matter.
+            ("reloads.service".to_string(), UnitFacts { reload: true, ..by(&["web.socket"]) }),
+            ("ssh.service".to_string(), by(&["ssh.socket"])),
+            ("ssh.socket".to_string(), socket(&["ssh.service"], false)),
+        ]);
+        let changed = |u: &str| (u.to_string(), vec!["its unit files changed".to_string()]);
+        let restart = BTreeMap::from(
+            [
+                "web.service",
+                "api.socket",
+                "both.service",
+                "both.socket",
+                "echo@1-x.service",
+                "idle-socket.service",
+                "reloads.service",
+                "ssh.service",
+            ]
+            .map(changed),
+        );
+        let user_units = BTreeMap::from([("alice".to_string(), vec!["pipewire.service".to_string()])]);
+        let manager = vec!["/usr/lib/systemd/systemd".to_string()];
+        let facts = |request: Request| Facts {
+            restart: restart.clone(),
+            units: units.clone(),
+            user_units: user_units.clone(),
+            manager: manager.clone(),
+            request,
+            ..Facts::default()
+        };
+        let summary = |a: &Activation| -> (Vec<String>, Vec<String>) {
+            let who = |unit: &str, user: &Option<String>| match user {
+                Some(u) => format!("{unit}~{u}"),
+                None => unit.to_string(),
+            };
+            let actions = a.actions.iter().map(|x| format!("{} {}", x.verb.as_str(), who(&x.unit, &x.user))).collect();
+            let skipped = a.skipped.iter().map(|x| who(&x.unit, &x.user)).collect();
+            (actions, skipped)
+        };
+        let a = decide(facts(Request::default()));
+        let (actions, skipped) = summary(&a);
+        assert_eq!(
+            actions,
+            [
+                "stop api.service",
+                "stop both.service",
+                "stop web.service",
+                "reload reloads.service",
+                "restart api.socket",
+                "restart both.socket",
+                "restart idle-socket.service"
+            ]
+        );
+        assert_eq!(skipped, ["echo@1-x.service", "ssh.service", "pipewire.service~alice", "init.scope"]);
+        let reason = |unit: &str| a.actions.iter().find(|x| x.unit == unit).unwrap().reasons.join("; ");
+        assert!(reason("web.service")
+            .ends_with("web.socket keeps listening and starts the new code on the next connection"));
+        assert!(reason("both.service").contains("both.socket restarted"));
+        assert_eq!(reason("api.service"), "its socket api.socket is restarted, and starts it on the next connection");
+        let skip = |unit: &str| a.skipped.iter().find(|x| x.unit == unit).unwrap().reason.clone();
+        assert!(skip("echo@1-x.service").contains("Accept=yes"));
+        assert_eq!(skip("pipewire.service"), "a unit of alice's manager: restarted with --user-units");
+        assert!(skip("init.scope").contains("runs replaced /usr/lib/systemd/systemd: re-executed with --daemon-reexec"));
+        assert!(!a.daemon_reexec);
+
+        // Asked for: PID 1 re-executed (instead of a reload), the user's unit restarted.
+        let a = decide(facts(Request { daemon_reexec: true, user_units: true }));
+        let (actions, skipped) = summary(&a);
+        assert!(actions.contains(&"restart pipewire.service~alice".to_string()), "{actions:?}");
+        assert_eq!(skipped, ["echo@1-x.service", "ssh.service"]);
+        assert!(a.daemon_reexec && !a.daemon_reload);
+        // …or opted into by the policy.
+        let mut by_policy = facts(Request::default());
+        by_policy.policy.daemon_reexec = true;
+        assert!(decide(by_policy).daemon_reexec);
+        // Nothing changed in PID 1: no re-execution, whatever was asked.
+        let unchanged = Facts { manager: vec![], ..facts(Request { daemon_reexec: true, user_units: false }) };
+        assert!(!decide(unchanged).daemon_reexec);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What needs a restart after an apply (acting on it is `activation.rs`'s):
-//! - units whose unit files (or drop-ins) changed and that are active;
+//! - units whose unit files (or drop-ins) changed and that are active, in the
+//!   system manager and in each logged-in user's manager (`/usr/lib/systemd/user`);
 //! - processes that still run a replaced or removed executable or map a replaced
 //!   or removed library, from `/proc/PID/exe` and `/proc/PID/maps`, grouped by
 //!   their systemd unit (`/proc/PID/cgroup`).
@@ -30,28 +31,38 @@ pub struct Restarts {
     pub units: Vec<String>,
     /// Processes holding replaced files, by unit (`-` when not in a unit).
     pub processes: BTreeMap<String, Vec<StaleProcess>>,
+    /// Active units of users' managers whose unit files changed, by user name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_units: BTreeMap<String, Vec<String>>,
 }
 
 impl Restarts {
     pub fn is_empty(&self) -> bool {
-        self.units.is_empty() && self.processes.is_empty()
+        self.units.is_empty() && self.processes.is_empty() && self.user_units.is_empty()
     }
 }
+
+/// How a unit of users' managers is named among the changed units: the
+/// system's and the users' unit names share one record.
+pub const USER_UNIT: &str = "user/";
 
 /// The unit names whose files are among `changed` (absolute paths): `foo.service`
 /// for `…/foo.service` or a drop-in `…/foo.service.d/x.conf`; a template's own
 /// name `foo@.service` when the template changed (it stands for all its instances).
+/// Units of users' managers are named [`USER_UNIT`]`foo.service`.
 pub fn changed_units<'a>(changed: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
+    let dirs = UNIT_DIRS.iter().map(|d| (*d, "")).chain(USER_UNIT_DIRS.iter().map(|d| (*d, USER_UNIT)));
+    let dirs: Vec<(&str, &str)> = dirs.collect();
     for p in changed {
-        for dir in UNIT_DIRS {
+        for (dir, kind) in &dirs {
             let Some(rest) = p.strip_prefix(dir) else { continue };
             // foo.service, or foo.service.d/override.conf
             let first = rest.split('/').next().unwrap_or("");
             let unit = first.strip_suffix(".d").unwrap_or(first);
             let Some((name, suffix)) = unit.rsplit_once('.') else { continue };
             if !name.is_empty() && UNIT_TYPES.contains(&suffix) {
-                out.insert(unit.to_string());
+                out.insert(format!("{kind}{unit}"));
             }
         }
     }
@@ -60,6 +71,9 @@ pub fn changed_units<'a>(changed: impl IntoIterator<Item = &'a str>) -> BTreeSet
 
 /// Where system units live, as livefs changes them.
 pub(crate) const UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system/", "/etc/systemd/system/"];
+
+/// Where units of users' managers live.
+const USER_UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/user/", "/etc/systemd/user/"];
 
 /// The unit types that have processes or state a restart renews.
 const UNIT_TYPES: [&str; 7] = ["service", "socket", "timer", "path", "mount", "swap", "target"];
@@ -77,18 +91,37 @@ pub fn now_monotonic_usec() -> u64 {
     (t.tv_sec as u64) * 1_000_000 + (t.tv_nsec as u64) / 1_000
 }
 
-/// Runs `systemctl ARGS -- UNITS…` quietly and returns its stdout; `None` when it
-/// failed (what systemctl said is not livefs's output).
-pub(crate) fn systemctl(args: &[&str], units: &[String]) -> Option<String> {
-    let out = Command::new("systemctl").args(args).arg("--").args(units).output().ok()?;
+/// The manager a `systemctl` command talks to: the system's, or a user's
+/// (`--user --machine=USER@.host`, by name).
+pub(crate) fn manager_args(user: Option<&str>) -> Vec<String> {
+    match user {
+        None => Vec::new(),
+        Some(u) => vec!["--user".into(), format!("--machine={u}@.host")],
+    }
+}
+
+/// Runs `systemctl [MANAGER] ARGS -- UNITS…` quietly and returns its stdout;
+/// `None` when it failed (what systemctl said is not livefs's output).
+pub(crate) fn systemctl_in(user: Option<&str>, args: &[&str], units: &[String]) -> Option<String> {
+    let out = Command::new("systemctl").args(manager_args(user)).args(args).arg("--").args(units).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// [`systemctl_in`] the system manager.
+pub(crate) fn systemctl(args: &[&str], units: &[String]) -> Option<String> {
+    systemctl_in(None, args, units)
 }
 
 /// `systemctl show` of `units`: one map of the asked properties per unit, in
 /// order (empty maps when systemctl failed).
 pub(crate) fn show(units: &[String], properties: &[&str]) -> Vec<BTreeMap<String, String>> {
+    show_in(None, units, properties)
+}
+
+/// [`show`] in the system's or a user's manager.
+fn show_in(user: Option<&str>, units: &[String], properties: &[&str]) -> Vec<BTreeMap<String, String>> {
     let arg = format!("--property={}", properties.join(","));
-    let shown = if units.is_empty() { None } else { systemctl(&["show", &arg], units) };
+    let shown = if units.is_empty() { None } else { systemctl_in(user, &["show", &arg], units) };
     let shown = shown.unwrap_or_default();
     // One block of KEY=VALUE lines per unit, in the order asked, blank-line separated.
     let mut blocks = shown.split("\n\n").map(|block| {
@@ -99,7 +132,7 @@ pub(crate) fn show(units: &[String], properties: &[&str]) -> Vec<BTreeMap<String
 
 /// The loaded units a changed unit file stands for: a template's instances
 /// (never the template name itself, which systemctl refuses), else the unit.
-fn instances(unit_files: &[&String]) -> Vec<String> {
+fn instances(user: Option<&str>, unit_files: &[&String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut patterns = Vec::new();
     for u in unit_files {
@@ -109,7 +142,7 @@ fn instances(unit_files: &[&String]) -> Vec<String> {
         }
     }
     if !patterns.is_empty() {
-        let listed = systemctl(&["list-units", "--all", "--plain", "--no-legend", "--full"], &patterns);
+        let listed = systemctl_in(user, &["list-units", "--all", "--plain", "--no-legend", "--full"], &patterns);
         for line in listed.unwrap_or_default().lines() {
             if let Some(name) = line.split_whitespace().next() {
                 out.push(name.to_string());
@@ -123,15 +156,58 @@ fn instances(unit_files: &[&String]) -> Vec<String> {
 /// unit file name (from [`changed_units`]) to when it changed
 /// ([`now_monotonic_usec`]).
 pub fn units_to_restart(root: &Path, changes: &BTreeMap<String, u64>) -> Vec<String> {
-    if changes.is_empty() || !systemd_runs(root) {
+    let system: BTreeMap<String, u64> =
+        changes.iter().filter(|(u, _)| !u.starts_with(USER_UNIT)).map(|(u, t)| (u.clone(), *t)).collect();
+    if system.is_empty() || !systemd_runs(root) {
         return Vec::new();
     }
+    stale_units(None, &system)
+}
+
+/// The active units of each running user manager whose files changed after
+/// they were last started, by user name (see [`units_to_restart`]).
+pub fn user_units_to_restart(root: &Path, changes: &BTreeMap<String, u64>) -> BTreeMap<String, Vec<String>> {
+    let user: BTreeMap<String, u64> =
+        changes.iter().filter_map(|(u, t)| Some((u.strip_prefix(USER_UNIT)?.to_string(), *t))).collect();
+    let mut out = BTreeMap::new();
+    if user.is_empty() || !systemd_runs(root) {
+        return out;
+    }
+    let managers =
+        systemctl(&["list-units", "--plain", "--no-legend", "--full", "--state=active"], &["user@*.service".into()]);
+    for line in managers.unwrap_or_default().lines() {
+        let Some(uid) = line.split_whitespace().next().and_then(|u| u.strip_prefix("user@")?.strip_suffix(".service"))
+        else {
+            continue;
+        };
+        let name = user_name(uid);
+        let units = stale_units(Some(&name), &user);
+        if !units.is_empty() {
+            out.insert(name, units);
+        }
+    }
+    out
+}
+
+/// The name of user `uid` (through NSS, as systemd resolves `USER@.host`); the
+/// number itself when it has none.
+fn user_name(uid: &str) -> String {
+    let out = Command::new("id").args(["-nu", "--", uid]).output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => uid.to_string(),
+    }
+}
+
+/// The active units of a manager whose files (`changes`) changed after they
+/// were last started.
+fn stale_units(user: Option<&str>, changes: &BTreeMap<String, u64>) -> Vec<String> {
     let files: Vec<&String> = changes.keys().collect();
-    let units = instances(&files);
+    let units = instances(user, &files);
     if units.is_empty() {
         return Vec::new();
     }
-    let shown = show(&units, &["Id", "ActiveState", "ActiveEnterTimestampMonotonic"]);
+    let shown = show_in(user, &units, &["Id", "ActiveState", "ActiveEnterTimestampMonotonic"]);
     let mut out = Vec::new();
     for (unit, props) in units.iter().zip(&shown) {
         if props.get("ActiveState").map(String::as_str) != Some("active") {
@@ -164,7 +240,11 @@ pub fn report(
     pending: &HashSet<String>,
     unit_changes: &BTreeMap<String, u64>,
 ) -> Restarts {
-    let mut r = Restarts { units: units_to_restart(root, unit_changes), ..Default::default() };
+    let mut r = Restarts {
+        units: units_to_restart(root, unit_changes),
+        user_units: user_units_to_restart(root, unit_changes),
+        ..Default::default()
+    };
     if replaced.is_empty() && pending.is_empty() {
         return r;
     }
@@ -293,12 +373,22 @@ mod tests {
             "/usr/lib/systemd/system/apache2@.service",
             "/usr/lib/systemd/system/getty@tty1.service.d/x.conf",
             "/usr/lib/systemd/system/README",
+            "/usr/lib/systemd/user/pipewire.service",
+            "/etc/systemd/user/default.target.wants/pipewire.service",
+            "/etc/systemd/user/app.service.d/x.conf",
             "/usr/lib/systemd/system/.service",
             "/usr/bin/httpd",
         ]);
         assert_eq!(
             u.into_iter().collect::<Vec<_>>(),
-            ["apache2@.service", "getty@tty1.service", "httpd.service", "sshd.service"]
+            [
+                "apache2@.service",
+                "getty@tty1.service",
+                "httpd.service",
+                "sshd.service",
+                "user/app.service",
+                "user/pipewire.service"
+            ]
         );
     }
 }

@@ -130,6 +130,65 @@ ExecStart=/usr/libexec/livefs-demo/livefs-demo-daemon infinity
 [Install]
 WantedBy=multi-user.target
 UNIT
+    # A socket-activated web server (python3: bookworm only): the socket is the
+    # same in both versions, the service and its program change; a live update
+    # must not refuse one connection.
+    cat >"$t/usr/libexec/livefs-demo/web.py" <<WEB
+import socket
+VERSION = "$version"
+listener = socket.socket(fileno=3)
+while True:
+    conn, _ = listener.accept()
+    with conn:
+        conn.recv(4096)
+        body = b"livefs demo web, version " + VERSION.encode() + b"\\n"
+        conn.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+WEB
+    cat >"$t/usr/lib/systemd/system/livefs-demo-web.socket" <<UNIT
+[Unit]
+Description=livefs demo web socket
+
+[Socket]
+ListenStream=127.0.0.1:8080
+Backlog=512
+
+[Install]
+WantedBy=sockets.target
+UNIT
+    cat >"$t/usr/lib/systemd/system/livefs-demo-web.service" <<UNIT
+[Unit]
+Description=livefs demo web, version $version
+
+[Service]
+ExecStart=/usr/bin/python3 /usr/libexec/livefs-demo/web.py
+UNIT
+    if [ -x "$t/usr/bin/python3" ]; then
+        mkdir -p "$t/usr/etc/systemd/system/sockets.target.wants"
+        ln -sf /usr/lib/systemd/system/livefs-demo-web.socket \
+            "$t/usr/etc/systemd/system/sockets.target.wants/livefs-demo-web.socket"
+    fi
+    # A unit of users' managers, started by every user manager.
+    mkdir -p "$t/usr/lib/systemd/user" "$t/usr/etc/systemd/user/default.target.wants"
+    cat >"$t/usr/lib/systemd/user/livefs-demo-user.service" <<UNIT
+[Unit]
+Description=livefs demo user service, version $version
+
+[Service]
+ExecStart=/usr/libexec/livefs-demo/livefs-demo-daemon infinity
+
+[Install]
+WantedBy=default.target
+UNIT
+    ln -sf /usr/lib/systemd/user/livefs-demo-user.service \
+        "$t/usr/etc/systemd/user/default.target.wants/livefs-demo-user.service"
+    # Version 2 changes units a live update leaves alone (sshd, the journal, the
+    # login manager): each reported with its reason, none restarted.
+    if [ "$version" != 1 ]; then
+        for u in ssh systemd-journald systemd-logind; do
+            mkdir -p "$t/usr/lib/systemd/system/$u.service.d"
+            printf '[Unit]\nX-LivefsDemo=%s\n' "$version" >"$t/usr/lib/systemd/system/$u.service.d/livefs-demo.conf"
+        done
+    fi
     ln -sf "/usr/lib/systemd/system/livefs-demo-worker@.service" \
         "$t/usr/etc/systemd/system/multi-user.target.wants/livefs-demo-worker@1.service"
     mkdir -p "$t/usr/etc/default"

@@ -207,7 +207,8 @@ fn finish(
     outcome.restarts = report();
     if t.options.restart {
         let none = Default::default();
-        outcome.restart = Some(effects::activate(&root, &s.host.run, &outcome.restarts, &none, false)?);
+        outcome.restart =
+            Some(effects::activate(&root, &s.host.run, &outcome.restarts, &none, t.options.activation, false)?);
         outcome.restarts = report();
     }
     Ok(())

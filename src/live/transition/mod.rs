@@ -43,6 +43,8 @@ pub struct Options {
     pub no_triggers: bool,
     /// Afterwards, restart, reload, stop and start units as a boot would.
     pub restart: bool,
+    /// What `restart` may do beyond the policy's defaults.
+    pub activation: crate::systemd::activation::Request,
     /// How long to wait for another livefs to finish.
     pub lock_wait: std::time::Duration,
 }
@@ -146,7 +148,14 @@ impl Prepared {
         if self.t.options.restart {
             let mut new_events = UnitEvents::default();
             crate::systemd::activation::record(&mut new_events, &self.added, &self.removed);
-            o.restart = Some(crate::live::effects::activate(root, &s.host.run, &o.restarts, &new_events, true)?);
+            o.restart = Some(crate::live::effects::activate(
+                root,
+                &s.host.run,
+                &o.restarts,
+                &new_events,
+                self.t.options.activation,
+                true,
+            )?);
         }
         o.triggers = self
             .actions

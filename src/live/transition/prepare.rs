@@ -20,12 +20,14 @@ use crate::tree::plan::{self, Status};
 /// `/etc` merge (a dry run of it), the triggers, and what the update costs.
 pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
     let UsrPlan { plan, kept } = policy_plan(s, t.from, t.to, t.allow_replacement)?;
+    let root = &s.host.paths.root;
+    let reexec = t.options.restart
+        && (t.options.activation.daemon_reexec || crate::systemd::restart_policy::load(root).daemon_reexec);
     let mut strategy = match t.etc {
-        EtcMode::Merge => changes::strategy_of(&s.repo, &s.host.system, t.to)?,
+        EtcMode::Merge => changes::strategy_of(&s.repo, &s.host.system, t.to, reexec)?,
         EtcMode::Restore => Strategy::back(),
     };
     within_limit(&strategy, t.max_strategy)?;
-    let root = &s.host.paths.root;
     if t.options.restart {
         crate::systemd::activation::check(root)?;
     }

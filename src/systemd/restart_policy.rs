@@ -1,10 +1,11 @@
-//! The units a live update never restarts (nor stops or reloads) on its own, as
-//! needrestart keeps such a list: restarting them ends sessions, cuts the
-//! network or the log, or takes the system down. Each is reported with its
-//! reason instead.
+//! The admin's restart policy: the units a live update never restarts (nor
+//! stops or reloads) on its own, as needrestart keeps such a list — restarting
+//! them ends sessions, cuts the network or the log, or takes the system down;
+//! each is reported with its reason instead — and whether a changed systemd
+//! manager is re-executed (`systemctl daemon-reexec`, as NixOS does).
 //!
-//! The built-in list is extended or replaced by `ROOT/etc/livefs/restart.conf`
-//! and `ROOT/etc/livefs/restart.conf.d/*.conf` (in name order), systemd style:
+//! The built-in policy is changed by `ROOT/etc/livefs/restart.conf` and
+//! `ROOT/etc/livefs/restart.conf.d/*.conf` (in name order), systemd style:
 //!
 //! ```ini
 //! [Restart]
@@ -12,6 +13,8 @@
 //! LeaveAlone=postgresql.service my-agent@*.service
 //! # An empty assignment empties the list so far (the built-in one included).
 //! LeaveAlone=
+//! # Re-execute PID 1 when the update changed it (default: no; reported instead).
+//! DaemonReexec=yes
 //! ```
 
 use std::path::Path;
@@ -52,8 +55,22 @@ pub fn defaults() -> Vec<Entry> {
     DEFAULTS.iter().map(|(p, r)| Entry { pattern: p.to_string(), reason: r.to_string() }).collect()
 }
 
-/// Applies one configuration file's text (`origin` names it in reasons) to `list`.
-pub fn apply(list: &mut Vec<Entry>, text: &str, origin: &str) {
+/// The policy: the units left alone, and whether PID 1 is re-executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub left_alone: Vec<Entry>,
+    pub daemon_reexec: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy { left_alone: defaults(), daemon_reexec: false }
+    }
+}
+
+/// Applies one configuration file's text (`origin` names it in reasons) to `policy`.
+pub fn apply(policy: &mut Policy, text: &str, origin: &str) {
+    let list = &mut policy.left_alone;
     let mut in_section = false;
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
@@ -64,8 +81,19 @@ pub fn apply(list: &mut Vec<Entry>, text: &str, origin: &str) {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else { continue };
-        if !in_section || key.trim() != "LeaveAlone" {
+        if !in_section {
             continue;
+        }
+        match key.trim() {
+            "LeaveAlone" => {}
+            "DaemonReexec" => {
+                match boolean(value) {
+                    Some(b) => policy.daemon_reexec = b,
+                    None => crate::messages::warn(format!("{origin}: DaemonReexec={value} is not a boolean; ignored")),
+                }
+                continue;
+            }
+            _ => continue,
         }
         if value.trim().is_empty() {
             list.clear();
@@ -77,10 +105,10 @@ pub fn apply(list: &mut Vec<Entry>, text: &str, origin: &str) {
     }
 }
 
-/// The list for the system at `root`: the built-in one, then the configuration
+/// The policy of the system at `root`: the built-in one, then the configuration
 /// files. A file that cannot be read is skipped (and said, as a warning).
-pub fn load(root: &Path) -> Vec<Entry> {
-    let mut list = defaults();
+pub fn load(root: &Path) -> Policy {
+    let mut policy = Policy::default();
     let mut files = vec![CONF.to_string()];
     if let Ok(dir) = std::fs::read_dir(root.join(CONF_D)) {
         let mut names: Vec<String> =
@@ -90,12 +118,21 @@ pub fn load(root: &Path) -> Vec<Entry> {
     }
     for rel in files {
         match std::fs::read_to_string(root.join(&rel)) {
-            Ok(text) => apply(&mut list, &text, &format!("/{rel}")),
+            Ok(text) => apply(&mut policy, &text, &format!("/{rel}")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => crate::messages::warn(format!("cannot read /{rel}: {e}; its units are not left alone")),
+            Err(e) => crate::messages::warn(format!("cannot read /{rel}: {e}; its settings are ignored")),
         }
     }
-    list
+    policy
+}
+
+/// A systemd boolean.
+pub fn boolean(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => Some(true),
+        "0" | "no" | "false" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 /// Why `unit` is left alone, if it is (the last matching entry's reason).
@@ -108,37 +145,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_list_is_extended_and_replaced_systemd_style() {
-        let mut list = defaults();
-        assert!(reason(&list, "ssh.service").unwrap().starts_with("sshd"));
-        assert!(reason(&list, "getty@tty1.service").unwrap().contains("login terminal"));
-        assert_eq!(reason(&list, "lighttpd.service"), None);
-        let conf =
-            "# comment\n[Restart]\nLeaveAlone=postgresql.service  agent@*.service\n[Other]\nLeaveAlone=nope.service\n";
-        apply(&mut list, conf, "/etc/livefs/restart.conf");
-        assert_eq!(reason(&list, "postgresql.service"), Some("listed in /etc/livefs/restart.conf"));
-        assert_eq!(reason(&list, "agent@3.service"), Some("listed in /etc/livefs/restart.conf"));
-        assert_eq!(reason(&list, "nope.service"), None, "only the [Restart] section counts");
-        // An empty assignment empties the list, the built-in one included.
-        apply(&mut list, "[Restart]\nLeaveAlone=\nLeaveAlone=ssh.service\n", "/etc/livefs/restart.conf.d/10-x.conf");
-        assert_eq!(reason(&list, "ssh.service"), Some("listed in /etc/livefs/restart.conf.d/10-x.conf"));
-        assert_eq!(reason(&list, "dbus.service"), None);
-        assert_eq!(reason(&list, "postgresql.service"), None);
+    fn the_policy_is_extended_and_replaced_systemd_style() {
+        let mut policy = Policy::default();
+        assert!(!policy.daemon_reexec);
+        let why = |p: &Policy, unit: &str| reason(&p.left_alone, unit).map(str::to_string);
+        assert!(why(&policy, "ssh.service").unwrap().starts_with("sshd"));
+        assert!(why(&policy, "getty@tty1.service").unwrap().contains("login terminal"));
+        assert_eq!(why(&policy, "lighttpd.service"), None);
+        let conf = "# comment\n[Restart]\nLeaveAlone=postgresql.service  agent@*.service\nDaemonReexec=yes\n\
+                    [Other]\nLeaveAlone=nope.service\nDaemonReexec=no\n";
+        apply(&mut policy, conf, "/etc/livefs/restart.conf");
+        let listed = Some("listed in /etc/livefs/restart.conf".to_string());
+        assert_eq!(why(&policy, "postgresql.service"), listed);
+        assert_eq!(why(&policy, "agent@3.service"), listed);
+        assert_eq!(why(&policy, "nope.service"), None, "only the [Restart] section counts");
+        assert!(policy.daemon_reexec);
+        // An empty assignment empties the list, the built-in one included; the last boolean wins.
+        let dropin = "[Restart]\nLeaveAlone=\nLeaveAlone=ssh.service\nDaemonReexec=off\nDaemonReexec=maybe\n";
+        apply(&mut policy, dropin, "/etc/livefs/restart.conf.d/10-x.conf");
+        assert_eq!(why(&policy, "ssh.service").as_deref(), Some("listed in /etc/livefs/restart.conf.d/10-x.conf"));
+        assert_eq!(why(&policy, "dbus.service"), None);
+        assert_eq!(why(&policy, "postgresql.service"), None);
+        assert!(!policy.daemon_reexec, "an invalid boolean is ignored, the one before it stands");
+        let warnings = crate::messages::take();
+        assert!(warnings.iter().any(|w| w.contains("DaemonReexec=maybe is not a boolean")), "{warnings:?}");
     }
 
     #[test]
     fn the_files_are_read_beneath_root_in_name_order() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join(CONF_D)).unwrap();
-        std::fs::write(root.path().join(CONF), "[Restart]\nLeaveAlone=a.service\n").unwrap();
+        std::fs::write(root.path().join(CONF), "[Restart]\nLeaveAlone=a.service\nDaemonReexec=yes\n").unwrap();
         std::fs::write(root.path().join(CONF_D).join("20-b.conf"), "[Restart]\nLeaveAlone=b.service\n").unwrap();
         std::fs::write(root.path().join(CONF_D).join("10-reset.conf"), "[Restart]\nLeaveAlone=\n").unwrap();
         std::fs::write(root.path().join(CONF_D).join("30-ignored.txt"), "[Restart]\nLeaveAlone=c.service\n").unwrap();
-        let list = load(root.path());
-        let patterns: Vec<&str> = list.iter().map(|e| e.pattern.as_str()).collect();
+        let policy = load(root.path());
+        let patterns: Vec<&str> = policy.left_alone.iter().map(|e| e.pattern.as_str()).collect();
         // restart.conf, then 10-reset.conf empties everything, then 20-b.conf.
         assert_eq!(patterns, ["b.service"]);
-        assert_eq!(reason(&list, "b.service"), Some("listed in /etc/livefs/restart.conf.d/20-b.conf"));
-        assert_eq!(load(&root.path().join("nonexistent")).len(), DEFAULTS.len());
+        assert_eq!(reason(&policy.left_alone, "b.service"), Some("listed in /etc/livefs/restart.conf.d/20-b.conf"));
+        assert!(policy.daemon_reexec);
+        assert_eq!(load(&root.path().join("nonexistent")), Policy::default());
     }
 }
