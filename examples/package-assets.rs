@@ -97,10 +97,10 @@ const PAGES: &[Page] = &[
 
 /// FILES: every path livefs reads or writes on a running system.
 const FILES: &[(&str, &str)] = &[
-    ("/run/livefs/", "The live state: state.json (booted, applying A to B, or live at B), the journal of /etc (etc-journal/), the records of replaced paths, unit files and layers, and the triggers still to run. It is in /run, so a reboot clears it along with the live changes."),
+    ("/run/livefs/", "The live state: state.json (booted, applying A to B, or live at B), the journal of /etc (etc-journal/), the records of replaced paths, unit files and layers, the triggers still to run, and the last activation's progress (activation.json). It is in /run, so a reboot clears it along with the live changes."),
     ("/sysroot/ostree/deploy/OS/backing/DEPLOYMENT/livefs/usr.COMMIT.NONCE/", "A layer: the difference between the booted /usr and the target's, as hard links to the repository's objects and whiteouts. The read-only overlay on /usr stacks it over the deployment's /usr. Layers no mount uses are removed by the next apply or reset."),
     ("/sysroot/ostree/repo/refs/heads/livefs/", "The refs livefs/live and livefs/inprogress, which keep the live and the in-progress commits from being pruned."),
-    ("/etc/livefs/restart.conf, /etc/livefs/restart.conf.d/*.conf", "Read: units never restarted, stopped or reloaded on their own, added to the built-in list (the message bus, logind, journald, gettys, user managers, display managers, NetworkManager, wpa_supplicant, sshd) with LeaveAlone=UNIT... in a [Restart] section; an empty LeaveAlone= empties the list so far."),
+    ("/etc/livefs/restart.conf, /etc/livefs/restart.conf.d/*.conf", "Read: units never restarted, stopped or reloaded on their own, added to the built-in list (the message bus, logind, journald, gettys, user managers, display managers, NetworkManager, wpa_supplicant, sshd) with LeaveAlone=UNIT... in a [Restart] section; an empty LeaveAlone= empties the list so far. DaemonReexec=yes: --restart re-executes a changed systemd manager (as --daemon-reexec asks)."),
     ("/run/ostree-booted", "Read: how the system booted (composefs, read-only /sysroot, transient /etc), and which deployment is booted."),
     ("/run/ostree/staged-deployment", "Read: the deployment staged for the next boot, the default target when it is pending."),
     ("/boot/loader/entries/", "Read: the kernel arguments of the booted and the pending deployment."),

@@ -70,13 +70,20 @@ fn decode_all(data: &[u8]) -> usize {
         n += c.subject.len() + c.metadata.len() + c.version().map_or(0, str::len);
     }
     if let Ok(t) = DirTree::parse(data.to_vec()) {
+        // A seek in ascending order finds what a binary search finds.
+        let mut seek = t.seek();
         for f in t.files() {
             n += f.name.len();
             assert!(t.find_file(f.name).is_some());
+            assert_eq!(seek.file(f.name), t.find_file(f.name));
+            assert_eq!(seek.dir(f.name), None, "a name both a file and a directory");
         }
+        let mut seek = t.seek();
         for d in t.dirs() {
             n += d.name.len();
             assert!(t.find_dir(d.name).is_some());
+            assert_eq!(seek.dir(d.name), t.find_dir(d.name));
+            assert_eq!(seek.file(d.name), None);
         }
     }
     if let Ok(m) = DirMeta::parse(data) {

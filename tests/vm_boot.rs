@@ -408,6 +408,7 @@ fn debian_vm_ansible_over_ssh() {
     assert!(after.contains("Activation:  finished, "), "{after}");
     // Not one request of the probe (every 20 ms, all along) failed; it saw both versions.
     let probe = read(&o, "probe.txt");
+    eprintln!("the probe of the socket-activated server:\n{probe}");
     assert!(probe.starts_with("failed 0\n"), "requests failed during the live update:\n{probe}");
     assert!(probe.contains("version 1 ") && probe.contains("version 2 "), "{probe}");
     assert_eq!(read(&o, "web-active-before").trim(), "active");
@@ -482,10 +483,19 @@ fn apply_restart_over_a_killed_session(out: &Path, port: u16) {
         let s = a["skipped"].as_array().unwrap().iter().find(|s| s["unit"] == unit && s["user"].as_str() == user);
         s.unwrap_or_else(|| panic!("{unit} ({user:?}) not left alone: {a}"))["reason"].as_str().unwrap().to_string()
     };
-    assert!(skipped("ssh.service", None).starts_with("sshd"));
-    assert!(skipped("systemd-journald.service", None).contains("journal"));
-    assert!(skipped("systemd-logind.service", None).contains("login manager"));
-    assert!(skipped("livefs-demo-user.service", Some("livefs-user")).contains("--user-units"));
+    for (unit, user, why) in [
+        ("ssh.service", None, "sshd: "),
+        ("systemd-journald.service", None, "the journal: "),
+        ("systemd-logind.service", None, "the login manager: "),
+        (
+            "livefs-demo-user.service",
+            Some("livefs-user"),
+            "a unit of livefs-user's manager: restarted with --user-units",
+        ),
+    ] {
+        let reason = skipped(unit, user);
+        assert!(reason.starts_with(why), "{unit}: {reason}");
+    }
     let restart = ssh_output(out, port, "/run/livefs-vm/livefs restart --user-units --json");
     let restart: serde_json::Value = serde_json::from_str(&restart).unwrap_or_else(|e| panic!("{e}: {restart}"));
     assert_valid(&validator("restart"), "restart --user-units --json", &restart);

@@ -82,14 +82,20 @@ pub enum Command {
     /// unit file was removed, reload units marked X-ReloadIfChanged=true, restart
     /// active units whose unit files or drop-ins changed since they started or
     /// whose processes use replaced or removed files, start units newly wanted by
-    /// an active target. Units marked X-RestartIfChanged=false or
-    /// RefuseManualStop=yes, PID 1, livefs's own unit and the units of the
-    /// left-alone list (the message bus, logind, journald, gettys, user managers,
-    /// display managers, the network managers, sshd; extended or replaced in
-    /// /etc/livefs/restart.conf and restart.conf.d/*.conf with LeaveAlone=) are
-    /// left alone and reported with why; processes outside system services
-    /// (sessions, user managers) are listed, never killed. A failed action is
-    /// reported with the unit's status and exit status 1.
+    /// an active target. A socket-activated service is stopped instead: its
+    /// socket keeps listening (no connection refused) and starts the new code on
+    /// the next connection; a changed socket is restarted, its service stopped
+    /// first. Units marked X-RestartIfChanged=false or RefuseManualStop=yes,
+    /// livefs's own unit and the units of the left-alone list (the message bus,
+    /// logind, journald, gettys, user managers, display managers, the network
+    /// managers, sshd; extended or replaced in /etc/livefs/restart.conf and
+    /// restart.conf.d/*.conf with LeaveAlone=) are left alone and reported with
+    /// why. A changed systemd manager is re-executed only with --daemon-reexec
+    /// (or DaemonReexec=yes there); users' changed units are reported per user
+    /// and restarted only with --user-units; processes outside system services
+    /// (sessions) are listed, never killed. A hangup (the SSH session gone) does
+    /// not stop it; `livefs status` shows how the last activation went. A failed
+    /// action is reported with the unit's status and exit status 1.
     Restart(RestartArgs),
 }
 

@@ -137,6 +137,37 @@ pub struct DirEntry<'a> {
     pub meta: Checksum,
 }
 
+/// Lookups in a [`DirTree`] by ascending names, each resuming where the last one
+/// stopped ([`DirTree::seek`]). A name smaller than the one before is not found.
+pub struct Seek<'a> {
+    tree: &'a DirTree,
+    file: usize,
+    dir: usize,
+}
+
+impl<'a> Seek<'a> {
+    pub fn file(&mut self, name: &str) -> Option<FileEntry<'a>> {
+        let t = self.tree;
+        let found = advance(&t.files, &mut self.file, name.as_bytes(), |(r, _)| t.name_bytes(r))?;
+        Some(FileEntry { name: t.name(&found.0), checksum: found.1 })
+    }
+
+    pub fn dir(&mut self, name: &str) -> Option<DirEntry<'a>> {
+        let t = self.tree;
+        let found = advance(&t.dirs, &mut self.dir, name.as_bytes(), |(r, _, _)| t.name_bytes(r))?;
+        Some(DirEntry { name: t.name(&found.0), tree: found.1, meta: found.2 })
+    }
+}
+
+/// Moves `at` past the entries of `sorted` smaller than `name`; the entry named
+/// `name`, if it is there.
+fn advance<'a, 'k, T>(sorted: &'a [T], at: &mut usize, name: &[u8], key: impl Fn(&T) -> &'k [u8]) -> Option<&'a T> {
+    while *at < sorted.len() && key(&sorted[*at]) < name {
+        *at += 1;
+    }
+    sorted.get(*at).filter(|e| key(e) == name)
+}
+
 /// A dirtree object `(a(say)a(sayay))`: the sorted files and subdirectories of one
 /// directory. Names are validated and borrowed from the owned bytes.
 #[derive(Debug, Clone)]
@@ -185,7 +216,8 @@ impl DirTree {
             dirs.push((sub_range(&bytes, name), checksum(tree)?, checksum(meta)?));
         }
         let tree = DirTree { bytes, files, dirs };
-        if let Some(dup) = tree.files().find(|f| tree.find_dir(f.name).is_some()) {
+        let mut seek = tree.seek();
+        if let Some(dup) = tree.files().find(|f| seek.dir(f.name).is_some()) {
             return Err(ObjectError::BadName(format!("{} (both a file and a directory)", dup.name)));
         }
         Ok(tree)
@@ -198,8 +230,18 @@ impl DirTree {
     }
 
     fn name(&self, r: &Range<u32>) -> &str {
-        // Validated as UTF-8 in `parse`; the fallback is unreachable.
-        std::str::from_utf8(&self.bytes[r.start as usize..r.end as usize]).unwrap_or("")
+        let bytes = &self.bytes[r.start as usize..r.end as usize];
+        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        // SAFETY: `parse` made every range from a `&str` of these bytes
+        // (`validate_name`), and the bytes never change after. (Validating again
+        // at every access cost a diff 5% of its time.)
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    /// A cursor for lookups in ascending name order (a walk over another
+    /// sorted directory): one pass instead of a binary search per name.
+    pub fn seek(&self) -> Seek<'_> {
+        Seek { tree: self, file: 0, dir: 0 }
     }
 
     pub fn file_count(&self) -> usize {

@@ -521,11 +521,11 @@ fn refusal(
     never: &[restart_policy::Entry],
     verb: Verb,
 ) -> Option<String> {
-    if own == Some(unit) {
-        return Some("livefs runs in it".into());
-    }
     if let Some(why) = restart_policy::reason(never, unit).filter(|_| verb != Verb::Start) {
         return Some(why.to_string());
+    }
+    if own == Some(unit) {
+        return Some("livefs runs in it".into());
     }
     match unit.rsplit_once('.').map(|(_, t)| t) {
         Some("service" | "socket" | "timer" | "path") => {}
@@ -575,13 +575,12 @@ pub fn execute(a: &mut Activation, progress: &mut dyn FnMut(&Activation)) {
     progress(a);
     for i in 0..a.actions.len() {
         let action = &a.actions[i];
-        let user = needs_restart::manager_args(action.user.as_deref());
-        let out = Command::new("systemctl").args(&user).arg(action.verb.as_str()).arg("--").arg(&action.unit).output();
+        let systemctl = || needs_restart::systemctl_command(action.user.as_deref());
+        let out = systemctl().arg(action.verb.as_str()).arg("--").arg(&action.unit).output();
         let result = match out {
             Ok(o) if o.status.success() => ActionResult { ok: true, status: String::new() },
             Ok(o) => {
-                let status = Command::new("systemctl")
-                    .args(&user)
+                let status = systemctl()
                     .args(["status", "--no-pager", "--full", "--lines=10", "--"])
                     .arg(&action.unit)
                     .output()

@@ -91,19 +91,22 @@ pub fn now_monotonic_usec() -> u64 {
     (t.tv_sec as u64) * 1_000_000 + (t.tv_nsec as u64) / 1_000
 }
 
-/// The manager a `systemctl` command talks to: the system's, or a user's
-/// (`--user --machine=USER@.host`, by name).
-pub(crate) fn manager_args(user: Option<&str>) -> Vec<String> {
-    match user {
-        None => Vec::new(),
-        Some(u) => vec!["--user".into(), format!("--machine={u}@.host")],
-    }
+/// `systemctl` talking to the system's manager, or to user `user`'s: run as
+/// that user on the manager's private socket (`$XDG_RUNTIME_DIR/systemd/private`),
+/// which works without a message bus and whatever the user's session bus is.
+pub(crate) fn systemctl_command(user: Option<&str>) -> Command {
+    let Some(user) = user else { return Command::new("systemctl") };
+    let uid = Command::new("id").args(["-u", "--", user]).output();
+    let uid = uid.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let mut c = Command::new("runuser");
+    c.args(["-u", user, "--", "env", &format!("XDG_RUNTIME_DIR=/run/user/{uid}"), "systemctl", "--user"]);
+    c
 }
 
 /// Runs `systemctl [MANAGER] ARGS -- UNITS…` quietly and returns its stdout;
 /// `None` when it failed (what systemctl said is not livefs's output).
 pub(crate) fn systemctl_in(user: Option<&str>, args: &[&str], units: &[String]) -> Option<String> {
-    let out = Command::new("systemctl").args(manager_args(user)).args(args).arg("--").args(units).output().ok()?;
+    let out = systemctl_command(user).args(args).arg("--").args(units).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

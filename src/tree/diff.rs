@@ -136,14 +136,16 @@ impl Diff {
         let ta = repo.read_dirtree(a).with_context(|| format!("cannot read directory {path}"))?;
         let tb = repo.read_dirtree(b).with_context(|| format!("cannot read directory {path}"))?;
         let base = path.len();
+        // Each pass looks names up in ascending order: one merge per pass.
+        let mut other = tb.seek();
         for f in ta.files() {
             push(path, base, f.name);
             let from = NodeKind::File(f.checksum);
-            if let Some(g) = tb.find_file(f.name) {
+            if let Some(g) = other.file(f.name) {
                 if g.checksum != f.checksum {
                     self.modified.push(Modified { path: path.clone(), from, to: NodeKind::File(g.checksum) });
                 }
-            } else if let Some(e) = tb.find_dir(f.name) {
+            } else if let Some(e) = other.dir(f.name) {
                 let to = NodeKind::Dir { tree: e.tree, meta: e.meta };
                 self.modified.push(Modified { path: path.clone(), from, to });
             } else {
@@ -154,10 +156,11 @@ impl Diff {
             true => Self::fan_out(repo, &ta, &tb, path, base, depth)?,
             false => None,
         };
+        let mut other = tb.seek();
         for d in ta.dirs() {
             push(path, base, d.name);
             let from = NodeKind::Dir { tree: d.tree, meta: d.meta };
-            if let Some(e) = tb.find_dir(d.name) {
+            if let Some(e) = other.dir(d.name) {
                 if e.meta != d.meta {
                     let to = NodeKind::Dir { tree: e.tree, meta: e.meta };
                     self.modified.push(Modified { path: path.clone(), from, to });
@@ -167,20 +170,22 @@ impl Diff {
                 } else {
                     self.walk(repo, d.tree, e.tree, path, depth + 1, fan_out)?;
                 }
-            } else if let Some(g) = tb.find_file(d.name) {
+            } else if let Some(g) = other.file(d.name) {
                 self.modified.push(Modified { path: path.clone(), from, to: NodeKind::File(g.checksum) });
             } else {
                 self.removed.push(Node { path: path.clone(), kind: from });
             }
         }
+        let mut before = ta.seek();
         for f in tb.files() {
-            if ta.find_file(f.name).is_none() && ta.find_dir(f.name).is_none() {
+            if before.file(f.name).is_none() && before.dir(f.name).is_none() {
                 push(path, base, f.name);
                 self.added.push(Node { path: path.clone(), kind: NodeKind::File(f.checksum) });
             }
         }
+        let mut before = ta.seek();
         for d in tb.dirs() {
-            if ta.find_file(d.name).is_none() && ta.find_dir(d.name).is_none() {
+            if before.file(d.name).is_none() && before.dir(d.name).is_none() {
                 push(path, base, d.name);
                 self.added.push(Node { path: path.clone(), kind: NodeKind::Dir { tree: d.tree, meta: d.meta } });
                 self.add_all(repo, d.tree, path, depth + 1)?;
@@ -200,9 +205,10 @@ impl Diff {
         base: usize,
         depth: usize,
     ) -> anyhow::Result<Option<std::vec::IntoIter<Diff>>> {
+        let mut other = tb.seek();
         let changed: Vec<(String, Checksum, Checksum)> = ta
             .dirs()
-            .filter_map(|d| tb.find_dir(d.name).filter(|e| e.tree != d.tree).map(|e| (d.name, d.tree, e.tree)))
+            .filter_map(|d| other.dir(d.name).filter(|e| e.tree != d.tree).map(|e| (d.name, d.tree, e.tree)))
             .map(|(name, x, y)| {
                 push(path, base, name);
                 (path.clone(), x, y)

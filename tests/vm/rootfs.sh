@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once, cached) the two Debian root filesystems of a VM test:
 #   A = a bootable OSTree system (systemd, linux-image-amd64, dracut with ostree's
-#       module; on bookworm also sshd and python3, for Ansible over SSH);
+#       module; on bookworm also sshd and python3, for Ansible over SSH, and the
+#       message bus with pam_systemd, for logind and users' managers);
 #   B = A + lighttpd.
 # RELEASE is bookworm (Debian 12: ostree 2022.7, no composefs) or forky (ostree
 # 2026.x built with composefs: A's /usr/lib/ostree/prepare-root.conf enables
@@ -36,10 +37,11 @@ B=$CACHE/rootfs-b
 # release's cache is rebuilt.
 case $RELEASE in
 bookworm)
-    VERSION=4
+    VERSION=5
     script=()
     drivers="virtio_blk virtio_pci virtio_net ext4"
-    extra="openssh-server python3"
+    # The message bus and pam_systemd: logind, sessions' scopes, users' managers.
+    extra="openssh-server python3 dbus libpam-systemd"
     ;;
 forky)
     VERSION=3

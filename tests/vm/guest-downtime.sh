@@ -1,0 +1,90 @@
+#!/bin/bash
+# The guest side of `scripts/bench downtime` (Debian forky, composefs), run by
+# the agent at each boot; the phase lives in the share. The host probes the web
+# server (lighttpd, forwarded to a host port) all along and says when to go.
+#   1 (cold boot of A): network, apply B live (lighttpd starts), commit C = B
+#     with a new build of lighttpd's binary and deploy it; then, on go-live,
+#     `livefs apply --restart` (B -> C live); then, on go-soft, prepare a soft
+#     reboot into C and soft-reboot;
+#   2 (after the soft reboot, C): on go-reboot, leave C's kernel command line
+#     for the host and power off (the host boots it: a reboot);
+#   3 (cold boot of C): serve until the host says finish.
+. /run/livefs-vm/guest-lib.sh
+set -e
+phase=$(cat phase 2>/dev/null || echo 1)
+wait_for() {
+    until [ -e "$1" ]; do sleep 0.05; done
+}
+log() { echo "$(date +%s.%N) $*" >>"$O/guest.log"; }
+network() {
+    for _ in $(seq 1 120); do
+        networkctl status 2>/dev/null | grep -q 10.0.2.15 && return 0
+        sleep 0.5
+    done
+    return 1
+}
+lighttpd_exe() {
+    local pid
+    pid=$(systemctl show -P MainPID lighttpd.service)
+    sha256sum "/proc/$pid/exe" | cut -c1-16
+}
+
+case $phase in
+1)
+    cat >/etc/systemd/network/80-livefs-vm.network <<'NET'
+[Match]
+Name=en* eth*
+
+[Network]
+DHCP=yes
+NET
+    systemctl restart systemd-networkd
+    network
+    run apply-b "$L" apply --allow-replacement --restart
+    log "B live, lighttpd $(lighttpd_exe)"
+    # C: B with a new build of lighttpd (bytes an ELF loader ignores appended).
+    mount -o remount,rw /sysroot
+    B=$(cat commit-b)
+    rm -rf /var/tmp/c
+    ostree checkout --repo=/sysroot/ostree/repo "$B" /var/tmp/c
+    cp /var/tmp/c/usr/sbin/lighttpd /var/tmp/c/usr/sbin/lighttpd.new
+    echo "lighttpd, a new build" >>/var/tmp/c/usr/sbin/lighttpd.new
+    mv /var/tmp/c/usr/sbin/lighttpd.new /var/tmp/c/usr/sbin/lighttpd
+    ostree commit --repo=/sysroot/ostree/repo -b debian/os --link-checkout-speedup \
+        --add-metadata-string=version=3 -s "Debian forky livefs VM 3" --tree=dir=/var/tmp/c >commit-c
+    rm -rf /var/tmp/c
+    ostree admin deploy --os=debian debian/os >/dev/null
+    log "C deployed: $(cat commit-c)"
+    touch ready-live
+    wait_for go-live
+    run apply-c "$L" apply --allow-replacement --restart
+    touch live-done
+    log "C live, lighttpd $(lighttpd_exe)"
+    "$L" status >"$O/status-live.txt" 2>&1 || true
+    touch ready-soft
+    wait_for go-soft
+    run prepare-soft-reboot ostree admin prepare-soft-reboot 0
+    echo 2 >phase
+    touch soft-reboot
+    ;;
+2)
+    network
+    log "after the soft reboot: booted $(ostree admin status | grep -m1 '^\*'), lighttpd $(lighttpd_exe)"
+    systemctl show -P SoftRebootsCount >"$O/soft-reboots"
+    touch soft-done ready-reboot
+    wait_for go-reboot
+    # The default boot entry (C's): the host boots its command line.
+    entry=$(grep -l "^options .*ostree=" /boot/loader/entries/*.conf | while read -r f; do
+        echo "$(sed -n 's/^version //p' "$f") $f"
+    done | sort -n | tail -1 | cut -d' ' -f2)
+    sed -n 's/^options //p' "$entry" >cmdline-next
+    echo 3 >phase
+    ;;
+3)
+    network
+    log "after the reboot: booted $(ostree admin status | grep -m1 '^\*'), lighttpd $(lighttpd_exe)"
+    touch reboot-done
+    wait_for finish
+    ;;
+esac
+exit 0
