@@ -409,7 +409,8 @@ fn debian_vm_ansible_over_ssh() {
     // Not one request of the probe (every 20 ms, all along) failed; it saw both versions.
     let probe = read(&o, "probe.txt");
     eprintln!("the probe of the socket-activated server:\n{probe}");
-    assert!(probe.starts_with("failed 0\n"), "requests failed during the live update:\n{probe}");
+    let journal = read(&o, "web-journal.txt");
+    assert!(probe.starts_with("failed 0\n"), "requests failed during the live update:\n{probe}\n{journal}");
     assert!(probe.contains("version 1 ") && probe.contains("version 2 "), "{probe}");
     assert_eq!(read(&o, "web-active-before").trim(), "active");
     // The left-alone units were not restarted; the user's unit was, on request.

@@ -59,7 +59,7 @@ while not os.path.exists("/run/livefs-probe.stop"):
         slowest = max(slowest, time.monotonic() - start)
     except OSError as e:
         failed += 1
-        errors[type(e).__name__ + ": " + str(e)] += 1
+        errors[time.strftime("%H:%M:%S ") + type(e).__name__ + ": " + str(e)] += 1
     time.sleep(0.02)
 with open("/run/livefs-vm/out/probe.txt", "w") as out:
     print("failed", failed, file=out)
@@ -70,7 +70,10 @@ with open("/run/livefs-vm/out/probe.txt", "w") as out:
         print("error", n, e, file=out)
 PROBE
 systemd-run --quiet --unit=livefs-probe python3 /run/livefs-probe.py
-sleep 2
+for _ in $(seq 1 60); do
+    systemctl is-active --quiet livefs-demo-web.service && break
+    sleep 1
+done
 systemctl show -p ActiveState --value livefs-demo-web.service >"$O/web-active-before"
 left_alone_pids() {
     for u in ssh systemd-journald systemd-logind; do
@@ -89,6 +92,7 @@ for _ in $(seq 1 30); do
     sleep 1
 done
 "$L" status >"$O/status-after.txt" 2>&1
+journalctl -o short-precise --no-pager -u livefs-demo-web.service -u livefs-demo-web.socket >"$O/web-journal.txt" 2>&1
 as_user show -p MainPID --value livefs-demo-user.service >"$O/user-pid-after"
 left_alone_pids >"$O/left-alone-after"
 test -e /run/livefs-vm/done

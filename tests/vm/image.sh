@@ -133,13 +133,25 @@ UNIT
     # A socket-activated web server (python3: bookworm only): the socket is the
     # same in both versions, the service and its program change; a live update
     # must not refuse one connection.
+    # It stops gracefully, as web servers' units do: SIGTERM ends it between
+    # requests, never with a connection accepted and not answered.
     cat >"$t/usr/libexec/livefs-demo/web.py" <<WEB
-import socket
+import signal, socket
 VERSION = "$version"
+stopping = False
+def stop(*_):
+    global stopping
+    stopping = True
+signal.signal(signal.SIGTERM, stop)
 listener = socket.socket(fileno=3)
-while True:
-    conn, _ = listener.accept()
+listener.settimeout(0.2)
+while not stopping:
+    try:
+        conn, _ = listener.accept()
+    except TimeoutError:
+        continue
     with conn:
+        conn.settimeout(None)
         conn.recv(4096)
         body = b"livefs demo web, version " + VERSION.encode() + b"\\n"
         conn.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
