@@ -28,6 +28,10 @@ fn processes_holding_replaced_files_need_a_restart() {
     write(&sys.tree.join("usr/bin/mysleep"), &[sleep.as_slice(), b"livefs v3"].concat());
     write(&sys.tree.join("usr/lib/libdemo.so.1"), &[libz.as_slice(), b"livefs v3"].concat());
     let v3 = sys.commit("3");
+    // Version 4: only another file changes; a process running version 3's files
+    // from its layer (detached by the switch to 4) runs what 4 has too.
+    write(&sys.tree.join("usr/share/livefs-v4"), b"4");
+    let v4 = sys.commit("4");
     let out = sys.run(&format!(
         r#"
         LD_PRELOAD=$R/usr/lib/libdemo.so.1 $R/usr/bin/mysleep 60 &
@@ -42,15 +46,19 @@ fn processes_holding_replaced_files_need_a_restart() {
         L status --json > $OUT/status.json
         L apply --target {v3} --allow-replacement --dry-run --json > $OUT/dry3.json
         L apply --target {v3} --allow-replacement --json > $OUT/apply3.json
-        echo "$old $new" > $OUT/pids
-        kill $old $new
+        LD_PRELOAD=$R/usr/lib/libdemo.so.1 $R/usr/bin/mysleep 60 &
+        newer=$!
+        sleep 0.3
+        L apply --target {v4} --allow-replacement --json > $OUT/apply4.json
+        echo "$old $new $newer" > $OUT/pids
+        kill $old $new $newer
         "#
     ));
     ok(&out);
     let pids = std::fs::read_to_string(sys.out.join("pids")).unwrap();
-    let (old, new): (u64, u64) = {
+    let (old, new, newer): (u64, u64, u64) = {
         let mut it = pids.split_whitespace().map(|p| p.parse().unwrap());
-        (it.next().unwrap(), it.next().unwrap())
+        (it.next().unwrap(), it.next().unwrap(), it.next().unwrap())
     };
     let holders = |v: &serde_json::Value| -> Vec<(u64, Vec<String>)> {
         v["restarts"]["processes"]
@@ -92,6 +100,11 @@ fn processes_holding_replaced_files_need_a_restart() {
             found.iter().find(|(p, _)| *p == new).unwrap_or_else(|| panic!("{name}: pid {new} not in {found:?}"));
         assert_eq!(mine.1, ["/usr/bin/mysleep", "/usr/lib/libdemo.so.1"], "{name}");
     }
+    // Version 4 left version 3's files as they were: the process running them
+    // from the detached layer is current (it used to be restarted for nothing).
+    let found = holders(&read_json(&sys.out.join("apply4.json")));
+    assert!(found.iter().any(|(p, _)| *p == new), "{found:?}");
+    assert!(!found.iter().any(|(p, _)| *p == newer), "pid {newer} runs current files: {found:?}");
 }
 
 /// New sysusers.d and tmpfiles.d snippets create the user and its /var directory.

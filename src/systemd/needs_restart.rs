@@ -311,8 +311,14 @@ fn stale_files(
     let mut consider = |raw: &str, inode: Option<u64>, dev: Option<u64>| {
         let detached = dev.is_some_and(|d| !mounted.is_empty() && !mounted.contains(&d));
         let path = raw.strip_suffix(" (deleted)").unwrap_or(raw);
-        if detached && replaced.contains(&format!("/usr{path}")) {
-            out.insert(format!("/usr{path}"));
+        let in_usr = format!("/usr{path}");
+        if detached && replaced.contains(&in_usr) {
+            // Replaced by an earlier switch, but maybe the same object again in
+            // this /usr (both layers link one repository object): then current.
+            let now = std::fs::symlink_metadata(format!("{prefix}{in_usr}")).map(|m| m.ino()).ok();
+            if inode.is_none() || now != inode {
+                out.insert(in_usr);
+            }
             return;
         }
         if let Some(rel) = raw.strip_prefix(prefix).filter(|rel| pending.contains(*rel)) {

@@ -18,9 +18,10 @@ wait_for() {
 log() { echo "$(date +%s.%N) $*" >>"$O/guest.log"; }
 network() {
     for _ in $(seq 1 120); do
-        networkctl status 2>/dev/null | grep -q 10.0.2.15 && return 0
+        grep -q 10.0.2.15 /proc/net/fib_trie && return 0
         sleep 0.5
     done
+    echo "no address after 60 s" >&2
     return 1
 }
 lighttpd_exe() {
@@ -31,14 +32,7 @@ lighttpd_exe() {
 
 case $phase in
 1)
-    cat >/etc/systemd/network/80-livefs-vm.network <<'NET'
-[Match]
-Name=en* eth*
-
-[Network]
-DHCP=yes
-NET
-    systemctl restart systemd-networkd
+    network_dhcp
     network
     run apply-b "$L" apply --allow-replacement --restart
     log "B live, lighttpd $(lighttpd_exe)"

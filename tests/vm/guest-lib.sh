@@ -19,3 +19,16 @@ http_get() {
     cat <&3
     exec 3>&-
 }
+# QEMU's user network, by DHCP (systemd-networkd, enabled: the configuration
+# stays in /etc for the next boots).
+network_dhcp() {
+    cat >/etc/systemd/network/80-livefs-vm.network <<'NET'
+[Match]
+Name=en* eth*
+
+[Network]
+DHCP=yes
+NET
+    systemctl enable --quiet systemd-networkd
+    systemctl restart systemd-networkd
+}

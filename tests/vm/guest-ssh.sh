@@ -4,14 +4,7 @@
 # drives livefs with Ansible over SSH, and says when it is done (a file `done`
 # in the share). Everything the host does is checked on the host.
 . /run/livefs-vm/guest-lib.sh
-cat >/etc/systemd/network/80-livefs-vm.network <<'NET'
-[Match]
-Name=en* eth*
-
-[Network]
-DHCP=yes
-NET
-run networkd systemctl restart systemd-networkd
+run networkd network_dhcp
 install -d -m 700 /root/.ssh
 install -m 600 authorized_keys /root/.ssh/authorized_keys
 run sshd systemctl restart ssh
