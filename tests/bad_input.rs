@@ -6,6 +6,7 @@ mod common;
 use common::craft::{self, Part};
 use common::*;
 use std::path::Path;
+use std::process::Command;
 
 /// Runs `livefs diff` and checks it failed cleanly with one line containing `want`.
 fn diff_fails(repo: &Path, from: &str, to: &str, want: &str) -> String {
@@ -185,4 +186,21 @@ fn bare_file_object_of_wrong_type() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kind"], "bad_repository");
     assert!(v["error"].as_str().unwrap().contains(&format!("object {file}.file is malformed")), "{v}");
+}
+
+/// Activation flags without `--restart` would do nothing: a usage error (exit
+/// status 2) before the system is even opened.
+#[test]
+fn activation_flags_need_restart() {
+    for args in [&["apply", "--daemon-reexec"][..], &["reset", "--user-units"], &["apply", "--user-units", "--dry-run"]]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_livefs"))
+            .args(["--root", "/nonexistent-livefs-root", "--sysroot", "/nonexistent-livefs-sysroot"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("--daemon-reexec and --user-units need --restart"), "{args:?}: {err}");
+    }
 }
