@@ -8,9 +8,14 @@ use std::sync::Mutex;
 
 static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Notes a warning (one line, without the `livefs: warning:` prefix).
+/// Notes a warning (one line, without the `livefs: warning:` prefix), once:
+/// the same file may be read by two steps of one command.
 pub fn warn(message: impl Into<String>) {
-    WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).push(message.into());
+    let message = message.into();
+    let mut warnings = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    if !warnings.contains(&message) {
+        warnings.push(message);
+    }
 }
 
 /// The warnings noted so far, oldest first; forgets them.

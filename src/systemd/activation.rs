@@ -404,24 +404,33 @@ pub fn decide(mut f: Facts) -> Activation {
         f.restart.remove(name);
         verdicts.push(act(name, Verb::Stop, vec!["its unit file was removed".into()]));
     }
-    // Sockets restarted: their services must be down first, or systemd refuses to start them.
-    let restarted_sockets: BTreeSet<&String> = f
-        .restart
-        .keys()
-        .filter(|u| u.ends_with(".socket") && unit(u).active && !unit(u).reload && !unit(u).no_restart)
-        .filter(|u| refusal(u, unit(u), own, never, Verb::Restart).is_none())
-        .collect();
+    // Restarted or reloaded as they are, unless they opt out.
+    let renew = |name: &str, reasons: Vec<String>| {
+        let verb = if unit(name).reload { Verb::Reload } else { Verb::Restart };
+        match act(name, verb, reasons) {
+            Ok(_) if unit(name).no_restart => skip(name, "X-RestartIfChanged=false"),
+            verdict => verdict,
+        }
+    };
+    // Sockets first: a restarted one needs its service down first (systemd
+    // refuses to start a socket whose service runs).
+    let changed = f.restart.iter().filter(|(u, _)| unit(u).active);
+    let (sockets, services): (Vec<_>, Vec<_>) = changed.partition(|(u, _)| u.ends_with(".socket"));
+    let mut restarted_sockets = BTreeSet::new();
+    for (name, reasons) in sockets {
+        let verdict = renew(name, reasons.clone());
+        if matches!(&verdict, Ok(a) if a.verb == Verb::Restart) {
+            restarted_sockets.insert(name);
+        }
+        verdicts.push(verdict);
+    }
     let mut stopped_for_socket = BTreeSet::new();
-    for (name, reasons) in f.restart.iter().filter(|(u, _)| unit(u).active) {
+    for (name, reasons) in services {
         let facts = unit(name);
         let sockets: Vec<&String> =
             facts.triggered_by.iter().filter(|t| t.ends_with(".socket") && unit(t).active).collect();
         if facts.reload || sockets.is_empty() {
-            let verb = if facts.reload { Verb::Reload } else { Verb::Restart };
-            verdicts.push(match act(name, verb, reasons.clone()) {
-                Ok(_) if facts.no_restart => skip(name, "X-RestartIfChanged=false"),
-                verdict => verdict,
-            });
+            verdicts.push(renew(name, reasons.clone()));
             continue;
         }
         if let Some(socket) = sockets.iter().find(|s| unit(s).accept) {
