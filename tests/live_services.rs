@@ -142,15 +142,72 @@ fn triggers_create_users_and_var_and_retry_failures() {
     let reload = trig(&apply, "daemon-reload").unwrap();
     assert_eq!(reload["skipped"], true, "daemon-reload must not run for another root: {reload}");
     // tmpfiles fails too: the user it needs does not exist yet.
-    assert_eq!(std::fs::read_to_string(sys.out.join("pending.json")).unwrap(), r#"{"sysusers":1,"tmpfiles":1}"#);
+    assert_eq!(
+        std::fs::read_to_string(sys.out.join("pending.json")).unwrap(),
+        r#"{"sysusers":{"attempts":1,"configs":["demo.conf"]},"tmpfiles":{"attempts":1,"configs":["demo.conf"]}}"#
+    );
     let second = std::fs::read_to_string(sys.out.join("second-failure.txt")).unwrap();
-    assert!(second.contains("Trigger systemd-sysusers: FAILED (will be retried by the next apply)"), "{second}");
+    assert!(second.contains("Trigger systemd-sysusers (demo.conf): FAILED (will be retried by the next apply)"), "{second}");
     let retry = read_json(&sys.out.join("retry.json"));
     assert_eq!(trig(&retry, "sysusers").unwrap()["ok"], true, "{}", retry["triggers"]);
     assert_eq!(trig(&retry, "tmpfiles").unwrap()["ok"], true, "{}", retry["triggers"]);
     let passwd = std::fs::read_to_string(sys.out.join("passwd")).unwrap();
     let uid = passwd.split(':').nth(2).unwrap();
     assert_eq!(std::fs::read_to_string(sys.out.join("var-demo")).unwrap(), format!("750 {uid}\n"), "{passwd}");
+}
+
+/// systemd-tmpfiles runs for the changed configuration files only, looked up
+/// as systemd does (the admin's file in /etc wins over the update's); one the
+/// update removed is not passed, and when none is left the trigger is skipped.
+#[test]
+fn tmpfiles_runs_for_the_changed_files_only() {
+    let mut sys = TestSystem::new();
+    let confs = sys.tree.join("usr/lib/tmpfiles.d");
+    let conf = |name: &str, dir: &str| write(&confs.join(name), format!("d /var/lib/{dir} 0755 - - -\n").as_bytes());
+    conf("other.conf", "other");
+    conf("gone.conf", "gone");
+    let v1 = sys.commit("1.1");
+    sys.booted = v1.clone();
+    sys.deploy(&v1);
+    conf("new.conf", "new-usr");
+    std::fs::remove_file(confs.join("gone.conf")).unwrap();
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    std::fs::remove_file(confs.join("new.conf")).unwrap();
+    let v3 = sys.commit("3");
+    std::fs::remove_file(confs.join("other.conf")).unwrap();
+    let v4 = sys.commit("4");
+    let out = sys.run(&format!(
+        r#"
+        mkdir -p $R/etc/tmpfiles.d
+        echo 'd /var/lib/new-etc 0755 - - -' > $R/etc/tmpfiles.d/new.conf
+        L apply --allow-replacement --json > $OUT/apply.json
+        L apply --allow-replacement --target {v3} --json > $OUT/apply3.json
+        L apply --allow-replacement --target {v4} --json > $OUT/apply4.json
+        ls $R/var/lib > $OUT/var-lib
+        "#
+    ));
+    ok(&out);
+    let tmpfiles = |name: &str| {
+        let v = read_json(&sys.out.join(name));
+        v["triggers"].as_array().unwrap().iter().find(|t| t["action"] == "tmpfiles").cloned().unwrap()
+    };
+    let t = tmpfiles("apply.json");
+    assert_eq!(t["configs"], serde_json::json!(["new.conf"]), "{t}");
+    assert!(t["command"].as_str().unwrap().ends_with(" new.conf"), "{t}");
+    assert_eq!((&t["ok"], &t["skipped"]), (&serde_json::json!(true), &serde_json::json!(false)), "{t}");
+    let var_lib = std::fs::read_to_string(sys.out.join("var-lib")).unwrap();
+    assert!(var_lib.lines().any(|l| l == "new-etc"), "{var_lib}");
+    for dir in ["new-usr", "other", "gone"] {
+        assert!(!var_lib.lines().any(|l| l == dir), "/var/lib/{dir} created: {var_lib}");
+    }
+    // Version 3 removes new.conf from /usr: the admin's /etc/tmpfiles.d/new.conf
+    // still stands, so it is run. Version 4 only removes other.conf: nothing to run.
+    let t3 = tmpfiles("apply3.json");
+    assert_eq!((&t3["configs"], &t3["skipped"]), (&serde_json::json!(["new.conf"]), &serde_json::json!(false)), "{t3}");
+    let t4 = tmpfiles("apply4.json");
+    assert_eq!((&t4["configs"], &t4["skipped"]), (&serde_json::json!([]), &serde_json::json!(true)), "{t4}");
+    assert!(t4["command"].as_str().unwrap().contains("configuration files are gone"), "{t4}");
 }
 
 /// A trigger that keeps failing is tried a bounded number of times, then given up
@@ -172,10 +229,10 @@ fn failing_trigger_is_given_up_after_bounded_retries() {
     ok(&out);
     let read = |n: &str| std::fs::read_to_string(sys.out.join(n)).unwrap();
     for i in 1..=2 {
-        assert!(read(&format!("apply-{i}.txt")).contains("systemd-sysusers: FAILED (will be retried"));
+        assert!(read(&format!("apply-{i}.txt")).contains("systemd-sysusers (demo.conf): FAILED (will be retried"));
     }
     assert!(
-        read("apply-3.txt").contains("systemd-sysusers: FAILED (for the last time: not retried"),
+        read("apply-3.txt").contains("systemd-sysusers (demo.conf): FAILED (for the last time: not retried"),
         "{}",
         read("apply-3.txt")
     );

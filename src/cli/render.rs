@@ -182,7 +182,10 @@ pub fn outcome(out: &mut impl Write, o: &Outcome, verb: Verb) -> io::Result<()> 
         } else {
             "FAILED (will be retried by the next apply)"
         };
-        writeln!(out, "Trigger {}: {how}", t.action)?;
+        match &t.configs {
+            Some(c) => writeln!(out, "Trigger {} ({}): {how}", t.action, c.join(" "))?,
+            None => writeln!(out, "Trigger {}: {how}", t.action)?,
+        }
         if !t.ok {
             for line in t.output.lines() {
                 writeln!(out, "    {line}")?;

@@ -16,7 +16,7 @@ use crate::live::effects;
 use crate::live::session::Session;
 use crate::live::state::LiveState;
 use crate::systemd::needs_restart;
-use crate::systemd::triggers::{self, Action};
+use crate::systemd::triggers::{self, Action, Triggers};
 use crate::tree::layer::LayerStats;
 use crate::tree::plan::Plan;
 
@@ -25,14 +25,14 @@ const LD_SO_CACHE: &str = "/ld.so.cache";
 
 /// Commits `p`: changes the running system, and says what it did.
 pub fn commit(s: &mut Session, p: Prepared) -> anyhow::Result<Outcome> {
-    let Prepared { t, plan, usr, changed, mut actions, added, removed, mut outcome } = p;
+    let Prepared { t, plan, usr, changed, triggers: mut to_run, added, removed, mut outcome } = p;
     reserve_records(s, t.etc)?;
     let built = build_layer(s, &t, &usr)?;
     record_applying(s, &t)?;
     switch_usr(s, &plan, usr, built, &mut outcome)?;
     follow_etc(s, &t, &mut outcome)?;
-    let since_boot = record_effects(s, &t, &plan, &changed, &mut actions, (&added, &removed), &outcome)?;
-    finish(s, &t, &plan, &actions, &since_boot, &mut outcome)?;
+    let since_boot = record_effects(s, &t, &plan, &changed, &mut to_run, (&added, &removed), &outcome)?;
+    finish(s, &t, &plan, &to_run, &since_boot, &mut outcome)?;
     Ok(outcome)
 }
 
@@ -127,30 +127,27 @@ fn record_effects(
     t: &Transition,
     plan: &Plan,
     changed: &[String],
-    actions: &mut Vec<Action>,
+    to_run: &mut Triggers,
     (added, removed): (&[String], &[String]),
     outcome: &Outcome,
 ) -> anyhow::Result<SinceBoot> {
     let run = &s.host.run;
-    for a in triggers::pending(run)? {
-        if !actions.contains(&a) {
-            actions.push(a);
-        }
+    for (action, configs) in triggers::pending(run)?.iter() {
+        to_run.add(action, configs.clone());
     }
-    actions.sort();
     match t.etc {
         // ldconfig rewrites /etc/ld.so.cache: journaled first, so a reset puts it back.
-        EtcMode::Merge if actions.contains(&Action::Ldconfig) && !t.options.no_triggers => {
+        EtcMode::Merge if to_run.contains(Action::Ldconfig) && !t.options.no_triggers => {
             crate::etc::journal_path(run, s.host.etc()?, LD_SO_CACHE)?
         }
         // The cache restored with /etc is the booted /usr's: nothing to rebuild.
         EtcMode::Restore if outcome.etc_restored.iter().any(|p| p == LD_SO_CACHE) => {
-            actions.retain(|a| *a != Action::Ldconfig)
+            to_run.remove(Action::Ldconfig)
         }
         _ => {}
     }
     if !t.options.no_triggers {
-        triggers::record_pending(run, actions)?;
+        triggers::record_pending(run, to_run)?;
     }
     let replaced = effects::record_replaced(run, plan)?;
     let units = effects::record_unit_changes(run, changed)?;
@@ -170,7 +167,7 @@ fn finish(
     s: &mut Session,
     t: &Transition,
     plan: &Plan,
-    actions: &[Action],
+    to_run: &Triggers,
     since_boot: &SinceBoot,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
@@ -181,7 +178,7 @@ fn finish(
     outcome.state = done;
     let root = s.host.paths.root.clone();
     if !t.options.no_triggers {
-        outcome.triggers = triggers::run(&root, &s.host.run, actions)?;
+        outcome.triggers = triggers::run(&root, &s.host.run, to_run)?;
     }
     // The transition is done: a failure from here on is a warning, and the
     // next run tries again. The sentinel says what only a reboot delivers now;

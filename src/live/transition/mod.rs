@@ -26,7 +26,7 @@ use crate::live::strategy::{Strategy, Tier};
 use crate::repo::Checksum;
 use crate::systemd::activation::{Activation, UnitEvents};
 use crate::systemd::needs_restart::Restarts;
-use crate::systemd::triggers::{Action, Run};
+use crate::systemd::triggers::{Run, Triggers};
 use crate::tree::apply::ApplyReport;
 use crate::tree::layer::LayerStats;
 use crate::tree::plan::{Plan, PlannedOp, Status};
@@ -129,7 +129,7 @@ pub struct Prepared {
     /// Every path the transition changes, absolute.
     changed: Vec<String>,
     /// The triggers those changes call for.
-    actions: Vec<Action>,
+    triggers: Triggers,
     /// Paths added and removed, absolute (units newly wanted or gone).
     added: Vec<String>,
     removed: Vec<String>,
@@ -157,18 +157,7 @@ impl Prepared {
                 true,
             )?);
         }
-        o.triggers = self
-            .actions
-            .iter()
-            .map(|&action| Run {
-                action,
-                command: String::new(),
-                ok: true,
-                skipped: true,
-                output: "dry run".into(),
-                gave_up: false,
-            })
-            .collect();
+        o.triggers = self.triggers.iter().map(|(action, configs)| Run::dry_run(action, configs)).collect();
         Ok(self.outcome)
     }
 }

@@ -66,8 +66,8 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
         plan: if t.options.dry_run { plan.listing(&status) } else { Vec::new() },
         warnings: Vec::new(),
     };
-    let actions = crate::systemd::triggers::actions_for(changed.iter().map(String::as_str));
-    Ok(Prepared { t, plan, usr, changed, actions, added, removed, outcome })
+    let triggers = crate::systemd::triggers::Triggers::for_paths(changed.iter().map(String::as_str));
+    Ok(Prepared { t, plan, usr, changed, triggers, added, removed, outcome })
 }
 
 /// Refuses an update that needs more than the caller accepts (`--max-strategy`).
