@@ -147,7 +147,10 @@ fn triggers_create_users_and_var_and_retry_failures() {
         r#"{"sysusers":{"attempts":1,"configs":["demo.conf"]},"tmpfiles":{"attempts":1,"configs":["demo.conf"]}}"#
     );
     let second = std::fs::read_to_string(sys.out.join("second-failure.txt")).unwrap();
-    assert!(second.contains("Trigger systemd-sysusers (demo.conf): FAILED (will be retried by the next apply)"), "{second}");
+    assert!(
+        second.contains("Trigger systemd-sysusers (demo.conf): FAILED (will be retried by the next apply)"),
+        "{second}"
+    );
     let retry = read_json(&sys.out.join("retry.json"));
     assert_eq!(trig(&retry, "sysusers").unwrap()["ok"], true, "{}", retry["triggers"]);
     assert_eq!(trig(&retry, "tmpfiles").unwrap()["ok"], true, "{}", retry["triggers"]);

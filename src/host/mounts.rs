@@ -4,6 +4,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use rustix::fs::{Mode, OFlags, CWD};
@@ -63,10 +64,25 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The mounts of this process's namespace, bottom to top.
-pub fn mounts() -> anyhow::Result<Vec<MountInfo>> {
+/// The mount table as last read, until livefs itself changes it ([`changed`]).
+static TABLE: Mutex<Option<Arc<[MountInfo]>>> = Mutex::new(None);
+
+/// The mounts of this process's namespace, bottom to top: read once per
+/// command, and again only after livefs mounted or unmounted something.
+pub fn mounts() -> anyhow::Result<Arc<[MountInfo]>> {
+    let mut table = TABLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(t) = &*table {
+        return Ok(t.clone());
+    }
     let info = std::fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
-    Ok(info.lines().filter_map(MountInfo::parse).collect())
+    let t: Arc<[MountInfo]> = info.lines().filter_map(MountInfo::parse).collect();
+    *table = Some(t.clone());
+    Ok(t)
+}
+
+/// Says livefs changed the mount table: the next [`mounts`] reads it again.
+pub fn changed() {
+    *TABLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
 }
 
 /// A private, writable clone of the mount holding `path` (rooted at `path`), when

@@ -241,15 +241,18 @@ pub fn switch(host: &Host, layer: &Path, carried: &mut Submounts) -> anyhow::Res
     let mnt = new_overlay(layer, &lower)?;
     carried.attach_detached(mnt.as_fd())?;
     let attach = |flags: MoveMountFlags| {
-        rustix::mount::move_mount(mnt.as_fd(), "", CWD, &usr, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | flags)
+        let r = rustix::mount::move_mount(mnt.as_fd(), "", CWD, &usr, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | flags);
+        crate::host::mounts::changed();
+        r
     };
     if let UsrState::Livefs { .. } = host.usr {
         match attach(MoveMountFlags::MOVE_MOUNT_BENEATH) {
             Ok(()) => {
                 fault::mutation();
                 carried.attach(mnt.as_fd())?;
-                rustix::mount::unmount(&usr, UnmountFlags::DETACH)
-                    .with_context(|| format!("cannot detach the previous overlay of {}", usr.display()))?;
+                let detached = rustix::mount::unmount(&usr, UnmountFlags::DETACH);
+                crate::host::mounts::changed();
+                detached.with_context(|| format!("cannot detach the previous overlay of {}", usr.display()))?;
             }
             // Before Linux 6.5: stack the new tree on top of the old one.
             Err(Errno::INVAL) => attach(MoveMountFlags::empty())?,
@@ -301,8 +304,9 @@ pub fn detach(host: &Host, carried: &mut Submounts) -> anyhow::Result<UsrState> 
     let usr = host.paths.root.join("usr");
     // Stacked overlays (kernels before 6.5) are detached one by one.
     while let UsrState::Livefs { .. } = host.usr_now()? {
-        rustix::mount::unmount(&usr, UnmountFlags::DETACH)
-            .with_context(|| format!("cannot detach the overlay of {}", usr.display()))?;
+        let detached = rustix::mount::unmount(&usr, UnmountFlags::DETACH);
+        crate::host::mounts::changed();
+        detached.with_context(|| format!("cannot detach the overlay of {}", usr.display()))?;
         fault::mutation();
     }
     let tree = rustix::fs::open(&usr, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())

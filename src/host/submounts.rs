@@ -146,7 +146,10 @@ impl Submounts {
 }
 
 fn move_into(c: &Carried, tree: BorrowedFd<'_>) -> rustix::io::Result<()> {
-    rustix::mount::move_mount(c.clone.as_fd(), "", tree, c.rel.as_str(), MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+    let r =
+        rustix::mount::move_mount(c.clone.as_fd(), "", tree, c.rel.as_str(), MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH);
+    crate::host::mounts::changed();
+    r
 }
 
 #[cfg(test)]

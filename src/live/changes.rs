@@ -4,7 +4,9 @@
 //! allows), the paths it changes (what triggers and restarts look at), and the
 //! space a layer of it takes.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use anyhow::Context;
 
@@ -21,8 +23,24 @@ pub fn usr_root(repo: &Repo, commit: Checksum) -> anyhow::Result<TreeRoot> {
     TreeRoot::of_subpath(repo, &c, "/usr").with_context(|| format!("in commit {commit}"))
 }
 
-pub fn usr_diff(repo: &Repo, from: Checksum, to: Checksum) -> anyhow::Result<Diff> {
-    Diff::trees(repo, usr_root(repo, from)?, usr_root(repo, to)?)
+/// The `/usr` diffs of one command, by (from, to): the booted commit → the
+/// target is diffed once for the plan, the strategy and the layer alike.
+#[derive(Default)]
+pub struct Diffs(RefCell<Vec<(CommitPair, Rc<Diff>)>>);
+
+/// (from, to).
+type CommitPair = (Checksum, Checksum);
+
+impl Diffs {
+    /// `from` → `to` in `/usr`.
+    pub fn usr(&self, repo: &Repo, from: Checksum, to: Checksum) -> anyhow::Result<Rc<Diff>> {
+        if let Some((_, d)) = self.0.borrow().iter().find(|(k, _)| *k == (from, to)) {
+            return Ok(d.clone());
+        }
+        let d = Rc::new(Diff::trees(repo, usr_root(repo, from)?, usr_root(repo, to)?)?);
+        self.0.borrow_mut().push(((from, to), d.clone()));
+        Ok(d)
+    }
 }
 
 /// The running kernel's release, whose `usr/lib/modules/RELEASE` is never removed.
@@ -39,8 +57,8 @@ pub struct UsrPlan {
 }
 
 /// Plans `from` → `to` in `/usr`, keeping the running kernel's modules out.
-pub fn plan_usr(repo: &Repo, from: Checksum, to: Checksum) -> anyhow::Result<UsrPlan> {
-    let diff = usr_diff(repo, from, to)?;
+pub fn plan_usr(repo: &Repo, diffs: &Diffs, from: Checksum, to: Checksum) -> anyhow::Result<UsrPlan> {
+    let diff = diffs.usr(repo, from, to)?;
     let mut plan = Plan::new(repo, &diff)?;
     let kept = keep_running_modules(&mut plan, &kernel_release());
     Ok(UsrPlan { plan, kept })
@@ -168,8 +186,14 @@ pub fn layer_footprint(plan: &Plan, links: bool) -> Footprint {
 /// What a live apply of `to` delivers on `system`, compared with what runs
 /// (the booted kernel, arguments and manner of boot); `daemon_reexec`: a
 /// changed manager is re-executed live.
-pub fn strategy_of(repo: &Repo, system: &System, to: Checksum, daemon_reexec: bool) -> anyhow::Result<Strategy> {
-    let diff = usr_diff(repo, system.booted.checksum, to)?;
+pub fn strategy_of(
+    repo: &Repo,
+    diffs: &Diffs,
+    system: &System,
+    to: Checksum,
+    daemon_reexec: bool,
+) -> anyhow::Result<Strategy> {
+    let diff = diffs.usr(repo, system.booted.checksum, to)?;
     let target_kargs = system.deployments.iter().find(|d| d.checksum == to).and_then(|d| d.kargs.as_deref());
     let target_soft_reboot_target = has_path(repo, usr_root(repo, to)?, SOFT_REBOOT_TARGET)?;
     Ok(crate::live::strategy::of(&crate::live::strategy::Facts {

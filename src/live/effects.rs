@@ -10,7 +10,7 @@ use crate::host::rundir::RunDir;
 use crate::live::changes::{replaced_by, replacements};
 use crate::live::strategy::Strategy;
 use crate::systemd::activation::{self, Activation, UnitEvents};
-use crate::systemd::needs_restart::{self, Restarts};
+use crate::systemd::needs_restart::{self, Processes, Restarts};
 use crate::tree::plan::Plan;
 
 const REPLACED: &str = "replaced.json";
@@ -79,8 +79,8 @@ pub fn record_unit_events(run: &RunDir, added: &[String], removed: &[String]) ->
 }
 
 /// What needs a restart now, from this boot's records.
-pub fn restarts_now(root: &Path, run: &RunDir) -> anyhow::Result<Restarts> {
-    Ok(needs_restart::report(root, &replaced(run)?, &Default::default(), &unit_changes(run)?))
+pub fn restarts_now(root: &Path, processes: &Processes, run: &RunDir) -> anyhow::Result<Restarts> {
+    Ok(needs_restart::report(root, processes, &replaced(run)?, &Default::default(), &unit_changes(run)?))
 }
 
 /// What would need a restart once paths `changed` (absolute) are, `pending`
@@ -88,6 +88,7 @@ pub fn restarts_now(root: &Path, run: &RunDir) -> anyhow::Result<Restarts> {
 /// `since_boot`) together with what earlier transitions of this boot left.
 pub fn would_restart(
     root: &Path,
+    processes: &Processes,
     since_boot: Option<&RunDir>,
     pending: &HashSet<String>,
     changed: &[String],
@@ -98,16 +99,22 @@ pub fn would_restart(
     };
     let now = needs_restart::now_monotonic_usec();
     units.extend(needs_restart::changed_units(changed.iter().map(String::as_str)).into_iter().map(|u| (u, now)));
-    Ok(needs_restart::report(root, &replaced, pending, &units))
+    Ok(needs_restart::report(root, processes, &replaced, pending, &units))
 }
 
 /// Adds to a strategy what the update costs the running system: the `/usr`
 /// paths it replaces or removes ([`replacements`] of its plan) and what it
 /// alone would need restarted once all of `changed` (absolute) are.
-pub fn add_costs(s: &mut Strategy, root: &Path, plan: &Plan, changed: &[String]) -> anyhow::Result<()> {
+pub fn add_costs(
+    s: &mut Strategy,
+    root: &Path,
+    processes: &Processes,
+    plan: &Plan,
+    changed: &[String],
+) -> anyhow::Result<()> {
     s.replaces = replacements(plan);
     s.replaces.sort();
-    s.restarts = would_restart(root, None, &replaced_by(plan), changed)?;
+    s.restarts = would_restart(root, processes, None, &replaced_by(plan), changed)?;
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::Paths;
 use crate::systemd::activation::Activation;
-use crate::systemd::needs_restart::Restarts;
+use crate::systemd::needs_restart::{Processes, Restarts};
 use decide::{Command, Refusal, Step};
 use session::Session;
 use strategy::Tier;
@@ -99,9 +99,13 @@ pub fn restart(
     let root = &paths.root;
     crate::systemd::activation::check(root)?;
     let (replaced, units) = (effects::replaced(&s.host.run)?, effects::unit_changes(&s.host.run)?);
-    let report = || crate::systemd::needs_restart::report(root, &replaced, &Default::default(), &units);
-    let restart = effects::activate(root, &s.host.run, &report(), &Default::default(), request, dry_run)?;
-    Ok(RestartOutcome { restart, restarts: report(), warnings: crate::messages::take() })
+    let report = |processes: &Processes| {
+        crate::systemd::needs_restart::report(root, processes, &replaced, &Default::default(), &units)
+    };
+    let restart = effects::activate(root, &s.host.run, &report(&s.processes), &Default::default(), request, dry_run)?;
+    // A dry run changed nothing; an activation is looked at anew.
+    let restarts = if dry_run { report(&s.processes) } else { report(&Processes::default()) };
+    Ok(RestartOutcome { restart, restarts, warnings: crate::messages::take() })
 }
 
 /// Whether an error is a refusal that changed nothing, and of which kind.

@@ -26,6 +26,10 @@ pub struct Session {
     pub host: Host,
     pub repo: Repo,
     pub state: LiveState,
+    /// The `/usr` diffs this command computed.
+    pub diffs: crate::live::changes::Diffs,
+    /// What processes run and map, read once.
+    pub processes: crate::systemd::needs_restart::Processes,
     _lock: Lock,
 }
 
@@ -52,7 +56,7 @@ impl Session {
         if let LiveState::UsrLost { .. } = state {
             overlay::forget_unlock(&host)?;
         }
-        Ok(Session { host, repo, state, _lock: lock })
+        Ok(Session { host, repo, state, diffs: Default::default(), processes: Default::default(), _lock: lock })
     }
 
     pub fn booted(&self) -> Checksum {
@@ -88,8 +92,13 @@ impl Session {
             pin(&self.repo, LiveState::Booted);
         }
         let layers = crate::live::effects::layers(&self.host.run)?;
-        let devices = crate::systemd::needs_restart::devices_in_use();
-        let held = |name: &str| layers.get(name).is_some_and(|dev| devices.contains(dev));
+        // Every process's open files are looked at only when a layer is stale.
+        let devices = std::cell::OnceCell::new();
+        let held = |name: &str| {
+            layers
+                .get(name)
+                .is_some_and(|dev| devices.get_or_init(crate::systemd::needs_restart::devices_in_use).contains(dev))
+        };
         let system = &self.host.system;
         overlay::remove_stale_layers(&system.sysroot, &system.deployments, held)
     }

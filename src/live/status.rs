@@ -136,9 +136,11 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         LiveState::Live { commit } => (Some(info(commit)), None, Some(commit)),
         LiveState::Applying { from, to } => (None, Some((info(from), info(to))), Some(to)),
     };
+    let diffs = changes::Diffs::default();
+    let processes = crate::systemd::needs_restart::Processes::default();
     let changes = match compare_to {
         Some(c) => {
-            let d = changes::usr_diff(&repo, booted, c)?;
+            let d = diffs.usr(&repo, booted, c)?;
             Some(ChangeCounts { added: d.added.len(), changed: d.modified.len(), removed: d.removed.len() })
         }
         None => None,
@@ -152,8 +154,8 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
     Ok(Status {
         soft_reboot_into: system.next_root.as_ref().map(|d| info(d.checksum)),
         activation: last_activation(activation::load_progress(&host.run)?, livefs_runs),
-        strategy: pending_strategy(&host, &repo, state)?,
-        restarts: crate::live::effects::restarts_now(&paths.root, &host.run)?,
+        strategy: pending_strategy(&host, &repo, &diffs, &processes, state)?,
+        restarts: crate::live::effects::restarts_now(&paths.root, &processes, &host.run)?,
         rpm_ostree_live: rpm_ostree_live(&host, &repo),
         boot: system.boot.clone(),
         booted: info(booted),
@@ -170,13 +172,19 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
 
 /// What a live apply of the pending deployment would deliver, and what it would
 /// replace and restart, from what `/usr` holds now: the plan an apply would check.
-fn pending_strategy(host: &Host, repo: &Repo, state: LiveState) -> anyhow::Result<Option<Strategy>> {
+fn pending_strategy(
+    host: &Host,
+    repo: &Repo,
+    diffs: &changes::Diffs,
+    processes: &crate::systemd::needs_restart::Processes,
+    state: LiveState,
+) -> anyhow::Result<Option<Strategy>> {
     let Some(p) = &host.system.pending else { return Ok(None) };
-    let mut s = changes::strategy_of(repo, &host.system, p.checksum, false)?;
+    let mut s = changes::strategy_of(repo, diffs, &host.system, p.checksum, false)?;
     let booted = host.system.booted.checksum;
-    let plan = changes::plan_usr(repo, state.current(booted).unwrap_or(booted), p.checksum)?.plan;
+    let plan = changes::plan_usr(repo, diffs, state.current(booted).unwrap_or(booted), p.checksum)?.plan;
     let changed = changes::changed_paths(&plan, &Default::default());
-    crate::live::effects::add_costs(&mut s, &host.paths.root, &plan, &changed)?;
+    crate::live::effects::add_costs(&mut s, &host.paths.root, processes, &plan, &changed)?;
     Ok(Some(s))
 }
 

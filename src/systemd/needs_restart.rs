@@ -239,6 +239,7 @@ fn stale_units(user: Option<&str>, changes: &BTreeMap<String, u64>) -> Vec<Strin
 /// to replace (a dry run): a process using them counts although they are current.
 pub fn report(
     root: &Path,
+    processes: &Processes,
     replaced: &HashSet<String>,
     pending: &HashSet<String>,
     unit_changes: &BTreeMap<String, u64>,
@@ -254,21 +255,88 @@ pub fn report(
     // Paths as processes see them: ROOT-prefixed when ROOT is not /.
     let prefix = if root == Path::new("/") { String::new() } else { root.display().to_string() };
     let mounted: HashSet<u64> = crate::host::mounts::mounts().unwrap_or_default().iter().map(|m| m.dev).collect();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return r };
-    for entry in procs.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if pid == std::process::id() {
-            continue;
-        }
-        let files = stale_files(pid, &prefix, replaced, pending, &mounted);
+    for p in processes.list() {
+        let files = stale_files(p, &prefix, replaced, pending, &mounted);
         if files.is_empty() {
             continue;
         }
+        let pid = p.pid;
         let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
         let unit = unit_of(pid).unwrap_or_else(|| "-".into());
         r.processes.entry(unit).or_default().push(StaleProcess { pid, command, files });
     }
     r
+}
+
+/// Every process's executable and mapped files, read from `/proc` on first use
+/// and then kept: one command judges them against what its update replaces
+/// before its switch (the cost) and after it (what needs a restart) from one
+/// scan. What livefs restarts is seen by a new one.
+#[derive(Default)]
+pub struct Processes(std::sync::OnceLock<Vec<Process>>);
+
+/// A process and the files it runs and maps.
+struct Process {
+    pid: u32,
+    files: Vec<Mapped>,
+}
+
+/// A file as `/proc/PID/{exe,maps}` show it: its path (with the kernel's
+/// ` (deleted)` suffix, if any), inode and device.
+struct Mapped {
+    path: String,
+    inode: Option<u64>,
+    dev: Option<u64>,
+}
+
+impl Processes {
+    fn list(&self) -> &[Process] {
+        self.0.get_or_init(scan)
+    }
+}
+
+/// Reads every other process's executable and file mappings (each file once).
+fn scan() -> Vec<Process> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let mut files: Vec<Mapped> = Vec::new();
+        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+            let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok();
+            files.push(Mapped {
+                path: exe.to_string_lossy().into_owned(),
+                inode: meta.as_ref().map(|m| m.ino()),
+                dev: meta.as_ref().map(|m| m.dev()),
+            });
+        }
+        if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+            for line in maps.lines() {
+                // address perms offset dev inode path
+                let mut fields = line.splitn(6, ' ').skip(3);
+                let dev = fields.next().and_then(|d| d.split_once(':')).and_then(|(major, minor)| {
+                    Some(rustix::fs::makedev(
+                        u32::from_str_radix(major, 16).ok()?,
+                        u32::from_str_radix(minor, 16).ok()?,
+                    ))
+                });
+                let inode = fields.next().and_then(|i| i.parse::<u64>().ok());
+                let Some(path) = fields.next().map(str::trim_start).filter(|p| p.starts_with('/')) else { continue };
+                // A file's mappings are adjacent: each is kept once.
+                if files.last().is_some_and(|m| m.path == path && m.inode == inode && m.dev == dev) {
+                    continue;
+                }
+                files.push(Mapped { path: path.to_string(), inode, dev });
+            }
+        }
+        if !files.is_empty() {
+            out.push(Process { pid, files });
+        }
+    }
+    out
 }
 
 /// The devices of the directories and files processes hold (open fds, working
@@ -292,13 +360,13 @@ pub fn devices_in_use() -> HashSet<u64> {
     out
 }
 
-/// The replaced paths process `pid` runs or maps.
+/// The replaced paths process `p` runs or maps.
 ///
 /// A file of a `/usr` overlay livefs switched away from (detached) shows a path
 /// relative to that `/usr` (`/libexec/foo`) on a device no longer mounted here: it
 /// is stale when `/usr/libexec/foo` was replaced.
 fn stale_files(
-    pid: u32,
+    p: &Process,
     prefix: &str,
     replaced: &HashSet<String>,
     pending: &HashSet<String>,
@@ -325,33 +393,17 @@ fn stale_files(
             out.insert(rel.to_string());
             return;
         }
+        // Only a replaced path is looked at on disk: the cost follows the
+        // update, not every file every process maps.
+        let Some(rel) = path.strip_prefix(prefix).filter(|rel| replaced.contains(*rel)) else { return };
         let same =
             |p: &str| inode.is_some() && std::fs::symlink_metadata(p).map(|m| Some(m.ino()) == inode).unwrap_or(false);
-        if same(raw) {
-            return;
-        }
-        let Some(rel) = path.strip_prefix(prefix) else { return };
-        if replaced.contains(rel) {
+        if !same(raw) {
             out.insert(rel.to_string());
         }
     };
-    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-        let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok();
-        consider(&exe.to_string_lossy(), meta.as_ref().map(|m| m.ino()), meta.as_ref().map(|m| m.dev()));
-    }
-    if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
-        for line in maps.lines() {
-            // address perms offset dev inode path
-            let mut fields = line.splitn(6, ' ').skip(3);
-            let dev = fields.next().and_then(|d| d.split_once(':')).and_then(|(major, minor)| {
-                Some(rustix::fs::makedev(u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?))
-            });
-            let inode = fields.next().and_then(|i| i.parse::<u64>().ok());
-            let Some(path) = fields.next().map(str::trim_start) else { continue };
-            if path.starts_with('/') {
-                consider(path, inode, dev);
-            }
-        }
+    for m in &p.files {
+        consider(&m.path, m.inode, m.dev);
     }
     out.into_iter().collect()
 }

@@ -427,8 +427,11 @@ mod tests {
             gave_up: false,
         };
         let attempts = |n| Pending { attempts: n, configs: None };
-        let mut pending =
-            BTreeMap::from([(Action::Sysusers, attempts(0)), (Action::Tmpfiles, attempts(2)), (Action::DaemonReload, attempts(0))]);
+        let mut pending = BTreeMap::from([
+            (Action::Sysusers, attempts(0)),
+            (Action::Tmpfiles, attempts(2)),
+            (Action::DaemonReload, attempts(0)),
+        ]);
         let mut runs = vec![
             run(Action::Sysusers, true, false),
             run(Action::Tmpfiles, false, false),

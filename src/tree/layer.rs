@@ -19,7 +19,7 @@
 //! removed later. It is not synced: the overlay lives only until the next boot,
 //! which throws the layer away, and until then the page cache is coherent.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use anyhow::Context;
@@ -59,8 +59,16 @@ pub fn build(
     plan: &Plan,
     layer: BorrowedFd<'_>,
 ) -> anyhow::Result<LayerStats> {
-    let mut b =
-        Builder { repo, objects, layer, target, dirs: HashSet::new(), last: None, stats: LayerStats::default() };
+    let mut b = Builder {
+        repo,
+        objects,
+        layer,
+        target,
+        dirs: HashSet::new(),
+        nodes: HashMap::new(),
+        last: None,
+        stats: LayerStats::default(),
+    };
     // The merged root takes the layer root's attributes: the target's /usr's.
     let root_meta = repo.read_dirmeta(target.meta)?;
     checkout::set_dir_meta(layer, &root_meta, &[]).context("cannot set the layer's root metadata")?;
@@ -79,6 +87,9 @@ struct Builder<'a> {
     /// Directories of the layer made so far, by path relative to its root (paths,
     /// not fds: a large update must not hold one fd per directory).
     dirs: HashSet<String>,
+    /// The target's directories looked up so far, by path: each dirtree on the
+    /// way to a new directory is read once, not once per directory below it.
+    nodes: HashMap<String, TreeRoot>,
     /// The directory of the previous operation.
     last: Option<(String, OwnedFd)>,
     stats: LayerStats,
@@ -179,13 +190,23 @@ impl Builder<'_> {
     }
 
     /// The target's dirmeta for the directory at `rel` under `/usr`.
-    fn target_meta(&self, rel: &str) -> anyhow::Result<Checksum> {
-        let mut node = self.target;
-        for component in rel.split('/') {
-            let t = self.repo.read_dirtree(node.tree)?;
-            let d = t.find_dir(component).with_context(|| format!("the target has no directory /usr/{rel}"))?;
-            node = TreeRoot { tree: d.tree, meta: d.meta };
+    fn target_meta(&mut self, rel: &str) -> anyhow::Result<Checksum> {
+        Ok(self.target_node(rel)?.meta)
+    }
+
+    /// The target's directory at `rel` (no leading `/`; `""` is `/usr`).
+    fn target_node(&mut self, rel: &str) -> anyhow::Result<TreeRoot> {
+        if rel.is_empty() {
+            return Ok(self.target);
         }
-        Ok(node.meta)
+        if let Some(node) = self.nodes.get(rel) {
+            return Ok(*node);
+        }
+        let (parent, name) = crate::dirfd::split_path(rel);
+        let t = self.repo.read_dirtree(self.target_node(parent)?.tree)?;
+        let d = t.find_dir(name).with_context(|| format!("the target has no directory /usr/{rel}"))?;
+        let node = TreeRoot { tree: d.tree, meta: d.meta };
+        self.nodes.insert(rel.to_string(), node);
+        Ok(node)
     }
 }

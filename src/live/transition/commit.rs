@@ -15,7 +15,7 @@ use crate::live::decide::EtcMode;
 use crate::live::effects;
 use crate::live::session::Session;
 use crate::live::state::LiveState;
-use crate::systemd::needs_restart;
+use crate::systemd::needs_restart::{self, Processes};
 use crate::systemd::triggers::{self, Action, Triggers};
 use crate::tree::layer::LayerStats;
 use crate::tree::plan::Plan;
@@ -141,9 +141,7 @@ fn record_effects(
             crate::etc::journal_path(run, s.host.etc()?, LD_SO_CACHE)?
         }
         // The cache restored with /etc is the booted /usr's: nothing to rebuild.
-        EtcMode::Restore if outcome.etc_restored.iter().any(|p| p == LD_SO_CACHE) => {
-            to_run.remove(Action::Ldconfig)
-        }
+        EtcMode::Restore if outcome.etc_restored.iter().any(|p| p == LD_SO_CACHE) => to_run.remove(Action::Ldconfig),
         _ => {}
     }
     if !t.options.no_triggers {
@@ -200,13 +198,16 @@ fn finish(
             .iter()
             .any(|p| matches!(p.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed))
         || outcome.triggers.iter().any(|t| !t.skipped);
-    let report = || needs_restart::report(&root, &since_boot.replaced, &Default::default(), &since_boot.units);
-    outcome.restarts = report();
+    let report = |processes: &Processes| {
+        needs_restart::report(&root, processes, &since_boot.replaced, &Default::default(), &since_boot.units)
+    };
+    outcome.restarts = report(&s.processes);
     if t.options.restart {
         let none = Default::default();
         outcome.restart =
             Some(effects::activate(&root, &s.host.run, &outcome.restarts, &none, t.options.activation, false)?);
-        outcome.restarts = report();
+        // What the activation restarted runs anew: looked at again.
+        outcome.restarts = report(&Processes::default());
     }
     Ok(())
 }

@@ -144,7 +144,8 @@ impl Prepared {
         let root = &s.host.paths.root;
         let pending = crate::live::changes::replaced_by(&self.plan);
         let o = &mut self.outcome;
-        o.restarts = crate::live::effects::would_restart(root, Some(&s.host.run), &pending, &self.changed)?;
+        o.restarts =
+            crate::live::effects::would_restart(root, &s.processes, Some(&s.host.run), &pending, &self.changed)?;
         if self.t.options.restart {
             let mut new_events = UnitEvents::default();
             crate::systemd::activation::record(&mut new_events, &self.added, &self.removed);

@@ -24,7 +24,7 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
     let reexec = t.options.restart
         && (t.options.activation.daemon_reexec || crate::systemd::restart_policy::load(root).daemon_reexec);
     let mut strategy = match t.etc {
-        EtcMode::Merge => changes::strategy_of(&s.repo, &s.host.system, t.to, reexec)?,
+        EtcMode::Merge => changes::strategy_of(&s.repo, &s.diffs, &s.host.system, t.to, reexec)?,
         EtcMode::Restore => Strategy::back(),
     };
     within_limit(&strategy, t.max_strategy)?;
@@ -43,7 +43,7 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
     };
     let changed = changes::changed_paths(&plan, &etc);
     if t.etc == EtcMode::Merge {
-        crate::live::effects::add_costs(&mut strategy, root, &plan, &changed)?;
+        crate::live::effects::add_costs(&mut strategy, root, &s.processes, &plan, &changed)?;
     }
     let (added, removed) = changes::added_and_removed(&plan, &etc);
     let outcome = Outcome {
@@ -80,7 +80,7 @@ fn within_limit(s: &Strategy, max: Tier) -> Result<(), Refusal> {
 
 /// Plans `from` → `to` in `/usr`, refusing replacements unless allowed.
 fn policy_plan(s: &Session, from: Checksum, to: Checksum, allow_replacement: bool) -> anyhow::Result<UsrPlan> {
-    let p = changes::plan_usr(&s.repo, from, to)?;
+    let p = changes::plan_usr(&s.repo, &s.diffs, from, to)?;
     if !allow_replacement {
         let offenders = changes::replacements(&p.plan);
         if !offenders.is_empty() {
@@ -108,7 +108,7 @@ fn usr_change(s: &Session, t: &Transition, plan: &plan::Plan) -> anyhow::Result<
             // The layer always goes booted → target; from the booted commit that
             // is the plan checked above (the policy only refuses, never filters).
             let layer_plan =
-                if t.from == booted { plan.clone() } else { changes::plan_usr(&s.repo, booted, t.to)?.plan };
+                if t.from == booted { plan.clone() } else { changes::plan_usr(&s.repo, &s.diffs, booted, t.to)?.plan };
             let system = &s.host.system;
             let site = LayerSite::open(&system.sysroot, &system.booted, &s.repo)?;
             let footprint = changes::layer_footprint(&layer_plan, site.links());
