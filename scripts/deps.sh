@@ -147,3 +147,23 @@ PY
         exit 1
     fi
 }
+
+# The build every script ships, tests and measures: on a glibc host, livefs is
+# linked statically (static-pie). It then starts in 1.0 ms instead of 1.4 (no
+# dynamic loading of libc and libgcc_s; a third of a `livefs diff`), and keeps
+# running whatever an update does to the libc below /usr. The flag goes to the
+# target only (`--target`, through CARGO_BUILD_TARGET): proc-macros are built for
+# the host as before. Sets LIVEFS_RELEASE_DIR to where the binary is built.
+livefs_static_build() {
+    local host var
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    LIVEFS_RELEASE_DIR=${CARGO_TARGET_DIR:-$PWD/target}/release
+    case "$host" in
+    *-linux-gnu*)
+        export CARGO_BUILD_TARGET=$host
+        var=CARGO_TARGET_$(echo "$host" | tr 'a-z.-' 'A-Z__')_RUSTFLAGS
+        export "$var=${!var:-} -C target-feature=+crt-static"
+        LIVEFS_RELEASE_DIR=${CARGO_TARGET_DIR:-$PWD/target}/$host/release
+        ;;
+    esac
+}

@@ -7,7 +7,9 @@
 /// How many threads to use for `n` items when fewer than `min` items are not
 /// worth a thread: at most the cores (and 4).
 pub fn threads_for(n: usize, min: usize) -> usize {
-    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1).min(4);
+    // Asked once: the standard library reads the cgroup's CPU quota each time.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1).min(4));
     if n < min.max(2) {
         1
     } else {
