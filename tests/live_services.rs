@@ -213,6 +213,44 @@ fn tmpfiles_runs_for_the_changed_files_only() {
     assert!(t4["command"].as_str().unwrap().contains("configuration files are gone"), "{t4}");
 }
 
+/// An update that brings its own loader cache (its compose ran ldconfig) needs
+/// no ldconfig when the admin's cache is the booted default: the /etc merge puts
+/// the update's in place, as a reboot into it would. An admin's own cache (local
+/// ld.so.conf.d entries) is kept, and ldconfig rebuilds it.
+#[test]
+fn the_updates_loader_cache_spares_ldconfig() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/etc/ld.so.cache"), b"the cache of version 1");
+    let v1 = sys.commit("1.1");
+    sys.booted = v1.clone();
+    sys.deploy(&v1);
+    write(&sys.tree.join("usr/lib/libnew.so.1"), &std::fs::read("/lib/x86_64-linux-gnu/libz.so.1").unwrap());
+    write(&sys.tree.join("usr/etc/ld.so.cache"), b"the cache of version 2");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(
+        r#"
+        L apply --dry-run --json > $OUT/dry.json
+        L apply --json > $OUT/apply.json
+        cp $R/etc/ld.so.cache $OUT/cache
+        L reset > /dev/null
+        echo "the admin's own cache" > $R/etc/ld.so.cache
+        L apply --json > $OUT/apply-admin.json
+        "#,
+    );
+    ok(&out);
+    let actions = |name: &str| -> Vec<String> {
+        let v = read_json(&sys.out.join(name));
+        v["triggers"].as_array().unwrap().iter().map(|t| t["action"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(!actions("dry.json").contains(&"ldconfig".to_string()), "{:?}", actions("dry.json"));
+    assert!(!actions("apply.json").contains(&"ldconfig".to_string()), "{:?}", actions("apply.json"));
+    assert_eq!(std::fs::read(sys.out.join("cache")).unwrap(), b"the cache of version 2");
+    let admin = read_json(&sys.out.join("apply-admin.json"));
+    let ldconfig = admin["triggers"].as_array().unwrap().iter().find(|t| t["action"] == "ldconfig").cloned();
+    assert_eq!(ldconfig.map(|t| t["ok"].clone()), Some(serde_json::json!(true)), "{}", admin["triggers"]);
+}
+
 /// A trigger that keeps failing is tried a bounded number of times, then given up
 /// (and said so), not retried by every apply forever.
 #[test]

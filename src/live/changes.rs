@@ -128,6 +128,18 @@ pub fn changed_paths(plan: &Plan, etc: &EtcReport) -> Vec<String> {
         .collect()
 }
 
+/// The loader cache in `/etc`, as the `/etc` merge and a reset name it.
+pub const LD_SO_CACHE: &str = "/ld.so.cache";
+
+/// Whether the `/etc` merge puts the update's own loader cache in place — the
+/// one its compose built for its `/usr` (the admin's was the booted default):
+/// then `ldconfig` has nothing left to do, as after a reboot into it.
+pub fn brings_loader_cache(etc: &EtcReport) -> bool {
+    etc.paths.iter().any(|p| {
+        p.path == LD_SO_CACHE && matches!(p.action, EtcAction::Added | EtcAction::Updated | EtcAction::AlreadyDone)
+    })
+}
+
 /// The paths a transition adds and removes (absolute, `/usr` and `/etc`): where
 /// units become wanted or go away.
 pub fn added_and_removed(plan: &Plan, etc: &EtcReport) -> (Vec<String>, Vec<String>) {
@@ -227,6 +239,26 @@ mod tests {
             });
         }
         p
+    }
+
+    #[test]
+    fn the_updates_loader_cache_spares_ldconfig() {
+        use crate::etc::EtcPath;
+        let report = |path: &str, action| EtcReport { paths: vec![EtcPath { path: path.into(), action, error: None }] };
+        for (path, action, brings) in [
+            ("/ld.so.cache", EtcAction::Updated, true),
+            ("/ld.so.cache", EtcAction::Added, true),
+            ("/ld.so.cache", EtcAction::AlreadyDone, true),
+            // The admin's own cache (local ld.so.conf.d entries) stays: rebuilt.
+            ("/ld.so.cache", EtcAction::Kept, false),
+            ("/ld.so.cache", EtcAction::Conflict, false),
+            ("/ld.so.cache", EtcAction::Failed, false),
+            ("/ld.so.cache", EtcAction::Removed, false),
+            ("/ld.so.conf", EtcAction::Updated, false),
+        ] {
+            assert_eq!(brings_loader_cache(&report(path, action)), brings, "{path} {action:?}");
+        }
+        assert!(!brings_loader_cache(&EtcReport::default()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use anyhow::Context;
 use super::{Outcome, Prepared, Transition, UsrChange};
 use crate::etc::EtcAction;
 use crate::host::overlay;
+use crate::live::changes::LD_SO_CACHE;
 use crate::live::decide::EtcMode;
 use crate::live::effects;
 use crate::live::session::Session;
@@ -21,7 +22,6 @@ use crate::tree::layer::LayerStats;
 use crate::tree::plan::Plan;
 
 /// The loader cache, under `/etc`, that the ldconfig trigger rewrites.
-const LD_SO_CACHE: &str = "/ld.so.cache";
 
 /// Commits `p`: changes the running system, and says what it did.
 pub fn commit(s: &mut Session, p: Prepared) -> anyhow::Result<Outcome> {

@@ -12,6 +12,7 @@ use crate::live::session::Session;
 use crate::live::state::LiveState;
 use crate::live::strategy::{Strategy, Tier};
 use crate::repo::Checksum;
+use crate::systemd::triggers::{Action, Triggers};
 use crate::tree::apply::ApplyReport;
 use crate::tree::plan::{self, Status};
 
@@ -66,7 +67,10 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
         plan: if t.options.dry_run { plan.listing(&status) } else { Vec::new() },
         warnings: Vec::new(),
     };
-    let triggers = crate::systemd::triggers::Triggers::for_paths(changed.iter().map(String::as_str));
+    let mut triggers = Triggers::for_paths(changed.iter().map(String::as_str));
+    if changes::brings_loader_cache(&outcome.etc) {
+        triggers.remove(Action::Ldconfig);
+    }
     Ok(Prepared { t, plan, usr, changed, triggers, added, removed, outcome })
 }
 
