@@ -21,8 +21,6 @@ use crate::systemd::triggers::{self, Action, Triggers};
 use crate::tree::layer::LayerStats;
 use crate::tree::plan::Plan;
 
-/// The loader cache, under `/etc`, that the ldconfig trigger rewrites.
-
 /// Commits `p`: changes the running system, and says what it did.
 pub fn commit(s: &mut Session, p: Prepared) -> anyhow::Result<Outcome> {
     let Prepared { t, plan, usr, changed, triggers: mut to_run, added, removed, mut outcome } = p;
