@@ -261,7 +261,9 @@ pub fn report(
             continue;
         }
         let pid = p.pid;
-        let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+        // Gone since the scan: nothing to restart.
+        let Ok(command) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
+        let command = command.trim().to_string();
         let unit = unit_of(pid).unwrap_or_else(|| "-".into());
         r.processes.entry(unit).or_default().push(StaleProcess { pid, command, files });
     }
