@@ -13,7 +13,7 @@ use crate::live::state::{self, LiveState};
 use crate::live::strategy::Strategy;
 use crate::repo::{Checksum, Repo};
 use crate::systemd::activation::{self, Activation, Progress};
-use crate::systemd::needs_restart::Restarts;
+use crate::systemd::needs_restart::{Processes, Restarts};
 
 /// A commit as `status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,7 +137,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         LiveState::Applying { from, to } => (None, Some((info(from), info(to))), Some(to)),
     };
     let diffs = changes::Diffs::default();
-    let processes = crate::systemd::needs_restart::Processes::default();
+    let processes = Processes::default();
     let changes = match compare_to {
         Some(c) => {
             let d = diffs.usr(&repo, booted, c)?;
@@ -176,7 +176,7 @@ fn pending_strategy(
     host: &Host,
     repo: &Repo,
     diffs: &changes::Diffs,
-    processes: &crate::systemd::needs_restart::Processes,
+    processes: &Processes,
     state: LiveState,
 ) -> anyhow::Result<Option<Strategy>> {
     let Some(p) = &host.system.pending else { return Ok(None) };

@@ -297,15 +297,21 @@ impl Processes {
     }
 }
 
+/// The pids in `/proc` but livefs's own.
+fn other_pids() -> impl Iterator<Item = u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |pid| *pid != me)
+}
+
 /// Reads every other process's executable and file mappings (each file once).
 fn scan() -> Vec<Process> {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut out = Vec::new();
-    for entry in procs.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if pid == std::process::id() {
-            continue;
-        }
+    for pid in other_pids() {
         let mut files: Vec<Mapped> = Vec::new();
         if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
             let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok();
@@ -345,12 +351,7 @@ fn scan() -> Vec<Process> {
 /// and root directories): a detached tree someone may still look things up in.
 pub fn devices_in_use() -> HashSet<u64> {
     let mut out = HashSet::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
-    for entry in procs.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if pid == std::process::id() {
-            continue;
-        }
+    for pid in other_pids() {
         let base = Path::new("/proc").join(pid.to_string());
         let fds = std::fs::read_dir(base.join("fd")).into_iter().flatten().flatten().map(|e| e.path());
         for p in [base.join("cwd"), base.join("root")].into_iter().chain(fds) {
