@@ -31,3 +31,15 @@ fn limit() -> Option<u64> {
     static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(|| std::env::var("LIVEFS_FAULT_AFTER").ok().and_then(|v| v.parse().ok()))
 }
+
+/// A named point in a command (test builds only): `LIVEFS_STOP_AT=NAME` makes
+/// the process stop itself there (SIGSTOP) until the test sends SIGCONT, so a
+/// test can hold one livefs mid-step while another runs.
+pub fn stop_point(name: &str) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("LIVEFS_STOP_AT").is_ok_and(|v| v == name) {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = name;
+}

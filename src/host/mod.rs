@@ -2,7 +2,9 @@
 //! ([`sysroot`], [`booted`], [`staged`]), its mounts ([`mounts`], [`submounts`]),
 //! the `/usr` overlay ([`overlay`]), livefs's records in `/run` ([`rundir`]) and
 //! the reboot sentinel ([`reboot_required`]).
-//! A command opens the host once ([`Host::open`]) and passes it down.
+//! A command opens the host once and passes it down: one that may change the
+//! system through [`Host::lock`], which reads everything it decides from only
+//! once it holds livefs's lock; `status` through [`Host::read_only`].
 
 pub mod booted;
 pub mod layout;
@@ -35,6 +37,11 @@ pub struct Paths {
 
 /// The running system, opened once per command: ROOT and its records directory
 /// as handles, the deployments, and how `/usr` is mounted at the start.
+///
+/// A command that may change the system can only get one through
+/// [`Host::lock`]: everything here was read while the lock was held, so a run
+/// that waited for another sees what that one left, never what was there
+/// before it waited.
 pub struct Host {
     pub paths: Paths,
     /// ROOT, opened once: what livefs writes under it is opened beneath it.
@@ -46,15 +53,42 @@ pub struct Host {
     /// the switches the command makes.
     pub usr: UsrState,
     etc: OnceCell<OwnedFd>,
+    /// livefs's lock, held from before anything above was read (none: read only).
+    lock: Option<rundir::Lock>,
 }
 
 impl Host {
-    pub fn open(paths: &Paths) -> anyhow::Result<Host> {
-        let system = System::load(&paths.root, &paths.sysroot)?;
+    /// Opens the host for a command that may change it: takes livefs's lock
+    /// (waiting up to `wait` for another livefs, [`rundir::Busy`] after), then
+    /// reads the deployments, the mount table and how `/usr` is mounted.
+    pub fn lock(paths: &Paths, wait: std::time::Duration) -> anyhow::Result<Host> {
+        // Not an OSTree host: refused before anything (the records directory) is created.
+        booted::BootRecord::read(&paths.root)?;
         let root = crate::dirfd::open_dir_path(&paths.root)?;
         let run = RunDir::new(root.as_fd(), &paths.root)?;
+        let lock = run.lock(wait)?;
+        // A mount table read before the lock may predate another livefs's switch.
+        mounts::changed();
+        Host::load(paths, root, run, Some(lock))
+    }
+
+    /// Opens the host to read it (`status`), without the lock: it may change
+    /// under a reader, who changes nothing.
+    pub fn read_only(paths: &Paths) -> anyhow::Result<Host> {
+        let root = crate::dirfd::open_dir_path(&paths.root)?;
+        let run = RunDir::new(root.as_fd(), &paths.root)?;
+        Host::load(paths, root, run, None)
+    }
+
+    fn load(paths: &Paths, root: OwnedFd, run: RunDir, lock: Option<rundir::Lock>) -> anyhow::Result<Host> {
+        let system = System::load(&paths.root, &paths.sysroot)?;
         let usr = UsrState::detect(&paths.root, &system.booted.path)?;
-        Ok(Host { paths: paths.clone(), root, run, system, usr, etc: OnceCell::new() })
+        Ok(Host { paths: paths.clone(), root, run, system, usr, etc: OnceCell::new(), lock })
+    }
+
+    /// Whether this command holds livefs's lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// `ROOT/etc`, opened beneath ROOT (never through a symlink) on first use.

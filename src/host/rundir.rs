@@ -197,7 +197,8 @@ impl RunDir {
 
     /// Takes the lock that lets one livefs at a time change the system,
     /// waiting up to `wait` for another livefs to let go of it ([`Busy`] after).
-    pub fn lock(&self, wait: Duration) -> anyhow::Result<Lock> {
+    /// Only [`crate::host::Host::lock`] takes it, before it reads the host.
+    pub(super) fn lock(&self, wait: Duration) -> anyhow::Result<Lock> {
         let dir = self.created()?;
         let path = self.path.join("lock");
         let fd = rustix::fs::openat(

@@ -2,7 +2,6 @@
 //! repository, the lock, and the live state checked against the mounts.
 
 use crate::host::overlay::{self, UsrState};
-use crate::host::rundir::Lock;
 use crate::host::{Host, Paths};
 use crate::live::decide::{Command, Facts, Refusal};
 use crate::live::state::{self, LiveState};
@@ -30,16 +29,15 @@ pub struct Session {
     pub diffs: crate::live::changes::Diffs,
     /// What processes run and map, read once.
     pub processes: crate::systemd::needs_restart::Processes,
-    _lock: Lock,
 }
 
 impl Session {
-    /// Opens the system for `command` under the lock; refuses while rpm-ostree
-    /// has live-applied to this boot. A state record that does not parse stops
-    /// every command but those that survive it ([`Command::survives_corrupt_state`]).
+    /// Opens the system for `command` under the lock (everything decided from
+    /// is read while it is held); refuses while rpm-ostree has live-applied to
+    /// this boot. A state record that does not parse stops every command but
+    /// those that survive it ([`Command::survives_corrupt_state`]).
     pub fn open(paths: &Paths, command: Command, lock_wait: std::time::Duration) -> anyhow::Result<Session> {
-        let host = Host::open(paths)?;
-        let lock = host.run.lock(lock_wait)?;
+        let host = Host::lock(paths, lock_wait)?;
         let repo = host.system.repo()?;
         if let Some(what) = rpm_ostree_live(&host, &repo) {
             return Err(Refusal::RpmOstreeLive(what).into());
@@ -56,7 +54,7 @@ impl Session {
         if let LiveState::UsrLost { .. } = state {
             overlay::forget_unlock(&host)?;
         }
-        Ok(Session { host, repo, state, diffs: Default::default(), processes: Default::default(), _lock: lock })
+        Ok(Session { host, repo, state, diffs: Default::default(), processes: Default::default() })
     }
 
     pub fn booted(&self) -> Checksum {

@@ -119,15 +119,12 @@ fn livefs_runs(pid: u32) -> bool {
 }
 
 pub fn status(paths: &Paths) -> anyhow::Result<Status> {
-    let host = Host::open(paths)?;
+    let host = Host::read_only(paths)?;
     let system = &host.system;
     let repo = system.repo()?;
     let state = reconcile(state::load(&host.run, &system.booted.id())?, &host.usr);
     if let LiveState::UsrLost { .. } = state {
-        // Only under the lock: an apply may be about to mount and flag /usr.
-        if let Ok(_lock) = host.run.lock(std::time::Duration::ZERO) {
-            overlay::forget_unlock(&host)?;
-        }
+        forget_lost_unlock(paths)?;
     }
     let booted = system.booted.checksum;
     let info = |c| commit_info(&repo, c, system);
@@ -168,6 +165,18 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         layer,
         warnings: crate::messages::take(),
     })
+}
+
+/// Removes ostree's unlock flag of a `/usr` whose overlay is gone, when no
+/// other livefs runs (an apply may be about to mount and flag `/usr`): decided
+/// again from what is read under the lock.
+fn forget_lost_unlock(paths: &Paths) -> anyhow::Result<()> {
+    let Ok(host) = Host::lock(paths, std::time::Duration::ZERO) else { return Ok(()) };
+    let state = reconcile(state::load(&host.run, &host.system.booted.id())?, &host.usr);
+    if let LiveState::UsrLost { .. } = state {
+        overlay::forget_unlock(&host)?;
+    }
+    Ok(())
 }
 
 /// What a live apply of the pending deployment would deliver, and what it would

@@ -81,6 +81,7 @@ fn switch_usr(
     built: Option<(PathBuf, LayerStats)>,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
+    crate::fault::stop_point("switch");
     match usr {
         UsrChange::WriteThrough { status } => {
             if !plan.ops.is_empty() {
