@@ -613,3 +613,58 @@ fn a_full_run_never_blocks_the_way_back() {
     assert_eq!(read_json(&sys.out.join("status-reset.json"))["state"]["state"], "booted");
     assert_eq!(std::fs::read_to_string(sys.out.join("reset-again.err")).unwrap(), "");
 }
+
+/// A deployment of another stateroot (`ostree admin os-init other; ostree admin
+/// deploy --os=other`) is another OS install: never the pending deployment of
+/// this one. `status` names it as the next boot with a reboot strategy, `apply`
+/// has nothing to do (and takes neither its /usr nor its /etc), `--target` still
+/// applies a commit to the booted stateroot.
+#[test]
+fn another_stateroots_deployment_is_not_pending() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/bin/otherprog"), b"#!/bin/sh\necho other\n");
+    write(&sys.tree.join("usr/etc/other.conf"), b"other\n");
+    let other = sys.commit("9");
+    let sysroot = format!("--sysroot={}", sys.sysroot.display());
+    ostree(&["admin", "os-init", &sysroot, "other"]);
+    ostree(&["admin", "deploy", "--retain", &sysroot, "--os=other", &other]);
+    let out = sys.run(&format!(
+        r#"
+        L status --json > $OUT/status.json
+        L status > $OUT/status.txt
+        L apply --json > $OUT/apply.json
+        L apply > $OUT/apply.txt
+        test ! -e $R/usr/bin/otherprog
+        test ! -e $R/etc/other.conf
+        L apply --target {other} --json > $OUT/target.json
+        test -e $R/usr/bin/otherprog
+        L status --json > $OUT/status-live.json
+        "#
+    ));
+    ok(&out);
+    let st = read_json(&sys.out.join("status.json"));
+    common::schema::assert_valid(&common::schema::validator("status"), "status.json", &st);
+    assert_eq!(st["pending"], serde_json::Value::Null, "{st}");
+    assert_eq!(st["next_boot_elsewhere"]["checksum"], other.as_str());
+    assert!(st["next_boot_elsewhere"]["deployment"].as_str().unwrap().starts_with("other "), "{st}");
+    assert_eq!(st["strategy"]["needs"], "reboot");
+    let why = st["strategy"]["reboot_for"][0].as_str().unwrap();
+    assert!(why.contains("another stateroot (other)"), "{why}");
+    let text = std::fs::read_to_string(sys.out.join("status.txt")).unwrap();
+    assert!(text.contains("Pending:     none\n"), "{text}");
+    assert!(text.contains(&format!("Next boot:   {}", &other[..12])), "{text}");
+    assert!(text.contains("another stateroot: not applied live"), "{text}");
+    assert!(text.contains("reboot for the next boot starts another stateroot (other)"), "{text}");
+    let apply = read_json(&sys.out.join("apply.json"));
+    assert_eq!(apply["changed"], false);
+    assert_eq!(apply["kind"], "no_pending");
+    assert!(apply["reason"].as_str().unwrap().contains("no pending deployment of the booted stateroot"), "{apply}");
+    let text = std::fs::read_to_string(sys.out.join("apply.txt")).unwrap();
+    assert!(text.contains("no pending deployment of the booted stateroot"), "{text}");
+    let target = read_json(&sys.out.join("target.json"));
+    assert_eq!(target["state"]["state"], "live");
+    assert_eq!(target["to"], other.as_str());
+    let live = read_json(&sys.out.join("status-live.json"));
+    assert_eq!(live["live"]["checksum"], other.as_str());
+    assert_eq!(live["booted"]["checksum"], sys.booted.as_str());
+}

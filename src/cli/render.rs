@@ -44,6 +44,9 @@ fn commit(c: &CommitInfo) -> String {
 pub fn status(out: &mut impl Write, st: &Status) -> io::Result<()> {
     writeln!(out, "Booted:      {}", commit(&st.booted))?;
     writeln!(out, "Pending:     {}", st.pending.as_ref().map(commit).unwrap_or_else(|| "none".into()))?;
+    if let Some(next) = &st.next_boot_elsewhere {
+        writeln!(out, "Next boot:   {} (another stateroot: not applied live)", commit(next))?;
+    }
     let live = match (&st.live, &st.state) {
         (Some(l), _) => commit(l),
         (None, LiveState::Booted) => "none (/usr holds the booted commit)".into(),
@@ -80,8 +83,13 @@ pub fn status(out: &mut impl Write, st: &Status) -> io::Result<()> {
     if let Some(l) = &st.activation {
         last_activation(out, l)?;
     }
-    if let Some(s) = &st.strategy {
-        strategy(out, s, "the pending deployment")?;
+    match (&st.strategy, &st.pending) {
+        (Some(s), Some(_)) => strategy(out, s, "the pending deployment")?,
+        (Some(s), None) => {
+            writeln!(out, "Strategy:    the next boot needs a reboot:")?;
+            s.reboot_for.iter().try_for_each(|r| writeln!(out, "  reboot for {r}"))?;
+        }
+        (None, _) => {}
     }
     if let Some(c) = &st.changes {
         writeln!(

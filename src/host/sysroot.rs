@@ -12,7 +12,11 @@
 //! - The pending deployment is the staged one if there is one (rpm-ostree and bootc
 //!   stage by default: `ROOT/run/ostree/staged-deployment` names it, see
 //!   [`staged`]); otherwise the default boot entry (highest `version`) when it is
-//!   not the booted one.
+//!   not the booted one — of the booted stateroot only, as libostree's
+//!   `query_deployments_for(booted osname)` and rpm-ostree have it: a deployment of
+//!   another stateroot is another OS install (its own `/etc` and `/var`), which
+//!   the next boot may start ([`System::next_boot_elsewhere`]) but which is never
+//!   this one's update.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -58,7 +62,10 @@ pub struct System {
     pub sysroot: PathBuf,
     pub deployments: Vec<Deployment>,
     pub booted: Deployment,
+    /// The booted stateroot's next deployment.
     pub pending: Option<Deployment>,
+    /// The deployment the next boot starts when it is another stateroot's.
+    pub next_boot_elsewhere: Option<Deployment>,
     /// Why the pending deployment could not be determined (a malformed staged
     /// record): only an apply of the pending deployment fails on it.
     pub pending_error: Option<String>,
@@ -117,12 +124,8 @@ impl System {
             },
             Err(e) => (None, Some(format!("{e:#}"))),
         };
-        let pending = staged.filter(|d| *d != booted).or_else(|| {
-            if pending_error.is_some() {
-                return None;
-            }
-            entries.iter().max_by_key(|e| e.version).map(|e| deployments[e.deployment].clone()).filter(|d| *d != booted)
-        });
+        let (pending, next_boot_elsewhere) =
+            pending_of(&booted, staged, pending_error.is_some(), &entries, &deployments);
         let next_root = next_root(root, &deployments);
         Ok(System {
             root: root.to_path_buf(),
@@ -130,6 +133,7 @@ impl System {
             deployments,
             booted,
             pending,
+            next_boot_elsewhere,
             pending_error,
             boot,
             next_root,
@@ -148,6 +152,37 @@ impl System {
     pub fn repo(&self) -> anyhow::Result<Repo> {
         Repo::open(&self.sysroot.join(layout::REPO))
     }
+}
+
+/// The booted stateroot's pending deployment, as libostree's
+/// `query_deployments_for(booted osname)` finds it: the staged one if it is
+/// this stateroot's, else its boot entry ranked first above the booted one; and
+/// the deployment the next boot starts when it is another stateroot's.
+fn pending_of(
+    booted: &Deployment,
+    staged: Option<Deployment>,
+    staged_unknown: bool,
+    entries: &[BootEntry],
+    deployments: &[Deployment],
+) -> (Option<Deployment>, Option<Deployment>) {
+    let booted_version = entries.iter().find(|e| deployments[e.deployment] == *booted).map(|e| e.version);
+    // The first entry above the booted one of the deployments `which` accepts.
+    let first_above = |which: &dyn Fn(&Deployment) -> bool| {
+        entries
+            .iter()
+            .filter(|e| which(&deployments[e.deployment]) && booted_version.map_or(true, |b| e.version > b))
+            .max_by_key(|e| e.version)
+            .map(|e| deployments[e.deployment].clone())
+            .filter(|d| d != booted)
+    };
+    let next_boot = if staged_unknown { None } else { staged.clone().or_else(|| first_above(&|_| true)) };
+    let elsewhere = next_boot.filter(|d| d.osname != booted.osname);
+    let pending = match staged {
+        Some(d) if d.osname == booted.osname => Some(d).filter(|d| d != booted),
+        _ if staged_unknown => None,
+        _ => first_above(&|d| d.osname == booted.osname),
+    };
+    (pending, elsewhere)
 }
 
 /// The deployment `ostree admin prepare-soft-reboot` loaded: `ROOT/run/nextroot`
@@ -296,4 +331,63 @@ fn boot_entries(sysroot_fd: &OwnedFd, sysroot: &Path, deployments: &[Deployment]
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(osname: &str, byte: u8) -> Deployment {
+        Deployment {
+            osname: osname.into(),
+            checksum: Checksum::from_bytes(&[byte; 32]).unwrap(),
+            serial: 0,
+            path: PathBuf::from(format!("/d/{osname}/{byte}")),
+            kargs: None,
+            dev_ino: (1, byte.into()),
+        }
+    }
+
+    /// Only the booted stateroot's deployments are pending; another's that the
+    /// next boot starts is named apart.
+    #[test]
+    fn pending_is_the_booted_stateroots() {
+        let (a, b, c, x) =
+            (deployment("demo", 1), deployment("demo", 2), deployment("demo", 3), deployment("other", 9));
+        let all = [a.clone(), b.clone(), c.clone(), x.clone()];
+        let entries = |versions: &[(usize, u64)]| -> Vec<BootEntry> {
+            versions
+                .iter()
+                .map(|&(deployment, version)| BootEntry { version, deployment, kargs: String::new() })
+                .collect()
+        };
+        let name = |d: &Option<Deployment>| d.as_ref().map(|d| d.path.display().to_string());
+        #[rustfmt::skip]
+        let cases: Vec<(Vec<(usize, u64)>, Option<&Deployment>, bool, Option<&Deployment>, Option<&Deployment>)> = vec![
+            // entries (index, version), staged, staged unknown → pending, next boot elsewhere
+            (vec![(0, 1), (1, 2)], None, false, Some(&b), None),
+            (vec![(0, 2), (1, 1)], None, false, None, None),
+            (vec![(0, 1)], None, false, None, None),
+            // Another stateroot deployed on top: nothing pending here; the next boot is elsewhere.
+            (vec![(0, 1), (3, 2)], None, false, None, Some(&x)),
+            // This stateroot's B still ranks above the booted A, as libostree has it.
+            (vec![(0, 1), (1, 2), (3, 3)], None, false, Some(&b), Some(&x)),
+            (vec![(0, 1), (2, 2), (1, 3)], None, false, Some(&b), None),
+            // Staged: this stateroot's wins; another's is the next boot, not pending.
+            (vec![(0, 1), (1, 2)], Some(&c), false, Some(&c), None),
+            (vec![(0, 1)], Some(&x), false, None, Some(&x)),
+            (vec![(0, 1), (1, 2)], Some(&x), false, Some(&b), Some(&x)),
+            // A staged record that cannot be read: nothing is known to be pending.
+            (vec![(0, 1), (1, 2)], None, true, None, None),
+        ];
+        for (versions, staged, unknown, pending, elsewhere) in cases {
+            let got = pending_of(&a, staged.cloned(), unknown, &entries(&versions), &all);
+            assert_eq!(
+                (name(&got.0), name(&got.1)),
+                (name(&pending.cloned()), name(&elsewhere.cloned())),
+                "{versions:?} staged {:?}",
+                staged.map(|d| &d.path)
+            );
+        }
+    }
 }

@@ -73,7 +73,7 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// Not a refusal: nothing to do (`"changed": false`).
-    #[error("nothing to apply: no pending deployment (deploy an update first, e.g. `rpm-ostree upgrade`, `bootc upgrade` or `ostree admin deploy`, or pass --target)")]
+    #[error("nothing to apply: no pending deployment of the booted stateroot (deploy an update first, e.g. `rpm-ostree upgrade`, `bootc upgrade` or `ostree admin deploy`, or pass --target)")]
     NoPending,
     /// An error, not a policy: the deployments could not be read.
     #[error("cannot tell the pending deployment: {0}")]

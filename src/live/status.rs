@@ -69,7 +69,11 @@ pub struct Status {
     /// rpm-ostree's apply-live state, when it has live-applied to this boot
     /// (livefs then refuses to change /usr).
     pub rpm_ostree_live: Option<String>,
-    /// What a live apply of the pending deployment would deliver.
+    /// The deployment the next boot starts when it is another stateroot's:
+    /// another OS install, never applied live here.
+    pub next_boot_elsewhere: Option<CommitInfo>,
+    /// What a live apply of the pending deployment would deliver (with nothing
+    /// pending and another stateroot next: a reboot, and why).
     pub strategy: Option<Strategy>,
     /// The last activation of this boot (`--restart`, `livefs restart`), as far
     /// as it went: the result of one whose terminal went away.
@@ -157,6 +161,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         boot: system.boot.clone(),
         booted: info(booted),
         pending: system.pending.as_ref().map(|p| info(p.checksum)),
+        next_boot_elsewhere: system.next_boot_elsewhere.as_ref().map(|d| info(d.checksum)),
         live,
         in_progress,
         state,
@@ -188,7 +193,9 @@ fn pending_strategy(
     processes: &Processes,
     state: LiveState,
 ) -> anyhow::Result<Option<Strategy>> {
-    let Some(p) = &host.system.pending else { return Ok(None) };
+    let Some(p) = &host.system.pending else {
+        return Ok(host.system.next_boot_elsewhere.as_ref().map(|d| Strategy::elsewhere(&d.osname)));
+    };
     let mut s = changes::strategy_of(repo, diffs, &host.system, p.checksum, false)?;
     let booted = host.system.booted.checksum;
     let plan = changes::plan_usr(repo, diffs, state.current(booted).unwrap_or(booted), p.checksum)?.plan;

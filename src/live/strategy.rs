@@ -72,6 +72,20 @@ impl Strategy {
         Strategy { live: true, ..Default::default() }
     }
 
+    /// The next boot starts another stateroot: another OS install, with its own
+    /// `/etc` and `/var`, which only a reboot starts.
+    pub fn elsewhere(osname: &str) -> Strategy {
+        let why = format!(
+            "the next boot starts another stateroot ({osname}): another OS install, with its own /etc and /var"
+        );
+        Strategy {
+            needs: Tier::Reboot,
+            reboot_for: vec![why],
+            soft_reboot_blockers: vec!["another stateroot".into()],
+            ..Default::default()
+        }
+    }
+
     /// Why the update needs more than a live apply (empty when it does not):
     /// the reasons of its tiers, and why a soft reboot will not do where it
     /// would otherwise.
