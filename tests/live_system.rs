@@ -668,3 +668,57 @@ fn another_stateroots_deployment_is_not_pending() {
     assert_eq!(live["live"]["checksum"], other.as_str());
     assert_eq!(live["booted"]["checksum"], sys.booted.as_str());
 }
+
+/// `livefs status` answers any user, as `ostree admin status` does: as `nobody`
+/// on a live system it reports the live commit, and says that other users'
+/// processes were not checked for restarts instead of claiming none need one.
+/// What changes the system refuses early as non-root, changing nothing.
+#[test]
+fn status_for_an_unprivileged_user() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/bin/hello"), b"#!/bin/sh\necho hello v2\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    // The scratch directory is private (0700) to root; a user must reach ROOT in it.
+    chmod(sys.dir.path(), 0o755);
+    let out = sys.run(
+        r#"
+        L apply --allow-replacement > /dev/null
+        sleep 300 & # a root process: not readable by nobody
+        N() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
+        N $LIVEFS --root $R --sysroot $S status --json > $OUT/nobody.json 2> $OUT/nobody-json.err || { cat $OUT/nobody.json >&2; exit 1; }
+        N $LIVEFS --root $R --sysroot $S status > $OUT/nobody.txt 2> $OUT/nobody.err || { cat $OUT/nobody.err >&2; exit 1; }
+        cp -a $R/run/livefs $OUT/run-before
+        N $LIVEFS --root $R --sysroot $S reset > /dev/null 2> $OUT/reset.err && exit 1
+        echo $? > $OUT/reset.rc
+        N $LIVEFS --root $R --sysroot $S reset --json > $OUT/reset.json && exit 1
+        N $LIVEFS --root $R --sysroot $S apply --dry-run > /dev/null 2> $OUT/dry.err && exit 1
+        diff -r $R/run/livefs $OUT/run-before
+        L status --json > $OUT/root.json
+        kill %1
+        "#,
+    );
+    ok(&out);
+    let st = read_json(&sys.out.join("nobody.json"));
+    common::schema::assert_valid(&common::schema::validator("status"), "nobody.json", &st);
+    assert_eq!(st["state"]["state"], "live", "{st}");
+    assert_eq!(st["live"]["checksum"], v2.as_str());
+    assert_eq!(st["usr"]["kind"], "livefs");
+    let warnings = st["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| w.as_str().unwrap().contains("not checked")),
+        "no warning that other users' processes were not checked: {warnings:?}"
+    );
+    assert_eq!(std::fs::read_to_string(sys.out.join("nobody-json.err")).unwrap(), "", "JSON carries the warnings");
+    let text = std::fs::read_to_string(sys.out.join("nobody.txt")).unwrap();
+    assert!(text.contains(&format!("Live:        {}", &v2[..12])), "{text}");
+    let err = std::fs::read_to_string(sys.out.join("nobody.err")).unwrap();
+    assert!(err.contains("not checked"), "{err}");
+    let reset = std::fs::read_to_string(sys.out.join("reset.err")).unwrap();
+    assert_eq!(reset.lines().count(), 1, "{reset}");
+    assert!(reset.contains("livefs reset needs root"), "{reset}");
+    assert_eq!(std::fs::read_to_string(sys.out.join("reset.rc")).unwrap().trim(), "3");
+    assert_eq!(read_json(&sys.out.join("reset.json"))["kind"], "not_root");
+    assert!(std::fs::read_to_string(sys.out.join("dry.err")).unwrap().contains("livefs apply needs root"));
+    assert_eq!(read_json(&sys.out.join("root.json"))["state"]["state"], "live", "nothing changed");
+}

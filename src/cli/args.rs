@@ -37,6 +37,17 @@ impl Cli {
         }
     }
 
+    /// The name of the command when it changes the running system (and so
+    /// needs root; a dry run still takes the lock).
+    pub fn changes_system(&self) -> Option<&'static str> {
+        match &self.command {
+            Command::Apply(_) => Some("apply"),
+            Command::Reset(_) => Some("reset"),
+            Command::Restart(_) => Some("restart"),
+            Command::Status(_) | Command::Diff(_) | Command::ApplyTree(_) => None,
+        }
+    }
+
     pub fn paths(&self) -> Paths {
         let sysroot = self.sysroot.clone().unwrap_or_else(|| self.root.join(layout::SYSROOT));
         Paths { root: self.root.clone(), sysroot }

@@ -46,8 +46,15 @@ pub enum Kind {
     BadRevision,
     BadRepository,
     UnitFailed,
+    NotRoot,
     Error,
 }
+
+/// A command that changes the running system, run by another user than root:
+/// refused before anything is opened.
+#[derive(Debug, thiserror::Error)]
+#[error("livefs {0} needs root: it changes the running system (`livefs status` works for any user)")]
+pub struct NotRoot(pub &'static str);
 
 /// Every kind: its JSON name, exit status and meaning (the man pages' table,
 /// and the schema's enum, which a test checks against this).
@@ -62,6 +69,7 @@ pub const KINDS: &[(Kind, &str, u8, &str)] = &[
     (Kind::BadRevision, "bad_revision", exit::ERROR, "a revision names no commit (unknown, ambiguous, invalid, or no parent)"),
     (Kind::BadRepository, "bad_repository", exit::ERROR, "an object is missing, corrupt or malformed"),
     (Kind::UnitFailed, "unit_failed", exit::ERROR, "a unit failed to stop, reload, restart or start; the transition itself stands"),
+    (Kind::NotRoot, "not_root", exit::POLICY, "apply, reset and restart (dry runs too) need root; nothing was opened for writing"),
     (Kind::Error, "error", exit::ERROR, "any other error: bad input, a failed system call"),
 ];
 
@@ -106,6 +114,9 @@ pub fn kind_of(e: &anyhow::Error) -> Kind {
         if c.is::<crate::systemd::activation::Failed>() {
             return Kind::UnitFailed;
         }
+        if c.is::<NotRoot>() {
+            return Kind::NotRoot;
+        }
         if let Some(r) = c.downcast_ref::<RepoError>() {
             return match r {
                 RepoError::RefNotFound(_)
@@ -138,6 +149,10 @@ pub fn command() -> clap::Command {
 /// JSON object `{"error", "kind"}` on stdout — and the exit status of its kind.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    crate::messages::set_progress_sink(move |p| {
+        let _ = render::progress(&mut std::io::stderr(), p, terminal);
+    });
     let json = cli.json();
     let result = run(&cli);
     // What no output carried (an error path, diff and apply-tree).
@@ -191,6 +206,11 @@ fn output<T: serde::Serialize>(
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if let Some(command) = cli.changes_system() {
+        if !rustix::process::geteuid().is_root() {
+            return Err(NotRoot(command).into());
+        }
+    }
     match &cli.command {
         Command::Diff(a) => diff(&cli.repo(&a.repo), a),
         Command::ApplyTree(a) => apply_tree(&cli.repo(&a.repo), a),
@@ -322,6 +342,7 @@ mod tests {
                 exit::ERROR,
             ),
             (Refusal::NoPending.into(), Kind::NoPending, exit::OK),
+            (NotRoot("reset").into(), Kind::NotRoot, exit::POLICY),
         ];
         for (e, kind, status) in cases {
             assert_eq!(exit_status(&e), (kind, status), "{e:#}");

@@ -24,6 +24,28 @@ pub fn json(out: &mut impl Write, value: &impl serde::Serialize) -> io::Result<(
     writeln!(out)
 }
 
+/// Progress, as a person on stderr sees it; a long apply's counter only on a
+/// terminal (`terminal`), overwriting itself.
+pub fn progress(out: &mut impl Write, p: crate::messages::Progress, terminal: bool) -> io::Result<()> {
+    use crate::messages::Progress;
+    match p {
+        Progress::WaitingForLock { seconds } => {
+            writeln!(out, "livefs: waiting up to {seconds} s for another livefs to finish")
+        }
+        Progress::WaitingForSysrootLock => {
+            writeln!(out, "livefs: waiting for the sysroot lock (another ostree process holds it)")
+        }
+        Progress::Operations { done, total } if terminal => {
+            write!(out, "\rlivefs: {done}/{total} operations ({}%)", done * 100 / total.max(1))?;
+            if done == total {
+                writeln!(out)?;
+            }
+            Ok(())
+        }
+        Progress::Operations { .. } => Ok(()),
+    }
+}
+
 /// Warnings, one line each (text mode writes them to stderr).
 pub fn warnings(out: &mut impl Write, warnings: &[String]) -> io::Result<()> {
     warnings.iter().try_for_each(|w| writeln!(out, "livefs: warning: {w}"))

@@ -25,6 +25,10 @@ const RESERVES: [&str; 2] = ["reserve.apply", "reserve.reset"];
 /// Each reserve's size: far more than the records a transition writes.
 const RESERVE_BYTES: usize = 64 << 10;
 
+/// The records directory and its records: readable by every user (status).
+const DIR_MODE: u32 = 0o755;
+const RECORD_MODE: u32 = 0o644;
+
 /// Set by the way back (a reset): it may use the second reserve too.
 static WAY_BACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -91,19 +95,26 @@ impl RunDir {
         }
     }
 
-    /// The directory, created if missing.
+    /// The directory, created if missing; readable by every user, as
+    /// `/run/ostree` is, so that `livefs status` answers anyone (what only root
+    /// may read, the `/etc` journal, is in a subdirectory of its own).
     fn created(&self) -> anyhow::Result<BorrowedFd<'_>> {
-        if let Some(fd) = self.existing()? {
-            return Ok(fd);
+        if self.dir.get().is_none() {
+            let (parent, name) = dirfd::split_path(layout::RUN_DIR);
+            let run = dirfd::open_dir(self.root.as_fd(), parent)
+                .with_context(|| format!("cannot open {}", self.path.parent().unwrap_or(&self.path).display()))?;
+            match rustix::fs::mkdirat(&run, name, Mode::from_raw_mode(DIR_MODE)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", self.path.display())),
+            }
         }
-        let (parent, name) = dirfd::split_path(layout::RUN_DIR);
-        let run = dirfd::open_dir(self.root.as_fd(), parent)
-            .with_context(|| format!("cannot open {}", self.path.parent().unwrap_or(&self.path).display()))?;
-        match rustix::fs::mkdirat(&run, name, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", self.path.display())),
+        let dir = self.existing()?.with_context(|| format!("{} vanished", self.path.display()))?;
+        // Made 0700 by a livefs of this boot before status answered any user.
+        if rustix::fs::fstat(dir)?.st_mode & 0o7777 != DIR_MODE {
+            rustix::fs::fchmod(dir, Mode::from_raw_mode(DIR_MODE))
+                .with_context(|| format!("cannot set the mode of {}", self.path.display()))?;
         }
-        self.existing()?.with_context(|| format!("{} vanished", self.path.display()))
+        Ok(dir)
     }
 
     /// A file's bytes, `None` when it does not exist.
@@ -117,14 +128,15 @@ impl RunDir {
     /// first: `reserve.apply`, then, on the way back, `reserve.reset`.
     pub fn write(&self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
         let dir = self.created()?;
-        let mut result = dirfd::write_atomic(dir, name, bytes);
+        let write = || dirfd::write_atomic_mode(dir, name, bytes, RECORD_MODE);
+        let mut result = write();
         let usable = if WAY_BACK.load(std::sync::atomic::Ordering::Relaxed) { 2 } else { 1 };
         for reserve in &RESERVES[..usable] {
             if !result.as_ref().is_err_and(is_no_space) {
                 break;
             }
             if rustix::fs::unlinkat(dir, *reserve, rustix::fs::AtFlags::empty()).is_ok() {
-                result = dirfd::write_atomic(dir, name, bytes);
+                result = write();
             }
         }
         if result.is_err() {
@@ -215,7 +227,9 @@ impl RunDir {
                 Ok(()) => return Ok(Lock(fd)),
                 Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < until => {
                     if !told {
-                        eprintln!("livefs: waiting up to {} s for another livefs to finish", wait.as_secs());
+                        crate::messages::progress(crate::messages::Progress::WaitingForLock {
+                            seconds: wait.as_secs(),
+                        });
                         told = true;
                     }
                     std::thread::sleep(Duration::from_millis(100));

@@ -96,7 +96,7 @@ impl System {
             &std::fs::canonicalize(sysroot).with_context(|| format!("cannot open sysroot {}", sysroot.display()))?;
         let sysroot_fd = rustix::fs::open(sysroot, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("cannot open sysroot {}", sysroot.display()))?;
-        let _lock = SysrootLock::acquire(&sysroot_fd, sysroot)?;
+        let _lock = SysrootLock::shared(&sysroot_fd, sysroot)?;
         let deployments = list_deployments(sysroot)?;
         let mut deployments = deployments;
         let entries = boot_entries(&sysroot_fd, sysroot, &deployments)?;
@@ -205,6 +205,25 @@ fn next_root(root: &Path, deployments: &[Deployment]) -> Option<Deployment> {
 pub struct SysrootLock(OwnedFd);
 
 impl SysrootLock {
+    /// A read lock, for reading the deployments while no ostree process
+    /// changes them. A user who may not open the lock file (ostree makes it
+    /// 0600) reads without it, as `ostree admin status` always does.
+    fn shared(sysroot_fd: &OwnedFd, sysroot: &Path) -> anyhow::Result<Option<SysrootLock>> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let fd = match rustix::fs::openat(sysroot_fd, layout::SYSROOT_LOCK, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            // No ostree process ever locked it, or this user may not read it.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::ACCESS) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}/ostree/lock", sysroot.display())),
+        };
+        if rustix::fs::fcntl_lock(&fd, FlockOperation::NonBlockingLockShared).is_err() {
+            crate::messages::progress(crate::messages::Progress::WaitingForSysrootLock);
+            rustix::fs::fcntl_lock(&fd, FlockOperation::LockShared)
+                .with_context(|| format!("cannot lock {}/ostree/lock", sysroot.display()))?;
+        }
+        Ok(Some(SysrootLock(fd)))
+    }
+
     fn acquire(sysroot_fd: &OwnedFd, sysroot: &Path) -> anyhow::Result<SysrootLock> {
         let open = |dir: &OwnedFd| {
             rustix::fs::openat(
@@ -222,7 +241,7 @@ impl SysrootLock {
         }
         .with_context(|| format!("cannot open {}/ostree/lock", sysroot.display()))?;
         if rustix::fs::fcntl_lock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
-            eprintln!("livefs: waiting for the sysroot lock (another ostree process holds it)");
+            crate::messages::progress(crate::messages::Progress::WaitingForSysrootLock);
             rustix::fs::fcntl_lock(&fd, FlockOperation::LockExclusive)
                 .with_context(|| format!("cannot lock {}/ostree/lock", sysroot.display()))?;
         }

@@ -255,6 +255,13 @@ pub fn report(
     // Paths as processes see them: ROOT-prefixed when ROOT is not /.
     let prefix = if root == Path::new("/") { String::new() } else { root.display().to_string() };
     let mounted: HashSet<u64> = crate::host::mounts::mounts().unwrap_or_default().iter().map(|m| m.dev).collect();
+    let unreadable = processes.unreadable();
+    if unreadable > 0 {
+        crate::messages::warn(format!(
+            "{unreadable} process(es) of other users not checked for replaced files (only root may read them): \
+             what needs a restart may be more than listed"
+        ));
+    }
     for p in processes.list() {
         let files = stale_files(p, &prefix, replaced, pending, &mounted);
         if files.is_empty() {
@@ -275,7 +282,15 @@ pub fn report(
 /// before its switch (the cost) and after it (what needs a restart) from one
 /// scan. What livefs restarts is seen by a new one.
 #[derive(Default)]
-pub struct Processes(std::sync::OnceLock<Vec<Process>>);
+pub struct Processes(std::sync::OnceLock<Scan>);
+
+/// What one look at `/proc` found.
+struct Scan {
+    processes: Vec<Process>,
+    /// Processes whose files this user may not read (another user's, when
+    /// livefs runs unprivileged): not checked.
+    unreadable: usize,
+}
 
 /// A process and the files it runs and maps.
 struct Process {
@@ -293,7 +308,12 @@ struct Mapped {
 
 impl Processes {
     fn list(&self) -> &[Process] {
-        self.0.get_or_init(scan)
+        &self.0.get_or_init(scan).processes
+    }
+
+    /// How many processes could not be checked (this user may not read them).
+    fn unreadable(&self) -> usize {
+        self.0.get_or_init(scan).unreadable
     }
 }
 
@@ -309,11 +329,20 @@ fn other_pids() -> impl Iterator<Item = u32> {
 }
 
 /// Reads every other process's executable and file mappings (each file once).
-fn scan() -> Vec<Process> {
+fn scan() -> Scan {
     let mut out = Vec::new();
+    let mut unreadable = 0;
+    let root = rustix::process::geteuid().is_root();
     for pid in other_pids() {
         let mut files: Vec<Mapped> = Vec::new();
-        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+        // Root is denied only a process being set up or torn down (not dumpable
+        // for a moment), which maps nothing to report.
+        if !root && exe.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
+            unreadable += 1;
+            continue;
+        }
+        if let Ok(exe) = exe {
             let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok();
             files.push(Mapped {
                 path: exe.to_string_lossy().into_owned(),
@@ -344,7 +373,7 @@ fn scan() -> Vec<Process> {
             out.push(Process { pid, files });
         }
     }
-    out
+    Scan { processes: out, unreadable }
 }
 
 /// The devices of the directories and files processes hold (open fds, working

@@ -88,27 +88,22 @@ impl ApplyReport {
     }
 }
 
-/// Progress on a terminal for long applies: a counter the workers bump, printed
-/// on stderr at most every 1%.
+/// Progress of long applies: a counter the workers bump, reported at most
+/// every 1% (see [`crate::messages::progress`]).
 struct Progress {
     done: std::sync::atomic::AtomicUsize,
     total: usize,
-    shown: bool,
 }
 
 impl Progress {
     fn new(total: usize) -> Progress {
-        use std::io::IsTerminal;
-        Progress { done: Default::default(), total, shown: total >= 1000 && std::io::stderr().is_terminal() }
+        Progress { done: Default::default(), total }
     }
 
     fn tick(&self) {
         let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if self.shown && (n % (self.total / 100).max(1) == 0 || n == self.total) {
-            eprint!("\rlivefs: {n}/{} operations ({}%)", self.total, n * 100 / self.total);
-            if n == self.total {
-                eprintln!();
-            }
+        if self.total >= 1000 && (n % (self.total / 100).max(1) == 0 || n == self.total) {
+            crate::messages::progress(crate::messages::Progress::Operations { done: n, total: self.total });
         }
     }
 }
