@@ -5,7 +5,7 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 0 | [`fault`], [`parallel`], [`messages`] | crash points, threads, warnings |
+//! | 0 | [`fault`], [`parallel`], [`messages`], [`quote`] | crash points, threads, warnings and progress, paths in text |
 //! | 1 | [`dirfd`], [`gvariant`], [`xattrs`] | dirfd-relative filesystem helpers, the serialisation, extended attributes |
 //! | 2 | [`repo`] | reading a repository: objects, refs, revisions |
 //! | 3 | [`tree`] | diff, plan, checkout, apply in place, the `/usr` layer |
@@ -26,6 +26,7 @@ pub mod host;
 pub mod live;
 pub mod messages;
 pub mod parallel;
+pub mod quote;
 pub mod repo;
 pub mod systemd;
 pub mod tree;
@@ -33,7 +34,7 @@ pub mod xattrs;
 
 /// The layers, bottom first: a module may use the modules of lower rows only.
 pub const LAYERS: &[&[&str]] = &[
-    &["fault", "parallel", "messages"],
+    &["fault", "parallel", "messages", "quote"],
     &["dirfd", "gvariant", "xattrs"],
     &["repo"],
     &["tree"],

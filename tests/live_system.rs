@@ -722,3 +722,63 @@ fn status_for_an_unprivileged_user() {
     assert!(std::fs::read_to_string(sys.out.join("dry.err")).unwrap().contains("livefs apply needs root"));
     assert_eq!(read_json(&sys.out.join("root.json"))["state"]["state"], "live", "nothing changed");
 }
+
+/// Names with a newline, a tab, quotes or a backslash (OSTree allows them):
+/// every text listing shows one path per line, quoted as git quotes them; JSON
+/// keeps them exact.
+#[test]
+fn odd_names_are_one_line_each_in_text_and_exact_in_json() {
+    let mut sys = TestSystem::new();
+    write(&sys.tree.join("usr/share/odd/back\\slash"), b"v1\n");
+    sys.booted = sys.commit("1b");
+    sys.deploy(&sys.booted.clone());
+    let names = ["two\nlines", "tab\there", "\"quoted\""];
+    for n in names {
+        write(&sys.tree.join("usr/share/odd").join(n), b"new\n");
+    }
+    write(&sys.tree.join("usr/share/odd/back\\slash"), b"v2\n");
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let out = sys.run(&format!(
+        r#"
+        L diff --repo $S/ostree/repo {booted} {v2} > $OUT/diff.txt
+        L diff --repo $S/ostree/repo --json {booted} {v2} > $OUT/diff.json
+        L status --json > $OUT/status.json
+        L apply > /dev/null 2> $OUT/refused.err && exit 1
+        L apply --allow-replacement --dry-run > $OUT/dry.txt
+        L apply --allow-replacement --json > $OUT/apply.json
+        cat "$R/usr/share/odd/two
+lines" > $OUT/content
+        "#,
+        booted = sys.booted,
+    ));
+    ok(&out);
+    let diff = std::fs::read_to_string(sys.out.join("diff.txt")).unwrap();
+    let want = [
+        r#"M    "/usr/share/odd/back\\slash""#,
+        r#"A    "/usr/share/odd/\"quoted\"""#,
+        r#"A    "/usr/share/odd/tab\there""#,
+        r#"A    "/usr/share/odd/two\nlines""#,
+    ];
+    for w in want {
+        assert!(diff.lines().any(|l| l == w), "{w} not a line of:\n{diff}");
+    }
+    assert!(diff.lines().all(|l| l.len() > 5 && ["M    ", "A    ", "D    "].contains(&&l[..5])), "{diff}");
+    let json = read_json(&sys.out.join("diff.json"));
+    let added: Vec<&str> = json["added"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(added.contains(&"/usr/share/odd/two\nlines"), "{added:?}");
+    let status = read_json(&sys.out.join("status.json"));
+    assert_eq!(status["strategy"]["replaces"], serde_json::json!(["/usr/share/odd/back\\slash"]));
+    let refused = std::fs::read_to_string(sys.out.join("refused.err")).unwrap();
+    assert_eq!(refused.lines().count(), 1, "{refused}");
+    assert!(refused.contains(r#""/usr/share/odd/back\\slash""#), "{refused}");
+    let dry = std::fs::read_to_string(sys.out.join("dry.txt")).unwrap();
+    assert!(dry.lines().any(|l| l == r#"add      "/share/odd/two\nlines""#), "{dry}");
+    assert!(dry.lines().any(|l| l == r#"replace  "/share/odd/back\\slash""#), "{dry}");
+    let apply = read_json(&sys.out.join("apply.json"));
+    let added: Vec<&str> = apply["added"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    for n in names {
+        assert!(added.contains(&format!("/share/odd/{n}").as_str()), "{n:?} not in {added:?}");
+    }
+    assert_eq!(std::fs::read_to_string(sys.out.join("content")).unwrap(), "new\n");
+}

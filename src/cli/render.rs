@@ -11,6 +11,7 @@ use crate::live::status::{ActivationState, CommitInfo, LastActivation, Status};
 use crate::live::strategy::{Strategy, Tier};
 use crate::live::transition::Outcome;
 use crate::live::RestartOutcome;
+use crate::quote;
 use crate::repo::Checksum;
 use crate::systemd::activation::Activation;
 use crate::systemd::needs_restart::Restarts;
@@ -95,7 +96,7 @@ pub fn status(out: &mut impl Write, st: &Status) -> io::Result<()> {
         writeln!(
             out,
             "Layer:       {} ({} written, {} linked to the repository), {} free",
-            l.layer.display(),
+            quote::path(&l.layer.to_string_lossy()),
             human_bytes(l.bytes_written),
             human_bytes(l.bytes_linked),
             human_bytes(l.free)
@@ -178,7 +179,7 @@ fn plan(out: &mut impl Write, ops: &[PlannedOp]) -> io::Result<()> {
             "drifted" => "  (drifted)",
             _ => "",
         };
-        writeln!(out, "{:<8} {}{note}", op.op, op.path)?;
+        writeln!(out, "{:<8} {}{note}", op.op, quote::path(&op.path))?;
     }
     Ok(())
 }
@@ -196,25 +197,29 @@ pub fn outcome(out: &mut impl Write, o: &Outcome, verb: Verb) -> io::Result<()> 
         strategy(out, &o.strategy, "this update")?;
     }
     for k in &o.kept {
-        writeln!(out, "Kept {k} (modules of the running kernel)")?;
+        writeln!(out, "Kept {} (modules of the running kernel)", quote::path(k))?;
     }
     etc(out, o)?;
     if o.etc_transient && !(o.etc.paths.is_empty() && o.etc_restored.is_empty()) {
         writeln!(out, "/etc is transient on this host (etc.transient): these changes last until reboot only")?;
     }
     for t in &o.triggers {
-        let how = if t.skipped {
-            "skipped"
+        let how = if o.dry_run {
+            "would run".to_string()
+        } else if t.skipped {
+            format!("skipped ({})", t.output.trim())
         } else if t.ok {
-            "ok"
+            "ok".to_string()
         } else if t.gave_up {
-            "FAILED (for the last time: not retried; run it by hand)"
+            "FAILED (for the last time: not retried; run it by hand)".to_string()
         } else {
-            "FAILED (will be retried by the next apply)"
+            "FAILED (will be retried by the next apply)".to_string()
         };
         match &t.configs {
-            Some(c) => writeln!(out, "Trigger {} ({}): {how}", t.action, c.join(" "))?,
-            None => writeln!(out, "Trigger {}: {how}", t.action)?,
+            Some(c) if !c.is_empty() => {
+                writeln!(out, "Trigger {} ({}): {how}", t.action, quote::join(c.iter().map(String::as_str), " "))?
+            }
+            _ => writeln!(out, "Trigger {}: {how}", t.action)?,
         }
         if !t.ok {
             for line in t.output.lines() {
@@ -271,7 +276,7 @@ fn summary(out: &mut impl Write, o: &Outcome, verb: Verb) -> io::Result<()> {
 }
 
 fn etc(out: &mut impl Write, o: &Outcome) -> io::Result<()> {
-    let list = |a: EtcAction| o.etc.with(a).map(|p| format!("/etc{p}")).collect::<Vec<_>>();
+    let list = |a: EtcAction| o.etc.with(a).map(|p| quote::path(&format!("/etc{p}")).into_owned()).collect::<Vec<_>>();
     let (added, updated, removed) = (list(EtcAction::Added), list(EtcAction::Updated), list(EtcAction::Removed));
     if !(added.is_empty() && updated.is_empty() && removed.is_empty()) {
         writeln!(out, "/etc: {} added, {} updated, {} removed", added.len(), updated.len(), removed.len())?;
@@ -284,7 +289,7 @@ fn etc(out: &mut impl Write, o: &Outcome) -> io::Result<()> {
     }
     for p in o.etc.paths.iter().filter(|p| p.action == EtcAction::Failed) {
         let why = p.error.as_deref().unwrap_or("unknown error");
-        writeln!(out, "/etc: FAILED at /etc{}: {why} (left as it was)", p.path)?;
+        writeln!(out, "/etc: FAILED at {}: {why} (left as it was)", quote::path(&format!("/etc{}", p.path)))?;
     }
     if !o.etc_restored.is_empty() {
         writeln!(out, "/etc: {} path(s) restored as they were before the first apply", o.etc_restored.len())?;
@@ -336,7 +341,7 @@ fn activation(out: &mut impl Write, a: &Activation) -> io::Result<()> {
         writeln!(out, "Left alone: {} ({})", of_user(&s.unit, s.user.as_deref()), s.reason)?;
     }
     for l in &a.left {
-        let (command, pid, files) = (&l.command, l.pid, l.files.join(", "));
+        let (command, pid, files) = (&l.command, l.pid, quote::join(l.files.iter().map(String::as_str), ", "));
         writeln!(
             out,
             "Not restarted: {command} (pid {pid}){} uses replaced {files}: restart it yourself",
@@ -430,7 +435,7 @@ fn restarts(out: &mut impl Write, r: &Restarts, what: &str) -> io::Result<()> {
     }
     for (unit, procs) in &r.processes {
         for p in procs {
-            let files = p.files.join(", ");
+            let files = quote::join(p.files.iter().map(String::as_str), ", ");
             writeln!(out, "{what}: {} (pid {}){} uses replaced {files}", p.command, p.pid, in_unit(unit))?;
         }
     }

@@ -267,7 +267,8 @@ fn restore_entry(journal: &Journal, etc: BorrowedFd<'_>, e: &JournalEntry) -> an
             let tmp = checkout::tmp_name(name);
             crate::dirfd::remove(parent, &tmp)?;
             copy_entry(journal.fd.as_fd(), slot, parent, &tmp)?;
-            crate::dirfd::swap_into(parent, &tmp, name).with_context(|| format!("cannot put back /etc{}", e.path))?;
+            crate::dirfd::swap_into(parent, &tmp, name)
+                .with_context(|| format!("cannot put back {}", crate::quote::path(&format!("/etc{}", e.path))))?;
         }
         Original::DirMeta { .. } => {
             if let Ok(fd) = crate::dirfd::open_dir(parent, name) {

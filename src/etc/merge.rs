@@ -235,7 +235,8 @@ fn merge_step(
         }
         Some(_) => {}
     }
-    apply_step(repo, parent.as_fd(), name, step).with_context(|| format!("cannot update /etc{}", step.path))
+    apply_step(repo, parent.as_fd(), name, step)
+        .with_context(|| format!("cannot update {}", crate::quote::path(&format!("/etc{}", step.path))))
 }
 
 fn apply_step(repo: &Repo, parent: BorrowedFd<'_>, name: &str, step: &Step) -> anyhow::Result<()> {

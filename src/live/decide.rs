@@ -101,10 +101,10 @@ pub enum Refusal {
 }
 
 fn list20(paths: &[String]) -> String {
-    let shown: Vec<&str> = paths.iter().take(20).map(|p| p.as_str()).collect();
+    let shown = crate::quote::join(paths.iter().take(20).map(String::as_str), ", ");
     match paths.len().saturating_sub(20) {
-        0 => shown.join(", "),
-        more => format!("{}, and {more} more", shown.join(", ")),
+        0 => shown,
+        more => format!("{shown}, and {more} more"),
     }
 }
 

@@ -127,7 +127,7 @@ fn userspace_wide(path: &str, daemon_reexec: bool) -> Option<String> {
         _ if name == "libc.so.6" || name.starts_with("ld-linux") => "a changed C library",
         _ => return None,
     };
-    Some(format!("{what}: /usr{path}"))
+    Some(format!("{what}: {}", crate::quote::path(&format!("/usr{path}"))))
 }
 
 /// The strategy of the update `f` describes (the cost fields left empty).

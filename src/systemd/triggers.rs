@@ -332,7 +332,7 @@ pub fn run(root: &Path, run_dir: &RunDir, triggers: &Triggers) -> anyhow::Result
             command: format!("{action} (skipped: {why})"),
             ok: true,
             skipped: true,
-            output: String::new(),
+            output: why.to_string(),
             gave_up: false,
         };
         if names.as_ref().is_some_and(Vec::is_empty) {

@@ -271,7 +271,8 @@ impl Phases<'_> {
             if !matches!(crate::dirfd::probe(parent, name)?.0, Entry::Absent | Entry::Dir) {
                 crate::dirfd::remove(parent, name)?;
             }
-            checkout::make_dir(self.repo, parent, name, meta).with_context(|| format!("cannot create {}", op.path))?;
+            checkout::make_dir(self.repo, parent, name, meta)
+                .with_context(|| format!("cannot create {}", crate::quote::path(&op.path)))?;
             self.progress.tick();
         }
         Ok(())
@@ -290,7 +291,7 @@ impl Phases<'_> {
                     let (dir, name) = op.split();
                     let Some(NodeKind::File(c)) = op.to else { bail!("file operation without a file") };
                     let n = checkout::write_file(repo, parents.get(dir)?, &checkout::tmp_name(name), c)
-                        .with_context(|| format!("cannot write {}", op.path))?;
+                        .with_context(|| format!("cannot write {}", crate::quote::path(&op.path)))?;
                     progress.tick();
                     Ok(n)
                 })
@@ -300,7 +301,7 @@ impl Phases<'_> {
         for op in files {
             let (dir, name) = op.split();
             crate::dirfd::swap_into(self.parents.get(dir)?, &checkout::tmp_name(name), name)
-                .with_context(|| format!("cannot replace {}", op.path))?;
+                .with_context(|| format!("cannot replace {}", crate::quote::path(&op.path)))?;
         }
         Ok(written.iter().sum())
     }
@@ -318,12 +319,13 @@ impl Phases<'_> {
                 Some(NodeKind::Dir { tree, meta }) => {
                     let fd = checkout::make_dir(self.repo, parent, &tmp, meta)?;
                     checkout::populate(self.repo, fd.as_fd(), tree)
-                        .with_context(|| format!("cannot write {}", op.path))?
+                        .with_context(|| format!("cannot write {}", crate::quote::path(&op.path)))?
                 }
                 None => bail!("type change without a target"),
             };
             sync(self.root)?;
-            crate::dirfd::swap_into(parent, &tmp, name).with_context(|| format!("cannot replace {}", op.path))?;
+            crate::dirfd::swap_into(parent, &tmp, name)
+                .with_context(|| format!("cannot replace {}", crate::quote::path(&op.path)))?;
             self.progress.tick();
         }
         Ok(bytes)
@@ -338,9 +340,10 @@ impl Phases<'_> {
             };
             let parent = self.parents.get(dir)?;
             let fd = crate::dirfd::open_dir(parent, if name.is_empty() { "." } else { name })
-                .with_context(|| format!("{} is not a directory", op.path))?;
+                .with_context(|| format!("{} is not a directory", crate::quote::path(&op.path)))?;
             let (from, to) = (self.repo.read_dirmeta(from)?, self.repo.read_dirmeta(to)?);
-            checkout::change_dir_meta(fd.as_fd(), &from, &to).with_context(|| format!("cannot change {}", op.path))?;
+            checkout::change_dir_meta(fd.as_fd(), &from, &to)
+                .with_context(|| format!("cannot change {}", crate::quote::path(&op.path)))?;
             self.progress.tick();
         }
         Ok(())
@@ -350,7 +353,7 @@ impl Phases<'_> {
         for op in ops {
             let (dir, name) = op.split();
             let parent = self.parents.get(dir)?;
-            let what = || format!("cannot remove {}", op.path);
+            let what = || format!("cannot remove {}", crate::quote::path(&op.path));
             match crate::dirfd::probe(parent, name)?.0 {
                 Entry::Absent => {}
                 Entry::Dir => {

@@ -257,13 +257,13 @@ impl Diff {
             writeln!(out, "M    /")?;
         }
         for m in &self.modified {
-            writeln!(out, "M    {}", m.path)?;
+            writeln!(out, "M    {}", crate::quote::path(&m.path))?;
         }
         for n in &self.removed {
-            writeln!(out, "D    {}", n.path)?;
+            writeln!(out, "D    {}", crate::quote::path(&n.path))?;
         }
         for n in &self.added {
-            writeln!(out, "A    {}", n.path)?;
+            writeln!(out, "A    {}", crate::quote::path(&n.path))?;
         }
         Ok(())
     }

@@ -73,8 +73,9 @@ pub fn build(
     let root_meta = repo.read_dirmeta(target.meta)?;
     checkout::set_dir_meta(layer, &root_meta, &[]).context("cannot set the layer's root metadata")?;
     for op in &plan.ops {
-        b.op(op.kind, &op.path, op.to, op.footprint.bytes)
-            .with_context(|| format!("cannot build /usr{} in the layer", op.path))?;
+        b.op(op.kind, &op.path, op.to, op.footprint.bytes).with_context(|| {
+            format!("cannot build {} in the layer", crate::quote::path(&format!("/usr{}", op.path)))
+        })?;
     }
     Ok(b.stats)
 }

@@ -207,7 +207,8 @@ pub enum Refusal {
 }
 
 fn summarize(list: &[(String, String)]) -> String {
-    let shown: Vec<String> = list.iter().take(20).map(|(p, why)| format!("{p} ({why})")).collect();
+    let shown: Vec<String> =
+        list.iter().take(20).map(|(p, why)| format!("{} ({why})", crate::quote::path(p))).collect();
     let more = list.len().saturating_sub(20);
     if more > 0 {
         format!("{}, and {more} more", shown.join(", "))
@@ -311,8 +312,9 @@ fn check_ops(
         let st = match parent.as_ref().and_then(|(_, fd)| fd.as_ref()) {
             // The parent is created by the plan: the path is necessarily absent.
             None => Status::Todo,
-            Some(fd) => op_status(repo, fd.as_fd(), name, op)
-                .with_context(|| format!("cannot check {target_name}{}", op.path))?,
+            Some(fd) => op_status(repo, fd.as_fd(), name, op).with_context(|| {
+                format!("cannot check {}", crate::quote::path(&format!("{target_name}{}", op.path)))
+            })?,
         };
         out.push(Finding::Status(st));
     }
