@@ -188,7 +188,7 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
         (exit::USAGE, "The command line is wrong."),
     ];
     if acts {
-        statuses.push((exit::POLICY, "Refused, nothing changed: by policy (the update replaces or removes existing files without --allow-replacement, or needs more than --max-strategy accepts; an interrupted transition must be finished first), or because livefs cannot or must not act on this host (not OSTree-booted; /usr is someone else's: an ostree hotfix, rpm-ostree's live state, a foreign overlay; a mount below /usr cannot be carried into the new tree)."));
+        statuses.push((exit::POLICY, "Refused, nothing changed: by policy (the update replaces or removes existing files without --allow-replacement, or needs more than --max-strategy accepts; an interrupted transition must be finished first), or because livefs cannot or must not act on this host (not OSTree-booted; /usr is someone else's: an ostree hotfix, rpm-ostree's live state, a foreign overlay; a mount below /usr cannot be carried into the new tree), or run by another user than root."));
     }
     if page.system {
         statuses.push((

@@ -51,3 +51,25 @@ pub fn progress(p: Progress) {
         sink(p);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Engines' progress reaches the sink the CLI sets, as it was reported.
+    #[test]
+    fn progress_goes_to_the_sink() {
+        static SEEN: Mutex<Vec<Progress>> = Mutex::new(Vec::new());
+        set_progress_sink(|p| SEEN.lock().unwrap().push(p));
+        progress(Progress::Operations { done: 7, total: 9 });
+        assert!(SEEN.lock().unwrap().contains(&Progress::Operations { done: 7, total: 9 }));
+    }
+
+    #[test]
+    fn a_warning_is_noted_once() {
+        warn("twice");
+        warn("twice");
+        let noted = take();
+        assert_eq!(noted.iter().filter(|w| *w == "twice").count(), 1, "{noted:?}");
+    }
+}

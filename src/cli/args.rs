@@ -275,3 +275,28 @@ impl ActivationArgs {
         crate::systemd::activation::Request { daemon_reexec: self.daemon_reexec, user_units: self.user_units }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Which commands change the system (and so need root): dry runs too, as
+    /// they take the lock; never status, diff or apply-tree.
+    #[test]
+    fn what_needs_root() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["status"], None),
+            (&["status", "--json"], None),
+            (&["diff", "a", "b"], None),
+            (&["apply"], Some("apply")),
+            (&["apply", "--dry-run"], Some("apply")),
+            (&["reset", "--dry-run"], Some("reset")),
+            (&["restart", "--dry-run"], Some("restart")),
+        ];
+        for (args, want) in cases {
+            let cli = Cli::try_parse_from(std::iter::once("livefs").chain(args.iter().copied())).unwrap();
+            assert_eq!(cli.changes_system(), *want, "{args:?}");
+        }
+    }
+}

@@ -330,7 +330,12 @@ mod tests {
             (Refusal::RpmOstreeLive("stamp".into()).into(), Kind::UnsupportedHost, exit::POLICY),
             (UsrRefusal::Hotfix.into(), Kind::UnsupportedHost, exit::POLICY),
             (uncarriable().into(), Kind::UnsupportedHost, exit::POLICY),
-            (crate::host::booted::BootError::NotBooted("/".into()).into(), Kind::UnsupportedHost, exit::POLICY),
+            (
+                crate::host::booted::BootError::NotBooted { root: "/".into(), record: "/run/ostree-booted".into() }
+                    .into(),
+                Kind::UnsupportedHost,
+                exit::POLICY,
+            ),
             (anyhow::Error::from(busy()).context("cannot lock"), Kind::Busy, exit::BUSY),
             (crate::repo::RepoError::RefNotFound("x".into()).into(), Kind::BadRevision, exit::ERROR),
             (crate::repo::RepoError::MissingObject(object, false).into(), Kind::BadRepository, exit::ERROR),

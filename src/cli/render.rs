@@ -475,6 +475,26 @@ pub fn apply_tree(out: &mut impl Write, o: &TreeOutcome) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Waits are always said; a long apply's counter only on a terminal, on
+    /// one line that ends when the count does.
+    #[test]
+    fn progress_on_stderr() {
+        use crate::messages::Progress;
+        let shown = |events: &[Progress], terminal: bool| {
+            let mut out = Vec::new();
+            events.iter().for_each(|p| progress(&mut out, *p, terminal).unwrap());
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            shown(&[Progress::WaitingForLock { seconds: 60 }], false),
+            "livefs: waiting up to 60 s for another livefs to finish\n"
+        );
+        assert!(shown(&[Progress::WaitingForSysrootLock], false).contains("another ostree process holds it"));
+        let ops = [Progress::Operations { done: 500, total: 1000 }, Progress::Operations { done: 1000, total: 1000 }];
+        assert_eq!(shown(&ops, false), "");
+        assert_eq!(shown(&ops, true), "\rlivefs: 500/1000 operations (50%)\rlivefs: 1000/1000 operations (100%)\n");
+    }
+
     /// A fixture: the JSON a command printed, and the text it renders to.
     struct Fixture {
         name: &'static str,

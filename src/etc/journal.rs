@@ -9,8 +9,7 @@ use anyhow::{bail, Context};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
-use super::merge::Step;
-use super::{split, EtcAction, EtcPath};
+use super::{split, EtcAction, EtcPath, Step};
 use crate::dirfd::Entry;
 use crate::host::rundir::RunDir;
 use crate::tree::checkout;

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use anyhow::Context;
 
 use super::journal::{Journal, JournalEntry, Original};
-use super::{split, EtcAction, EtcPath, EtcReport};
+use super::{split, EtcAction, EtcPath, EtcReport, Step};
 use crate::dirfd::Entry;
 use crate::host::rundir::RunDir;
 use crate::repo::{Checksum, Repo};
@@ -19,14 +19,6 @@ fn usr_etc(repo: &Repo, commit: Checksum) -> anyhow::Result<Option<TreeRoot>> {
     let usr = TreeRoot::of_subpath(repo, &c, "/usr")?;
     let t = repo.read_dirtree(usr.tree)?;
     Ok(t.find_dir("etc").map(|d| TreeRoot { tree: d.tree, meta: d.meta }))
-}
-
-/// One decision about one path, before anything is written.
-pub(crate) struct Step {
-    pub path: String,
-    pub action: EtcAction,
-    pub from: Option<NodeKind>,
-    pub to: Option<NodeKind>,
 }
 
 /// What the live `/etc` holds where the update changes a path.

@@ -23,6 +23,17 @@ pub use merge::merge;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tree::diff::NodeKind;
+
+/// One decision of the merge about one path, before anything is written (and
+/// what the journal captures before it is).
+pub(crate) struct Step {
+    pub path: String,
+    pub action: EtcAction,
+    pub from: Option<NodeKind>,
+    pub to: Option<NodeKind>,
+}
+
 /// What happened to one path of the update under `/etc`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EtcPath {

@@ -34,8 +34,8 @@ pub struct BootRecord {
 /// Why a root is not one livefs can serve.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("{0} is not an OSTree-booted system ({0}/run/ostree-booted does not exist)")]
-    NotBooted(String),
+    #[error("{root} is not an OSTree-booted system ({record} does not exist)")]
+    NotBooted { root: String, record: String },
     #[error(
         "{0} boots with bootc's native composefs backend (composefs= on the kernel command line, no \
          /run/ostree-booted): it has no OSTree deployments, which livefs needs"
@@ -55,7 +55,7 @@ impl BootRecord {
                 if cmdline.split_whitespace().any(|a| a.starts_with("composefs=")) {
                     return Err(BootError::BootcComposefs(name).into());
                 }
-                return Err(BootError::NotBooted(name).into());
+                return Err(BootError::NotBooted { root: name, record: path.display().to_string() }.into());
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
@@ -112,6 +112,21 @@ mod tests {
         b.push(26);
         b.push(54);
         b
+    }
+
+    /// The record's path is shown as the system would spell it (no `//run`).
+    #[test]
+    fn a_missing_record_is_named_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = BootRecord::read(dir.path()).unwrap_err().to_string();
+        let want = format!("({}/run/ostree-booted does not exist)", dir.path().display());
+        assert!(err.ends_with(&want), "{err}");
+        let err = BootRecord::read(Path::new("/nonexistent-root/")).unwrap_err().to_string();
+        assert!(err.contains("(/nonexistent-root/run/ostree-booted does not exist)"), "{err}");
+        if !Path::new("/run/ostree-booted").exists() {
+            let err = BootRecord::read(Path::new("/")).unwrap_err().to_string();
+            assert_eq!(err, "/ is not an OSTree-booted system (/run/ostree-booted does not exist)");
+        }
     }
 
     #[test]

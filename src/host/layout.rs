@@ -2,8 +2,6 @@
 //! spelled once. Paths are relative to ROOT (the running system's root) or to
 //! the sysroot (the physical root, `ROOT/sysroot` normally).
 
-use crate::host::sysroot::Deployment;
-
 /// The runtime tmpfs (`ROOT/…`).
 pub const RUN: &str = "run";
 /// The reboot sentinel in it, and the list of what asks for the reboot.
@@ -29,13 +27,14 @@ pub const SYSROOT_LOCK: &str = "ostree/lock";
 /// The deployments of every OS (`SYSROOT/…`).
 pub const DEPLOY: &str = "ostree/deploy";
 
-/// ostree's run-time state of a deployment (`ROOT/…`): its unlock flag, rpm-ostree's live stamp.
-pub fn deployment_state(d: &Deployment) -> String {
-    format!("run/ostree/deployment-state/{}", d.id())
+/// ostree's run-time state of the deployment `id` (`CHECKSUM.SERIAL`, `ROOT/…`):
+/// its unlock flag, rpm-ostree's live stamp.
+pub fn deployment_state(id: &str) -> String {
+    format!("run/ostree/deployment-state/{id}")
 }
 
 /// livefs's layers of a deployment (`SYSROOT/…`), beside ostree's own unlock
 /// state in the deployment's backing directory.
-pub fn layers(d: &Deployment) -> String {
-    format!("{DEPLOY}/{}/backing/{}/livefs", d.osname, d.id())
+pub fn layers(osname: &str, id: &str) -> String {
+    format!("{DEPLOY}/{osname}/backing/{id}/livefs")
 }

@@ -35,7 +35,7 @@ use crate::fault;
 use crate::host::mounts::MountInfo;
 use crate::host::submounts::Submounts;
 use crate::host::sysroot::Deployment;
-use crate::host::{layout, Host};
+use crate::host::Host;
 use crate::repo::{Repo, RepoMode};
 
 /// Layer directory names: `usr.TARGET12.NONCE`.
@@ -113,7 +113,7 @@ fn livefs_layer(m: &MountInfo) -> Option<String> {
 
 /// Where a deployment's layers live.
 pub fn layers_dir(sysroot: &Path, deployment: &Deployment) -> PathBuf {
-    sysroot.join(layout::layers(deployment))
+    sysroot.join(deployment.layers_dir())
 }
 
 /// Where a deployment's layers are written: the sysroot's directory, writable
@@ -136,7 +136,7 @@ impl LayerSite {
     pub fn open(sysroot: &Path, deployment: &Deployment, repo: &Repo) -> anyhow::Result<LayerSite> {
         let writable = writable_sysroot(sysroot)?;
         let objects = objects_beneath(repo, writable.as_fd(), sysroot);
-        let rel = layout::layers(deployment);
+        let rel = deployment.layers_dir();
         let mut nearest = rustix::io::dup(&writable)?;
         for c in rel.split('/') {
             match crate::dirfd::open_dir(nearest.as_fd(), c) {
@@ -272,7 +272,7 @@ pub fn switch(host: &Host, layer: &Path, carried: &mut Submounts) -> anyhow::Res
 /// deployment (in its `run/ostree/deployment-state/`) beneath ROOT, never
 /// following a symlink.
 fn unlock_flag(host: &Host, present: bool) -> anyhow::Result<()> {
-    let rel = layout::deployment_state(&host.system.booted);
+    let rel = host.system.booted.state_dir();
     let what = || format!("{}/{rel}/unlocked-transient", host.paths.root.display());
     if present {
         let dir = dirfd::make_dirs(host.root.as_fd(), &rel, 0o755).with_context(what)?;
@@ -326,7 +326,7 @@ pub fn remove_stale_layers(
 ) -> anyhow::Result<()> {
     let in_use: Vec<String> = crate::host::mounts::mounts()?.iter().filter_map(livefs_layer).collect();
     for d in deployments {
-        let rel = layout::layers(d);
+        let rel = d.layers_dir();
         let dir = sysroot.join(&rel);
         if !dir.exists() {
             continue;

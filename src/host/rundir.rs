@@ -280,6 +280,25 @@ mod tests {
         s.lock(Duration::ZERO).unwrap();
     }
 
+    /// Records are readable by every user (status answers anyone); the /etc
+    /// journal, which holds copies of the admin's files, by root only; a
+    /// directory an older livefs made 0700 is opened up on the next write.
+    #[test]
+    fn records_are_public_and_the_journal_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o7777;
+        let s = run_dir(dir.path());
+        s.write("state.json", b"{}").unwrap();
+        s.subdir("etc-journal", true).unwrap();
+        assert_eq!((mode("run/livefs"), mode("run/livefs/state.json")), (0o755, 0o644));
+        assert_eq!(mode("run/livefs/etc-journal"), 0o700);
+        std::fs::set_permissions(dir.path().join("run/livefs"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        run_dir(dir.path()).write("state.json", b"{}").unwrap();
+        assert_eq!(mode("run/livefs"), 0o755);
+    }
+
     #[test]
     fn a_planted_symlink_is_never_followed() {
         let dir = tempfile::tempdir().unwrap();

@@ -51,6 +51,16 @@ impl Deployment {
     pub fn id(&self) -> String {
         format!("{}.{}", self.checksum, self.serial)
     }
+
+    /// ostree's run-time state of this deployment (`ROOT/…`).
+    pub fn state_dir(&self) -> String {
+        layout::deployment_state(&self.id())
+    }
+
+    /// livefs's layers of this deployment (`SYSROOT/…`).
+    pub fn layers_dir(&self) -> String {
+        layout::layers(&self.osname, &self.id())
+    }
 }
 
 /// What livefs needs to know about the running system.
@@ -367,6 +377,25 @@ mod tests {
         }
     }
 
+    /// Reading takes a shared lock where the file can be opened, and goes on
+    /// without one where it does not exist (no ostree process ever locked it).
+    #[test]
+    fn reading_locks_shared_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ostree")).unwrap();
+        let fd = crate::dirfd::open_dir_path(dir.path()).unwrap();
+        assert!(SysrootLock::shared(&fd, dir.path()).unwrap().is_none());
+        std::fs::write(dir.path().join("ostree/lock"), b"").unwrap();
+        let first = SysrootLock::shared(&fd, dir.path()).unwrap();
+        assert!(first.is_some());
+        // Readers share it.
+        assert!(SysrootLock::shared(&fd, dir.path()).unwrap().is_some());
+    }
+
+    /// Boot entries (index, version), the staged deployment, whether the staged
+    /// record is unreadable → the pending deployment, the next boot elsewhere.
+    type Case<'a> = (Vec<(usize, u64)>, Option<&'a Deployment>, bool, Option<&'a Deployment>, Option<&'a Deployment>);
+
     /// Only the booted stateroot's deployments are pending; another's that the
     /// next boot starts is named apart.
     #[test]
@@ -382,7 +411,7 @@ mod tests {
         };
         let name = |d: &Option<Deployment>| d.as_ref().map(|d| d.path.display().to_string());
         #[rustfmt::skip]
-        let cases: Vec<(Vec<(usize, u64)>, Option<&Deployment>, bool, Option<&Deployment>, Option<&Deployment>)> = vec![
+        let cases: Vec<Case> = vec![
             // entries (index, version), staged, staged unknown → pending, next boot elsewhere
             (vec![(0, 1), (1, 2)], None, false, Some(&b), None),
             (vec![(0, 2), (1, 1)], None, false, None, None),

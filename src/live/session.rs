@@ -107,7 +107,7 @@ impl Session {
 /// while `/usr` is an ostree transient unlock (the overlay rpm-ostree writes to;
 /// after a reboot its refs are stale and ignored).
 pub fn rpm_ostree_live(host: &Host, repo: &Repo) -> Option<String> {
-    let dir = crate::host::layout::deployment_state(&host.system.booted);
+    let dir = host.system.booted.state_dir();
     let stamp = host.paths.root.join(dir).join("rpmostree-is-live.stamp");
     if stamp.exists() {
         return Some(stamp.display().to_string());

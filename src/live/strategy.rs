@@ -194,6 +194,15 @@ pub fn of(f: &Facts) -> Strategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another stateroot next: only a reboot goes there, and the sentinel says why.
+    #[test]
+    fn another_stateroot_needs_a_reboot() {
+        let s = Strategy::elsewhere("fedora");
+        assert_eq!((s.needs, s.live, s.soft_reboot_capable), (Tier::Reboot, false, false));
+        assert_eq!(s.beyond_live().len(), 1);
+        assert!(s.beyond_live()[0].contains("another stateroot (fedora)"), "{:?}", s.beyond_live());
+    }
     use crate::repo::Checksum;
     use crate::tree::diff::{Modified, Node, NodeKind};
 

@@ -389,112 +389,18 @@ pub fn schedule(
 /// wanted by an active target; each only if `refusal` allows. PID 1 is
 /// re-executed, and users' units restarted, only when asked.
 pub fn decide(mut f: Facts) -> Activation {
-    let none = UnitFacts::default();
-    let unit = |u: &str| f.units.get(u).unwrap_or(&none);
-    let own = f.own.as_deref();
-    let skip =
-        |name: &str, reason: &str| Err(Skipped { unit: name.to_string(), user: None, reason: reason.to_string() });
-    let never = &f.policy.left_alone;
-    let act = |name: &str, verb: Verb, reasons: Vec<String>| match refusal(name, unit(name), own, never, verb) {
-        Some(reason) => Err(Skipped { unit: name.to_string(), user: None, reason }),
-        None => Ok(UnitAction { unit: name.to_string(), user: None, verb, reasons, result: None }),
-    };
-    let mut verdicts = Vec::new();
-    for name in f.removed.iter().filter(|u| unit(u).active) {
+    // A unit whose file went away is stopped, not restarted.
+    let removed: Vec<String> =
+        f.removed.iter().filter(|u| f.units.get(*u).is_some_and(|u| u.active)).cloned().collect();
+    for name in &removed {
         f.restart.remove(name);
-        verdicts.push(act(name, Verb::Stop, vec!["its unit file was removed".into()]));
     }
-    // Restarted or reloaded as they are, unless they opt out.
-    let renew = |name: &str, reasons: Vec<String>| {
-        let verb = if unit(name).reload { Verb::Reload } else { Verb::Restart };
-        match act(name, verb, reasons) {
-            Ok(_) if unit(name).no_restart => skip(name, "X-RestartIfChanged=false"),
-            verdict => verdict,
-        }
-    };
-    // Sockets first: a restarted one needs its service down first (systemd
-    // refuses to start a socket whose service runs).
-    let changed = f.restart.iter().filter(|(u, _)| unit(u).active);
-    let (sockets, services): (Vec<_>, Vec<_>) = changed.partition(|(u, _)| u.ends_with(".socket"));
-    let mut restarted_sockets = BTreeSet::new();
-    for (name, reasons) in sockets {
-        let verdict = renew(name, reasons.clone());
-        if matches!(&verdict, Ok(a) if a.verb == Verb::Restart) {
-            restarted_sockets.insert(name);
-        }
-        verdicts.push(verdict);
-    }
-    let mut stopped_for_socket = BTreeSet::new();
-    for (name, reasons) in services {
-        let facts = unit(name);
-        let sockets: Vec<&String> =
-            facts.triggered_by.iter().filter(|t| t.ends_with(".socket") && unit(t).active).collect();
-        if facts.reload || sockets.is_empty() {
-            verdicts.push(renew(name, reasons.clone()));
-            continue;
-        }
-        if let Some(socket) = sockets.iter().find(|s| unit(s).accept) {
-            let why =
-                format!("one connection of {socket} (Accept=yes): it ends with it; new connections run the new code");
-            verdicts.push(skip(name, &why));
-            continue;
-        }
-        let list = sockets.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-        let how = if sockets.iter().any(|s| restarted_sockets.contains(s)) {
-            format!("socket-activated: {list} restarted, starts the new code on the next connection")
-        } else {
-            format!("socket-activated: {list} keeps listening and starts the new code on the next connection")
-        };
-        let reasons = reasons.iter().cloned().chain([how]).collect();
-        verdicts.push(match act(name, Verb::Stop, reasons) {
-            Ok(_) if facts.no_restart => skip(name, "X-RestartIfChanged=false"),
-            verdict => verdict,
-        });
-        stopped_for_socket.insert(name.clone());
-    }
-    for socket in &restarted_sockets {
-        for service in unit(socket).triggers.iter().filter(|t| unit(t).active && !f.restart.contains_key(*t)) {
-            if stopped_for_socket.insert(service.clone()) {
-                let why = format!("its socket {socket} is restarted, and starts it on the next connection");
-                verdicts.push(act(service, Verb::Stop, vec![why]));
-            }
-        }
-    }
-    // What livefs failed to (re)start before, now fixed: started, as it was meant to run.
-    for name in &f.failed {
-        if !unit(name).active && !f.removed.contains(name) && !f.wanted.contains_key(name) {
-            verdicts.push(act(name, Verb::Start, vec!["livefs failed to restart it before".into()]));
-        }
-    }
-    for (name, targets) in &f.wanted {
-        let wanting: Vec<&String> = targets.iter().filter(|t| unit(t).active).collect();
-        if wanting.is_empty() || unit(name).active || f.removed.contains(name) {
-            continue;
-        }
-        verdicts.push(match unit(name).masked {
-            true => skip(name, "masked"),
-            false => act(name, Verb::Start, wanting.iter().map(|t| format!("newly wanted by {t}")).collect()),
-        });
-    }
-    for (user, units) in &f.user_units {
-        for name in units {
-            let reasons = vec!["its unit files changed".to_string()];
-            let verdict = match refusal(name, &none, None, never, Verb::Restart) {
-                Some(reason) => Err(reason),
-                None if !f.request.user_units => {
-                    Err(format!("a unit of {user}'s manager: restarted with --user-units"))
-                }
-                None => Ok(UnitAction {
-                    unit: name.clone(),
-                    user: Some(user.clone()),
-                    verb: Verb::Restart,
-                    reasons,
-                    result: None,
-                }),
-            };
-            verdicts.push(verdict.map_err(|reason| Skipped { unit: name.clone(), user: Some(user.clone()), reason }));
-        }
-    }
+    let judge = Judge { f: &f, none: UnitFacts::default() };
+    let mut verdicts: Vec<Verdict> =
+        removed.iter().map(|name| judge.act(name, Verb::Stop, vec!["its unit file was removed".into()])).collect();
+    verdicts.extend(judge.changed());
+    verdicts.extend(judge.to_start());
+    verdicts.extend(judge.user_units());
     let reexec = !f.manager.is_empty() && (f.request.daemon_reexec || f.policy.daemon_reexec);
     if !f.manager.is_empty() && !reexec {
         let why = format!(
@@ -503,7 +409,7 @@ pub fn decide(mut f: Facts) -> Activation {
             f.manager.join(", "),
             restart_policy::CONF
         );
-        verdicts.push(skip("init.scope", &why));
+        verdicts.push(judge.skip("init.scope", &why));
     }
     let mut out = Activation {
         daemon_reload: !reexec && f.units.values().any(|u| u.need_daemon_reload),
@@ -519,6 +425,160 @@ pub fn decide(mut f: Facts) -> Activation {
     }
     out.actions.sort_by(|a, b| (a.verb, &a.user, &a.unit).cmp(&(b.verb, &b.user, &b.unit)));
     out
+}
+
+/// What is done to one unit, or why it is left alone.
+type Verdict = Result<UnitAction, Skipped>;
+
+/// The verdicts of [`decide`], one kind of unit at a time, from its facts.
+struct Judge<'a> {
+    f: &'a Facts,
+    /// What a unit systemd does not know is taken to be: inactive, nothing special.
+    none: UnitFacts,
+}
+
+impl Judge<'_> {
+    fn unit(&self, name: &str) -> &UnitFacts {
+        self.f.units.get(name).unwrap_or(&self.none)
+    }
+
+    fn skip(&self, name: &str, reason: &str) -> Verdict {
+        Err(Skipped { unit: name.to_string(), user: None, reason: reason.to_string() })
+    }
+
+    /// `verb` on a system unit, unless the unit is one to leave alone.
+    fn act(&self, name: &str, verb: Verb, reasons: Vec<String>) -> Verdict {
+        match refusal(name, self.unit(name), self.f.own.as_deref(), &self.f.policy.left_alone, verb) {
+            Some(reason) => Err(Skipped { unit: name.to_string(), user: None, reason }),
+            None => Ok(UnitAction { unit: name.to_string(), user: None, verb, reasons, result: None }),
+        }
+    }
+
+    /// `verb` on a changed unit, which may opt out (`X-RestartIfChanged=false`).
+    fn act_on_changed(&self, name: &str, verb: Verb, reasons: Vec<String>) -> Verdict {
+        match self.act(name, verb, reasons) {
+            Ok(_) if self.unit(name).no_restart => self.skip(name, "X-RestartIfChanged=false"),
+            verdict => verdict,
+        }
+    }
+
+    /// Restarted or reloaded as it is.
+    fn renew(&self, name: &str, reasons: Vec<String>) -> Verdict {
+        let verb = if self.unit(name).reload { Verb::Reload } else { Verb::Restart };
+        self.act_on_changed(name, verb, reasons)
+    }
+
+    /// Active units that run an old definition or old code. Sockets first: a
+    /// restarted one needs its service down first (systemd refuses to start a
+    /// socket whose service runs), and the services of restarted sockets stop.
+    fn changed(&self) -> Vec<Verdict> {
+        let changed = self.f.restart.iter().filter(|(u, _)| self.unit(u).active);
+        let (sockets, services): (Vec<_>, Vec<_>) = changed.partition(|(u, _)| u.ends_with(".socket"));
+        let mut verdicts = Vec::new();
+        let mut restarted_sockets = BTreeSet::new();
+        for (name, reasons) in sockets {
+            let verdict = self.renew(name, reasons.clone());
+            if matches!(&verdict, Ok(a) if a.verb == Verb::Restart) {
+                restarted_sockets.insert(name.clone());
+            }
+            verdicts.push(verdict);
+        }
+        let mut stopped_for_socket = BTreeSet::new();
+        for (name, reasons) in services {
+            let (verdict, stopped) = self.changed_service(name, reasons, &restarted_sockets);
+            verdicts.push(verdict);
+            if stopped {
+                stopped_for_socket.insert(name.clone());
+            }
+        }
+        for socket in &restarted_sockets {
+            let services = self.unit(socket).triggers.iter();
+            for service in services.filter(|t| self.unit(t).active && !self.f.restart.contains_key(*t)) {
+                if stopped_for_socket.insert(service.clone()) {
+                    let why = format!("its socket {socket} is restarted, and starts it on the next connection");
+                    verdicts.push(self.act(service, Verb::Stop, vec![why]));
+                }
+            }
+        }
+        verdicts
+    }
+
+    /// A changed service: renewed, or, when a listening socket starts it,
+    /// stopped and left to the socket (`true`), or left to end with its one
+    /// connection (`Accept=yes`).
+    fn changed_service(&self, name: &str, reasons: &[String], restarted: &BTreeSet<String>) -> (Verdict, bool) {
+        let facts = self.unit(name);
+        let sockets: Vec<&String> =
+            facts.triggered_by.iter().filter(|t| t.ends_with(".socket") && self.unit(t).active).collect();
+        if facts.reload || sockets.is_empty() {
+            return (self.renew(name, reasons.to_vec()), false);
+        }
+        if let Some(socket) = sockets.iter().find(|s| self.unit(s).accept) {
+            let why =
+                format!("one connection of {socket} (Accept=yes): it ends with it; new connections run the new code");
+            return (self.skip(name, &why), false);
+        }
+        let list = sockets.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        let how = if sockets.iter().any(|s| restarted.contains(*s)) {
+            format!("socket-activated: {list} restarted, starts the new code on the next connection")
+        } else {
+            format!("socket-activated: {list} keeps listening and starts the new code on the next connection")
+        };
+        let reasons = reasons.iter().cloned().chain([how]).collect();
+        (self.act_on_changed(name, Verb::Stop, reasons), true)
+    }
+
+    /// What livefs failed to (re)start before, now fixed, and units newly
+    /// wanted by an active target: started, as a boot would start them.
+    fn to_start(&self) -> Vec<Verdict> {
+        let f = self.f;
+        let mut verdicts = Vec::new();
+        for name in &f.failed {
+            if !self.unit(name).active && !f.removed.contains(name) && !f.wanted.contains_key(name) {
+                verdicts.push(self.act(name, Verb::Start, vec!["livefs failed to restart it before".into()]));
+            }
+        }
+        for (name, targets) in &f.wanted {
+            let wanting: Vec<&String> = targets.iter().filter(|t| self.unit(t).active).collect();
+            if wanting.is_empty() || self.unit(name).active || f.removed.contains(name) {
+                continue;
+            }
+            verdicts.push(match self.unit(name).masked {
+                true => self.skip(name, "masked"),
+                false => self.act(name, Verb::Start, wanting.iter().map(|t| format!("newly wanted by {t}")).collect()),
+            });
+        }
+        verdicts
+    }
+
+    /// Users' units whose files changed: restarted only with `--user-units`.
+    fn user_units(&self) -> Vec<Verdict> {
+        let f = self.f;
+        let mut verdicts = Vec::new();
+        for (user, units) in &f.user_units {
+            for name in units {
+                let verdict = match refusal(name, &self.none, None, &f.policy.left_alone, Verb::Restart) {
+                    Some(reason) => Err(reason),
+                    None if !f.request.user_units => {
+                        Err(format!("a unit of {user}'s manager: restarted with --user-units"))
+                    }
+                    None => Ok(UnitAction {
+                        unit: name.clone(),
+                        user: Some(user.clone()),
+                        verb: Verb::Restart,
+                        reasons: vec!["its unit files changed".to_string()],
+                        result: None,
+                    }),
+                };
+                verdicts.push(verdict.map_err(|reason| Skipped {
+                    unit: name.clone(),
+                    user: Some(user.clone()),
+                    reason,
+                }));
+            }
+        }
+        verdicts
+    }
 }
 
 /// Why `verb` must not be done to `unit`, if so (`own`: the unit livefs runs
