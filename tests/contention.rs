@@ -6,18 +6,6 @@
 mod common;
 
 use common::system::{ok, TestSystem};
-use common::*;
-
-/// A system booted at v1 with v2 (pure additions) deployed as pending.
-fn with_additions() -> (TestSystem, String) {
-    let mut sys = TestSystem::new();
-    write(&sys.tree.join("usr/bin/newprog"), b"#!/bin/sh\necho new\n");
-    chmod(&sys.tree.join("usr/bin/newprog"), 0o755);
-    write(&sys.tree.join("usr/share/newpkg/data"), b"data\n");
-    let v2 = sys.commit("2");
-    sys.deploy(&v2);
-    (sys, v2)
-}
 
 /// Shell functions for the scripts below: `check ROUND` fails unless the
 /// recorded state, the overlays on /usr and /usr's content agree.
@@ -50,7 +38,7 @@ fn checker(sys: &TestSystem, v2: &str) -> String {
 /// waits), and the result is always one the state tells truly.
 #[test]
 fn runs_started_together_leave_a_state_that_tells_the_truth() {
-    let (sys, v2) = with_additions();
+    let (sys, v2) = TestSystem::with_additions();
     let out = sys.run(&format!(
         r#"
         {checker}
@@ -90,7 +78,7 @@ fn runs_started_together_leave_a_state_that_tells_the_truth() {
 /// the second apply finds B live (nothing to do), the reset resets it.
 #[test]
 fn a_run_that_waited_acts_on_what_the_first_left() {
-    let (sys, v2) = with_additions();
+    let (sys, v2) = TestSystem::with_additions();
     let out = sys.run(&format!(
         r#"
         {checker}
@@ -118,7 +106,7 @@ fn a_run_that_waited_acts_on_what_the_first_left() {
         checker = checker(&sys, &v2)
     ));
     ok(&out);
-    let json = |name: &str| system::read_json(&sys.out.join(name));
+    let json = |name: &str| common::system::read_json(&sys.out.join(name));
     let (first, second) = (json("first.json"), json("second.json"));
     assert_eq!(first["changed"], true, "{first}");
     assert_eq!(first["state"]["state"], "live");

@@ -7,20 +7,9 @@ use common::system::{kernel_release, ok, read_json, TestSystem};
 use common::*;
 use std::os::unix::ffi::OsStrExt;
 
-/// A system booted at v1 with v2 (pure additions) deployed as pending.
-fn with_additions() -> (TestSystem, String) {
-    let mut sys = TestSystem::new();
-    write(&sys.tree.join("usr/bin/newprog"), b"#!/bin/sh\necho hello from the new program\n");
-    chmod(&sys.tree.join("usr/bin/newprog"), 0o755);
-    write(&sys.tree.join("usr/share/newpkg/data"), b"data\n");
-    let v2 = sys.commit("2");
-    sys.deploy(&v2);
-    (sys, v2)
-}
-
 #[test]
 fn status_finds_booted_and_pending() {
-    let (sys, v2) = with_additions();
+    let (sys, v2) = TestSystem::with_additions();
     let out = sys.run("L status --json > $OUT/status.json; L status > $OUT/status.txt");
     ok(&out);
     let v = read_json(&sys.out.join("status.json"));
@@ -37,7 +26,7 @@ fn status_finds_booted_and_pending() {
 
 #[test]
 fn apply_additions_then_reset() {
-    let (sys, v2) = with_additions();
+    let (sys, v2) = TestSystem::with_additions();
     let out = sys.run(
         r#"
         L apply --json > $OUT/apply.json
@@ -111,7 +100,7 @@ fn replacement_needs_permission() {
 /// the live commit (incremental); the running kernel's modules are kept.
 #[test]
 fn target_incremental_and_kernel_modules() {
-    let (mut sys, v2) = with_additions();
+    let (mut sys, v2) = TestSystem::with_additions();
     let kver = kernel_release();
     rm(&sys.tree.join(format!("usr/lib/modules/{kver}")));
     write(&sys.tree.join("usr/lib/modules/99.0-next/vmlinuz"), b"next kernel");
@@ -185,7 +174,7 @@ fn interrupted_apply_resumes() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn interrupted_apply_resumes_after_undeploy() {
-    let (sys, v2) = with_additions();
+    let (sys, v2) = TestSystem::with_additions();
     let out = sys.run("interrupt_apply; L status --json > $OUT/status.json");
     ok(&out);
     assert_eq!(read_json(&sys.out.join("status.json"))["state"]["state"], "applying");
@@ -261,7 +250,7 @@ fn exit_statuses_and_json_errors() {
 /// files goes live whole.
 #[test]
 fn strategy_names_what_needs_a_reboot() {
-    let (mut sys, _) = with_additions();
+    let (mut sys, _) = TestSystem::with_additions();
     let out = sys.run("L apply --dry-run --json > $OUT/additions.json");
     ok(&out);
     let s = read_json(&sys.out.join("additions.json"))["strategy"].clone();
@@ -367,7 +356,7 @@ fn the_strategy_limit_and_the_reboot_sentinel() {
 /// --lock-timeout), then fails as busy (exit status 4), having changed nothing.
 #[test]
 fn one_livefs_at_a_time() {
-    let (sys, _) = with_additions();
+    let (sys, _) = TestSystem::with_additions();
     let out = sys.run(
         r#"
         mkdir -p $R/run/livefs
@@ -420,7 +409,7 @@ fn not_booted_and_no_pending() {
 /// and removes what the previous boot left (refs, layers no mount uses).
 #[test]
 fn reboot_forgets_and_cleans_up() {
-    let (sys, _) = with_additions();
+    let (sys, _) = TestSystem::with_additions();
     ok(&sys.run("L apply"));
     assert!(sys.repo.join("refs/heads/livefs/live").exists());
     let layers_dir = sys.sysroot.join(format!("ostree/deploy/demo/backing/{}.0/livefs", sys.booted));
@@ -450,7 +439,7 @@ fn reboot_forgets_and_cleans_up() {
 /// the ostree binary; livefs's /usr under $R is a different mount and unaffected.
 #[test]
 fn ostree_admin_status_shows_the_unlock() {
-    let (sys, _) = with_additions();
+    let (sys, _) = TestSystem::with_additions();
     let out = sys.run(
         r#"
         L apply
@@ -474,7 +463,7 @@ fn ostree_admin_status_shows_the_unlock() {
 /// is: written through, file by file, not stacked on. `upper` is where ostree
 /// keeps its upper and work directories.
 fn ostree_transient_unlock_is_used(upper: &str) {
-    let (sys, v2) = with_additions();
+    let (sys, v2) = TestSystem::with_additions();
     let out = sys.run(&format!(
         r#"
         O={upper}; mkdir -p $O/upper $O/work
@@ -510,7 +499,7 @@ fn ostree_transient_unlock_in_backing_is_used() {
 /// A hotfix unlock persists across reboots: livefs refuses to write through it.
 #[test]
 fn hotfix_unlock_is_refused() {
-    let (sys, _) = with_additions();
+    let (sys, _) = TestSystem::with_additions();
     let origin = sys.sysroot.join(format!("ostree/deploy/demo/deploy/{}.0.origin", sys.booted));
     let text = std::fs::read_to_string(&origin).unwrap();
     std::fs::write(&origin, format!("{text}\nunlocked=hotfix\n")).unwrap();
@@ -526,7 +515,7 @@ fn hotfix_unlock_is_refused() {
 /// it read-only.
 #[test]
 fn read_only_sysroot_still_pins() {
-    let (sys, v2) = with_additions();
+    let (sys, v2) = TestSystem::with_additions();
     let out = sys.run(
         r#"
         mount --bind $S $S
@@ -584,7 +573,7 @@ fn replaces_is_one_answer_everywhere() {
 /// nothing to do succeeds.
 #[test]
 fn a_full_run_never_blocks_the_way_back() {
-    let (mut sys, _v2) = with_additions();
+    let (mut sys, _v2) = TestSystem::with_additions();
     write(&sys.tree.join("usr/bin/third"), b"v3\n");
     let v3 = sys.commit("3");
     ok(&sys.run(&format!(

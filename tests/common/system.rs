@@ -85,6 +85,18 @@ impl TestSystem {
         sys
     }
 
+    /// A system booted at v1 with v2 (pure additions: a program and a data
+    /// file) deployed as pending; returns v2's checksum.
+    pub fn with_additions() -> (TestSystem, String) {
+        let mut sys = TestSystem::new();
+        write(&sys.tree.join("usr/bin/newprog"), b"#!/bin/sh\necho hello from the new program\n");
+        chmod(&sys.tree.join("usr/bin/newprog"), 0o755);
+        write(&sys.tree.join("usr/share/newpkg/data"), b"data\n");
+        let v2 = sys.commit("2");
+        sys.deploy(&v2);
+        (sys, v2)
+    }
+
     /// Commits the working tree as `version` (ref demo/os) and returns the checksum.
     pub fn commit(&mut self, version: &str) -> String {
         admin(&[
