@@ -86,9 +86,12 @@ impl Host {
         Ok(Host { paths: paths.clone(), root, run, system, usr, etc: OnceCell::new(), lock })
     }
 
-    /// Whether this command holds livefs's lock.
-    pub fn is_locked(&self) -> bool {
-        self.lock.is_some()
+    /// Fails unless this command holds livefs's lock: every change to the
+    /// running system (a mount, ostree's unlock flag, the reboot sentinel)
+    /// checks it, so a host opened to read cannot change anything.
+    pub fn ensure_locked(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.lock.is_some(), "internal error: a change to the running system without livefs's lock");
+        Ok(())
     }
 
     /// `ROOT/etc`, opened beneath ROOT (never through a symlink) on first use.

@@ -236,6 +236,7 @@ fn new_overlay(layer: &Path, lower: &Path) -> anyhow::Result<OwnedFd> {
 /// (`carried`) attached in the new tree; writes ostree's `unlocked-transient`
 /// flag so `ostree admin status` shows the unlock. Returns the new state of `/usr`.
 pub fn switch(host: &Host, layer: &Path, carried: &mut Submounts) -> anyhow::Result<UsrState> {
+    host.ensure_locked()?;
     let usr = host.paths.root.join("usr");
     let lower = host.system.booted.path.join("usr");
     let mnt = new_overlay(layer, &lower)?;
@@ -292,6 +293,7 @@ fn unlock_flag(host: &Host, present: bool) -> anyhow::Result<()> {
 /// Removes ostree's `unlocked-transient` flag of a `/usr` that shows no overlay
 /// any more (a soft reboot took livefs's away): the flag must not outlive it.
 pub fn forget_unlock(host: &Host) -> anyhow::Result<()> {
+    host.ensure_locked()?;
     unlock_flag(host, false)
 }
 
@@ -301,6 +303,7 @@ pub fn forget_unlock(host: &Host) -> anyhow::Result<()> {
 /// does not show them, and removes ostree's unlock flag. Returns the new state
 /// of `/usr`.
 pub fn detach(host: &Host, carried: &mut Submounts) -> anyhow::Result<UsrState> {
+    host.ensure_locked()?;
     let usr = host.paths.root.join("usr");
     // Stacked overlays (kernels before 6.5) are detached one by one.
     while let UsrState::Livefs { .. } = host.usr_now()? {

@@ -47,6 +47,7 @@ fn step(required: bool, exists: bool, ours: bool) -> Step {
 /// Brings the sentinel in line: `reasons` is what only a reboot (or a soft
 /// reboot) delivers of the live state, empty when nothing.
 pub fn update(host: &Host, reasons: &[String]) -> anyhow::Result<()> {
+    host.ensure_locked()?;
     let run = dirfd::open_dir(host.root.as_fd(), layout::RUN)
         .with_context(|| format!("cannot open {}/{}", host.paths.root.display(), layout::RUN))?;
     let st = rustix::fs::statat(&run, layout::REBOOT_REQUIRED, AtFlags::SYMLINK_NOFOLLOW).ok();
