@@ -42,25 +42,26 @@ fn runs_started_together_leave_a_state_that_tells_the_truth() {
     let out = sys.run(&format!(
         r#"
         {checker}
+        # Starts `L $1` and `L $2` together; both must succeed (the loser waits).
+        together() {{
+            L $1 > /dev/null 2> $OUT/e1 & local p1=$!
+            L $2 > /dev/null 2> $OUT/e2 & local p2=$!
+            wait $p1 || {{ cat $OUT/e1 >&2; return 1; }}
+            wait $p2 || {{ cat $OUT/e2 >&2; return 1; }}
+        }}
         for round in $(seq 1 12); do
             # apply + apply from Booted: one applies, the other finds B live.
-            L apply > /dev/null 2> $OUT/e1 & p1=$!
-            L apply > /dev/null 2> $OUT/e2 & p2=$!
-            wait $p1 || {{ cat $OUT/e1 >&2; exit 1; }}; wait $p2 || {{ cat $OUT/e2 >&2; exit 1; }}
+            together apply apply
             check "apply+apply $round"
             [ "$(tail -n1 $OUT/outcomes)" = live ] || {{ echo "apply+apply did not end live" >&2; exit 1; }}
             L reset > /dev/null
             # apply + reset from Booted: whichever goes second acts on what the first left.
-            L apply > /dev/null 2> $OUT/e1 & p1=$!
-            L reset > /dev/null 2> $OUT/e2 & p2=$!
-            wait $p1 || {{ cat $OUT/e1 >&2; exit 1; }}; wait $p2 || {{ cat $OUT/e2 >&2; exit 1; }}
+            together apply reset
             check "apply+reset $round"
             L reset > /dev/null
             # reset + apply from Live.
             L apply > /dev/null
-            L reset > /dev/null 2> $OUT/e1 & p1=$!
-            L apply > /dev/null 2> $OUT/e2 & p2=$!
-            wait $p1 || {{ cat $OUT/e1 >&2; exit 1; }}; wait $p2 || {{ cat $OUT/e2 >&2; exit 1; }}
+            together reset apply
             check "reset+apply $round"
             L reset > /dev/null
         done
