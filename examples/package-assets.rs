@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Roff};
+use livefs::cli::events::{EVENTS, FIELDS};
 use livefs::cli::{exit, KINDS};
 
 /// One hand-written example: what it does, then the command line.
@@ -78,6 +79,17 @@ const PAGES: &[Page] = &[
         ],
     },
     Page {
+        name: "auto",
+        system: true,
+        examples: &[
+            Example { what: "Take every deployment live as it is written, when it can go live whole without replacing files (the default policy):", command: "systemctl enable --now livefs-auto.path" },
+            Example { what: "Also take updates that replace files, and those that need a soft reboot (the live part; the reboot sentinel names the rest):", command: "mkdir -p /etc/livefs/auto.conf.d && printf '[Auto]\\nAllowReplacement=yes\\nMaxStrategy=soft-reboot\\n' > /etc/livefs/auto.conf.d/50-fleet.conf" },
+            Example { what: "What an automatic run would do now, changing nothing:", command: "livefs auto --dry-run" },
+            Example { what: "The last automatic run, and the history of this host:", command: "livefs status && journalctl -o verbose SYSLOG_IDENTIFIER=livefs" },
+            Example { what: "Every update that went live:", command: "journalctl MESSAGE_ID=9156c2b8b135400a9b1a466e48a2a1ca" },
+        ],
+    },
+    Page {
         name: "diff",
         system: false,
         examples: &[
@@ -101,6 +113,11 @@ const FILES: &[(&str, &str)] = &[
     ("/sysroot/ostree/deploy/OS/backing/DEPLOYMENT/livefs/usr.COMMIT.NONCE/", "A layer: the difference between the booted /usr and the target's, as hard links to the repository's objects and whiteouts. The read-only overlay on /usr stacks it over the deployment's /usr. Layers no mount uses are removed by the next apply or reset."),
     ("/sysroot/ostree/repo/refs/heads/livefs/", "The refs livefs/live and livefs/inprogress, which keep the live and the in-progress commits from being pruned."),
     ("/etc/livefs/restart.conf, /etc/livefs/restart.conf.d/*.conf", "Read: units never restarted, stopped or reloaded on their own, added to the built-in list (the message bus, logind, journald, gettys, user managers, display managers, NetworkManager, wpa_supplicant, sshd) with LeaveAlone=UNIT... in a [Restart] section; an empty LeaveAlone= empties the list so far. DaemonReexec=yes: --restart re-executes a changed systemd manager (as --daemon-reexec asks)."),
+    ("/etc/livefs/auto.conf, /etc/livefs/auto.conf.d/*.conf", "Read by livefs auto: the policy of automatic runs, in an [Auto] section: MaxStrategy=live|soft-reboot|reboot (default live), AllowReplacement= (default no), Restart= (default yes). A value that does not parse gives its key the default, with a warning naming the file and line."),
+    ("/usr/lib/systemd/system/livefs-auto.path, livefs-auto.timer, livefs-auto.service", "The automatic runs: the path unit starts the service when /run/ostree/staged-deployment or /boot changes (a staged or an immediate deployment), and brings along the hourly timer; `systemctl enable --now livefs-auto.path` turns them on. The service runs livefs auto; a refused or failed run leaves it failed."),
+    ("/run/livefs/auto.json", "The last automatic run: when, which deployment, how it ended, under which policy, what it left for the reboot (livefs status shows it)."),
+    ("/run/reboot-required, /run/reboot-required.pkgs", "Written while something only a (soft) reboot delivers is left: by the live state, or a deployment an automatic run did not take live (one livefs: REASON line each); removed when moot, only if livefs wrote them."),
+    ("/run/systemd/journal/socket", "Where the journal entries go (nothing is sent where it does not exist)."),
     ("/run/ostree-booted", "Read: how the system booted (composefs, read-only /sysroot, transient /etc), and which deployment is booted."),
     ("/run/ostree/staged-deployment", "Read: the deployment staged for the next boot, the default target when it is pending."),
     ("/boot/loader/entries/", "Read: the kernel arguments of the booted and the pending deployment."),
@@ -151,6 +168,19 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// JOURNAL: the entries a change, a refusal or a failure logs.
+fn journal(r: &mut Roff) {
+    r.control("SH", ["JOURNAL"]);
+    r.text([roman("Every change to the running system, and every refusal or failure of a command that would have made one, is logged as one structured journal entry (SYSLOG_IDENTIFIER=livefs; dry runs and runs that change nothing log nothing). Each event has its MESSAGE_ID, so that "), bold("journalctl MESSAGE_ID=ID"), roman(" lists a host's history:")]);
+    for (_, name, id, priority, what) in EVENTS {
+        r.control("TP", []).text([bold(*name), roman(format!(" {id} (priority {priority})"))]).text([roman(*what)]);
+    }
+    r.control("PP", []).text([roman("Fields, besides MESSAGE and PRIORITY:")]);
+    for (name, what) in FIELDS {
+        r.control("TP", []).text([bold(*name)]).text([roman(*what)]);
+    }
+}
+
 fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top: &clap::Command) -> anyhow::Result<()> {
     let version = top.get_version().unwrap_or_default();
     let man = clap_mangen::Man::new(sub.clone())
@@ -169,8 +199,10 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
     let mut r = Roff::new();
     r.control("SH", ["EXIT STATUS"]);
     let changes = page.system && !matches!(page.name, "status" | "restart");
-    let acts = matches!(page.name, "" | "apply" | "reset" | "restart");
-    let ok = if changes {
+    let acts = matches!(page.name, "" | "apply" | "reset" | "restart" | "auto");
+    let ok = if page.name == "auto" {
+        "Done: the pending deployment went live, there was nothing to do, or it was left for the next reboot because it needs more than MaxStrategy= allows (the reboot sentinel says why)."
+    } else if changes {
         "Done. Nothing to do is done too: applying what is already live, or with no deployment pending, changes nothing and exits 0 (\"changed\": false in JSON), so automation can run it repeatedly."
     } else {
         "Done."
@@ -202,6 +234,10 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
     r.control("PP", []).text([roman("With "), bold("--json"), roman(", an error is a JSON object {\"error\": MESSAGE, \"kind\": KIND} on standard output, with the exit status of its kind:")]);
     for (_, name, code, what) in KINDS {
         r.control("TP", []).text([bold(*name), roman(format!(" ({code})"))]).text([roman(*what)]);
+    }
+
+    if acts {
+        journal(&mut r);
     }
 
     r.control("SH", ["FILES"]);

@@ -6,7 +6,7 @@
 //! | layer | modules | what |
 //! |---|---|---|
 //! | 0 | [`fault`], [`parallel`], [`messages`], [`quote`] | crash points, threads, warnings and progress, paths in text |
-//! | 1 | [`dirfd`], [`gvariant`], [`xattrs`] | dirfd-relative filesystem helpers, the serialisation, extended attributes |
+//! | 1 | [`dirfd`], [`gvariant`], [`xattrs`], [`conf`], [`journal`] | dirfd-relative filesystem helpers, the serialisation, extended attributes, the admin's configuration files, journal entries |
 //! | 2 | [`repo`] | reading a repository: objects, refs, revisions |
 //! | 3 | [`tree`] | diff, plan, checkout, apply in place, the `/usr` layer |
 //! | 4 | [`host`] | layout, deployments, mounts, the `/usr` overlay, `/run/livefs` |
@@ -18,11 +18,13 @@
 //! `src/` against it.
 
 pub mod cli;
+pub mod conf;
 pub mod dirfd;
 pub mod etc;
 pub mod fault;
 pub mod gvariant;
 pub mod host;
+pub mod journal;
 pub mod live;
 pub mod messages;
 pub mod parallel;
@@ -35,7 +37,7 @@ pub mod xattrs;
 /// The layers, bottom first: a module may use the modules of lower rows only.
 pub const LAYERS: &[&[&str]] = &[
     &["fault", "parallel", "messages", "quote"],
-    &["dirfd", "gvariant", "xattrs"],
+    &["dirfd", "gvariant", "xattrs", "conf", "journal"],
     &["repo"],
     &["tree"],
     &["host"],

@@ -165,12 +165,13 @@ fn render_fixtures_follow_their_schemas() {
             "status" => "status",
             "apply" | "reset" => "apply",
             "restart" => "restart",
+            "auto" => "auto",
             other => panic!("a fixture {name} of no known command {other}"),
         };
         assert_valid(&validator(schema), &name, &read_json(&dir.join(&name)));
         n += 1;
     }
-    assert!(n >= 7, "only {n} fixtures");
+    assert!(n >= 9, "only {n} fixtures");
 }
 
 /// The schemas as shipped resolve their references with a standard validator
@@ -182,6 +183,7 @@ fn a_standard_validator_resolves_the_schemas() {
     let out = sys.run(
         r#"
         L status --json > $OUT/status.json
+        L auto --dry-run --json > $OUT/auto-dry.json || true
         L apply --dry-run --allow-replacement --json > $OUT/apply-dry.json
         L apply --allow-replacement --json > $OUT/apply.json
         L status --json > $OUT/status-live.json
@@ -207,6 +209,7 @@ fn a_standard_validator_resolves_the_schemas() {
         ("apply", &["apply-dry.json", "apply.json", "reset.json"][..]),
         ("restart", &["restart-error.json"][..]),
         ("diff", &["diff.json"][..]),
+        ("auto", &["auto-dry.json"][..]),
     ] {
         let out = check(schema, files);
         assert!(out.status.success(), "{schema}: {}{}", stdout(&out), stderr(&out));

@@ -11,8 +11,18 @@ use std::process::Command;
 use common::scratch;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const PAGES: [&str; 7] =
-    ["livefs", "livefs-status", "livefs-apply", "livefs-reset", "livefs-restart", "livefs-diff", "livefs-apply-tree"];
+const PAGES: [&str; 8] = [
+    "livefs",
+    "livefs-status",
+    "livefs-apply",
+    "livefs-reset",
+    "livefs-restart",
+    "livefs-auto",
+    "livefs-diff",
+    "livefs-apply-tree",
+];
+/// The automatic runs' units.
+const UNITS: [&str; 3] = ["livefs-auto.service", "livefs-auto.path", "livefs-auto.timer"];
 const COMPLETIONS: [&str; 3] = [
     "usr/share/bash-completion/completions/livefs",
     "usr/share/zsh/vendor-completions/_livefs",
@@ -66,9 +76,16 @@ fn deb_package_has_binary_man_pages_and_completions() {
     let mut want: BTreeSet<String> = PAGES.iter().map(|p| format!("usr/share/man/man8/{p}.8.gz")).collect();
     want.extend(COMPLETIONS.iter().map(|c| c.to_string()));
     want.extend(
-        ["usr/bin/livefs", "usr/share/doc/livefs/README.md", "usr/share/doc/livefs/copyright"].map(String::from),
+        ["usr/bin/livefs", "usr/share/doc/livefs/README.md", "usr/share/doc/livefs/copyright", "etc/livefs/auto.conf"]
+            .map(String::from),
     );
+    want.extend(UNITS.iter().map(|u| format!("usr/lib/systemd/system/{u}")));
     assert_eq!(files, want);
+    // The policy is the admin's: a conffile, kept across upgrades.
+    let control = scratch();
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(control.path().join("DEBIAN")));
+    let conffiles = std::fs::read_to_string(control.path().join("DEBIAN/conffiles")).unwrap_or_default();
+    assert!(conffiles.lines().any(|l| l == "/etc/livefs/auto.conf"), "conffiles: {conffiles:?}");
     assert!(listing.lines().any(|l| l.starts_with("-rwxr-xr-x 0/0") && l.ends_with("./usr/bin/livefs")), "{listing}");
 
     // Unpacked: the binary runs, the pages render without warnings, completions load.
@@ -112,6 +129,7 @@ fn deb_package_has_binary_man_pages_and_completions() {
             "kind {name} not documented:\n{apply}"
         );
     }
+    units_verify(root);
     let words = sh(&format!(
         "source {}/{}; COMP_WORDS=(livefs ap); COMP_CWORD=1; COMP_LINE='livefs ap'; COMP_POINT=9; _livefs livefs ap livefs; echo \"${{COMPREPLY[*]}}\"",
         root.display(),
@@ -120,6 +138,38 @@ fn deb_package_has_binary_man_pages_and_completions() {
     assert_eq!(words.split_whitespace().collect::<BTreeSet<_>>(), BTreeSet::from(["apply", "apply-tree"]));
     for c in &COMPLETIONS[1..] {
         assert!(std::fs::read_to_string(root.join(c)).unwrap().contains("allow-replacement"), "{c}");
+    }
+}
+
+/// systemd accepts the shipped units as they are installed: `systemd-analyze
+/// verify` in the unpacked package's root, beside the host's own units (the
+/// targets they order against), with livefs at the path the service runs.
+fn units_verify(root: &Path) {
+    sh(&format!(
+        "mkdir -p {r}/usr/lib/systemd && cp -a /usr/lib/systemd/system {r}/usr/lib/systemd/",
+        r = root.display()
+    ));
+    for u in UNITS {
+        let text = std::fs::read_to_string(root.join("usr/lib/systemd/system").join(u)).unwrap();
+        assert!(text.contains("Documentation=man:livefs-auto(8)"), "{u}");
+    }
+    let units: Vec<String> = UNITS.iter().map(|u| format!("/usr/lib/systemd/system/{u}")).collect();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(format!("--root={}", root.display()))
+        .args(&units)
+        .output()
+        .expect("cannot run systemd-analyze");
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    let path = std::fs::read_to_string(root.join("usr/lib/systemd/system/livefs-auto.path")).unwrap();
+    for want in [
+        "PathChanged=/run/ostree/staged-deployment",
+        "PathChanged=/boot",
+        "TriggerLimitBurst=",
+        "Wants=livefs-auto.timer",
+    ] {
+        assert!(path.contains(want), "livefs-auto.path lacks {want}");
     }
 }
 
@@ -144,5 +194,7 @@ fn rpm_spec_matches_the_deb() {
         "%{zsh_completions_dir}/_livefs".to_string(),
         "%{fish_completions_dir}/livefs.fish".to_string(),
     ]);
+    want.extend(UNITS.iter().map(|u| format!("%{{_unitdir}}/{u}")));
     assert_eq!(files, want.iter().map(String::as_str).collect());
+    assert!(spec.contains("\n%config(noreplace) %{_sysconfdir}/livefs/auto.conf\n"), "the policy is not a config file");
 }

@@ -34,6 +34,7 @@ impl Cli {
             Command::Apply(a) => a.change.json,
             Command::Reset(a) => a.change.json,
             Command::Restart(a) => a.json,
+            Command::Auto(a) => a.json,
         }
     }
 
@@ -44,6 +45,7 @@ impl Cli {
             Command::Apply(_) => Some("apply"),
             Command::Reset(_) => Some("reset"),
             Command::Restart(_) => Some("restart"),
+            Command::Auto(_) => Some("auto"),
             Command::Status(_) | Command::Diff(_) | Command::ApplyTree(_) => None,
         }
     }
@@ -108,6 +110,23 @@ pub enum Command {
     /// not stop it; `livefs status` shows how the last activation went. A failed
     /// action is reported with the unit's status and exit status 1.
     Restart(RestartArgs),
+    /// Take the pending deployment live unattended, as far as the admin's policy allows.
+    ///
+    /// What livefs-auto.service runs when ostree, rpm-ostree or bootc deploys
+    /// (livefs-auto.path), and hourly (livefs-auto.timer). The policy is
+    /// /etc/livefs/auto.conf and auto.conf.d/*.conf, section [Auto]:
+    /// MaxStrategy=live|soft-reboot|reboot (default live: an update that needs a
+    /// soft reboot or a reboot is left for the next reboot), AllowReplacement=
+    /// (default no: an update that changes or removes existing files of /usr is
+    /// refused, and the run fails), Restart= (default yes: restart what the
+    /// update changed, as `apply --restart` does, but for the left-alone list of
+    /// restart.conf). An update left for the reboot is named in
+    /// /run/reboot-required. The same deployment under the same policy is
+    /// decided once a boot: a `livefs reset` is not undone by the next run.
+    /// Every run is recorded (`livefs status` shows the last one) and every
+    /// change, refusal and failure is logged to the journal. Exit status: 0 when
+    /// applied, left for the reboot or nothing to do; that of the error otherwise.
+    Auto(AutoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +217,16 @@ impl MaxStrategy {
             MaxStrategy::Reboot => Tier::Reboot,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct AutoArgs {
+    /// Say what the policy decides now and what applying would do; change and record nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable report of the run (docs/schema/auto.schema.json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +322,7 @@ mod tests {
             (&["apply", "--dry-run"], Some("apply")),
             (&["reset", "--dry-run"], Some("reset")),
             (&["restart", "--dry-run"], Some("restart")),
+            (&["auto", "--dry-run"], Some("auto")),
         ];
         for (args, want) in cases {
             let cli = Cli::try_parse_from(std::iter::once("livefs").chain(args.iter().copied())).unwrap();

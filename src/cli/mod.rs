@@ -2,6 +2,7 @@
 //! and the one place errors become exit statuses ([`exit_status`]).
 
 pub mod args;
+pub mod events;
 pub mod render;
 
 use std::io::Write;
@@ -13,7 +14,7 @@ use clap::Parser;
 use crate::live::decide::Refusal;
 use crate::repo::{Checksum, Repo};
 use crate::tree::diff::Diff;
-use args::{ApplyTreeArgs, Cli, Command, DiffArgs};
+use args::{ApplyTreeArgs, AutoArgs, Cli, Command, DiffArgs};
 use render::Verb;
 
 /// Exit statuses, as the man pages and README document them.
@@ -56,6 +57,12 @@ pub enum Kind {
 #[error("livefs {0} needs root: it changes the running system (`livefs status` works for any user)")]
 pub struct NotRoot(pub &'static str);
 
+/// A failure whose report is printed already (an automatic run's): only the
+/// exit status of its kind is left to give.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub String, pub Kind);
+
 /// Every kind: its JSON name, exit status and meaning (the man pages' table,
 /// and the schema's enum, which a test checks against this).
 #[rustfmt::skip]
@@ -80,6 +87,11 @@ impl Kind {
 
     pub fn exit_status(self) -> u8 {
         KINDS.iter().find(|k| k.0 == self).map_or(exit::ERROR, |k| k.2)
+    }
+
+    /// The kind of a JSON name (`error` for an unknown one).
+    pub fn named(name: &str) -> Kind {
+        KINDS.iter().find(|k| k.1 == name).map_or(Kind::Error, |k| k.0)
     }
 }
 
@@ -116,6 +128,9 @@ pub fn kind_of(e: &anyhow::Error) -> Kind {
         }
         if c.is::<NotRoot>() {
             return Kind::NotRoot;
+        }
+        if let Some(r) = c.downcast_ref::<Reported>() {
+            return r.1;
         }
         if let Some(r) = c.downcast_ref::<RepoError>() {
             return match r {
@@ -161,11 +176,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         // The report (with every action's result) is printed already.
-        Err(e) if e.is::<crate::systemd::activation::Failed>() => {
+        Err(e) if e.is::<crate::systemd::activation::Failed>() || e.is::<Reported>() => {
             if !json {
                 eprintln!("livefs: error: {e:#}");
             }
-            ExitCode::from(Kind::UnitFailed.exit_status())
+            ExitCode::from(exit_status(&e).1)
         }
         Err(e) => {
             let (kind, status) = exit_status(&e);
@@ -225,7 +240,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 max_strategy: a.max_strategy.tier(),
                 options: a.change.options(cli),
             };
-            match crate::live::apply(&cli.paths(), &req) {
+            let result = crate::live::apply(&cli.paths(), &req);
+            let result =
+                logged(cli, result, "apply", a.change.dry_run, |o| events::transition(o, Verb::Apply, "apply"));
+            match result {
                 Ok(o) => transition_output(a.change.json, &o, Verb::Apply),
                 // Nothing pending: a no-op, so that automation can run apply blindly.
                 Err(e) if matches!(crate::live::refusal(&e), Some(Refusal::NoPending)) => {
@@ -236,15 +254,75 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             }
         }
         Command::Reset(a) => {
-            let o = crate::live::reset(&cli.paths(), a.change.options(cli))?;
+            let result = crate::live::reset(&cli.paths(), a.change.options(cli));
+            let o = logged(cli, result, "reset", a.change.dry_run, |o| events::transition(o, Verb::Reset, "reset"))?;
             transition_output(a.change.json, &o, Verb::Reset)
         }
         Command::Restart(a) => {
-            let o = crate::live::restart(&cli.paths(), a.activation.request(), a.dry_run, cli.lock_wait())?;
+            let result = crate::live::restart(&cli.paths(), a.activation.request(), a.dry_run, cli.lock_wait());
+            let o = logged(cli, result, "restart", a.dry_run, events::restart)?;
             output(a.json, &o, &o.warnings, |out, o| render::restart(&mut { out }, o))?;
             activation_result(Some(&o.restart))
         }
+        Command::Auto(a) => auto(cli, a),
     }
+}
+
+/// Logs what a command that changes the system did, or why it did not (see
+/// [`events`]), and passes its result on.
+fn logged<T>(
+    cli: &Cli,
+    result: anyhow::Result<T>,
+    command: &str,
+    dry_run: bool,
+    entry: impl FnOnce(&T) -> Option<events::Entry>,
+) -> anyhow::Result<T> {
+    let e = match &result {
+        Ok(t) => entry(t),
+        Err(e) => events::error(command, dry_run, e, kind_of(e)),
+    };
+    journal(cli, e);
+    result
+}
+
+/// Sends a journal entry (nothing where no journal listens); a failure to is a warning.
+fn journal(cli: &Cli, entry: Option<events::Entry>) {
+    let Some(entry) = entry else { return };
+    if let Err(e) = crate::journal::send(&cli.root, &entry.fields()) {
+        crate::messages::warn(format!("cannot log to the journal: {e:#}"));
+    }
+}
+
+/// `livefs auto`: the run's report (the apply's outcome, then the run), its
+/// journal entry, and its exit status.
+fn auto(cli: &Cli, a: &AutoArgs) -> anyhow::Result<()> {
+    let kind = |e: &anyhow::Error| kind_of(e).as_str();
+    let result = crate::live::auto::run(&cli.paths(), a.dry_run, cli.lock_wait(), &kind);
+    let report = logged(cli, result, "auto", a.dry_run, |r| if a.dry_run { None } else { events::auto(r) })?;
+    let run = &report.run;
+    let mut warnings = report.apply.as_ref().map(|o| o.warnings.clone()).unwrap_or_default();
+    warnings.extend(crate::messages::take());
+    output(a.json, run, &warnings, |out, run| {
+        if let Some(o) = &report.apply {
+            render::outcome(&mut { &mut *out }, o, Verb::Apply)?;
+        }
+        let label = if a.dry_run { "Automatic run (dry run, nothing recorded):" } else { "Automatic run:" };
+        render::auto_run(&mut { out }, run, label)
+    })?;
+    // The run's document has no warnings of its own (the record is no place
+    // for them): they go to stderr in JSON mode too.
+    if a.json {
+        render::warnings(&mut std::io::stderr(), &warnings).context("cannot write warnings")?;
+    }
+    if !run.ending.failed() {
+        return Ok(());
+    }
+    let why = run.reason.clone().unwrap_or_else(|| run.ending.as_str().to_string());
+    Err(Reported(
+        format!("automatic run {}: {why}", run.ending.as_str()),
+        Kind::named(run.kind.as_deref().unwrap_or("error")),
+    )
+    .into())
 }
 
 fn transition_output(json: bool, o: &crate::live::transition::Outcome, verb: Verb) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 
 use crate::etc::EtcAction;
 use crate::host::overlay::UsrState;
+use crate::live::auto::AutoRun;
 use crate::live::state::LiveState;
 use crate::live::status::{ActivationState, CommitInfo, LastActivation, Status};
 use crate::live::strategy::{Strategy, Tier};
@@ -105,6 +106,9 @@ pub fn status(out: &mut impl Write, st: &Status) -> io::Result<()> {
     restarts(out, &st.restarts, "Needs restart")?;
     if let Some(l) = &st.activation {
         last_activation(out, l)?;
+    }
+    if let Some(run) = &st.auto {
+        auto_run(out, run, "Last auto:  ")?;
     }
     match (&st.strategy, &st.pending) {
         (Some(s), Some(_)) => strategy(out, s, "the pending deployment")?,
@@ -407,6 +411,36 @@ fn last_activation(out: &mut impl Write, l: &LastActivation) -> io::Result<()> {
     Ok(())
 }
 
+/// An automatic run: when, what it did with which deployment, under which
+/// policy; then what it restarted, left for the reboot, and why. `label`
+/// starts the first line.
+pub fn auto_run(out: &mut impl Write, run: &AutoRun, label: &str) -> io::Result<()> {
+    let target = run.target.as_ref().map_or("no pending deployment".to_string(), short);
+    let p = &run.policy;
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    writeln!(
+        out,
+        "{label} {} {target} at {} (MaxStrategy={}, AllowReplacement={}, Restart={}){}",
+        run.ending.as_str(),
+        run.at,
+        p.max_strategy.as_str(),
+        yes_no(p.allow_replacement),
+        yes_no(p.restart),
+        if run.repeated { "; decided already, nothing done now" } else { "" }
+    )?;
+    if !run.units.is_empty() {
+        writeln!(out, "  units acted on: {}", run.units.join(" "))?;
+    }
+    for r in &run.left_for_reboot {
+        writeln!(out, "  left for the reboot: {r}")?;
+    }
+    if let Some(why) = &run.reason {
+        let kind = run.kind.as_deref().map(|k| format!(" ({k})")).unwrap_or_default();
+        writeln!(out, "  why{kind}: {why}")?;
+    }
+    Ok(())
+}
+
 /// A unit of the system's manager, or of a user's.
 fn of_user(unit: &str, user: Option<&str>) -> String {
     match user {
@@ -530,6 +564,8 @@ mod tests {
             fixture!("reset-dry", |out, j| outcome(out, &parse(j), Verb::Reset)),
             fixture!("reset", |out, j| outcome(out, &parse(j), Verb::Reset)),
             fixture!("restart", |out, j| restart(out, &parse(j))),
+            fixture!("auto-left", |out, j| auto_run(out, &parse(j), "Automatic run:")),
+            fixture!("auto-refused", |out, j| auto_run(out, &parse(j), "Automatic run:")),
         ];
         let bless = std::env::var_os("LIVEFS_BLESS").is_some();
         let mut wrong = Vec::new();
@@ -562,5 +598,7 @@ mod tests {
         same::<Outcome>(include_str!("fixtures/apply.json"));
         same::<Outcome>(include_str!("fixtures/reset.json"));
         same::<RestartOutcome>(include_str!("fixtures/restart.json"));
+        same::<AutoRun>(include_str!("fixtures/auto-left.json"));
+        same::<AutoRun>(include_str!("fixtures/auto-refused.json"));
     }
 }

@@ -13,7 +13,7 @@
 //! neither there is nothing to do (exit status 0).
 
 use crate::live::state::LiveState;
-use crate::live::strategy::Tier;
+use crate::live::strategy::{Strategy, Tier};
 use crate::repo::Checksum;
 
 /// What the user asked for.
@@ -98,6 +98,32 @@ pub enum Refusal {
     Replacement(Vec<String>),
     #[error("the update needs a {} ({}), more than --max-strategy {} accepts", .needs.as_str(), .reasons.join("; "), .max.as_str())]
     Strategy { needs: Tier, max: Tier, reasons: Vec<String> },
+}
+
+/// What the caller accepts of an update: replacements, and how disruptive it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Changing and removing existing paths of `/usr`, not only adding.
+    pub allow_replacement: bool,
+    /// The most disruptive strategy accepted (`--max-strategy`, `MaxStrategy=`).
+    pub max_strategy: Tier,
+}
+
+/// Whether an update of `strategy`, replacing the paths `replaces`, is within
+/// `limits`. What it needs comes first: an update that cannot go live whole
+/// within the limit is refused for that, whatever it replaces.
+pub fn within_limits(strategy: &Strategy, replaces: Vec<String>, limits: Limits) -> Result<(), Refusal> {
+    if strategy.needs > limits.max_strategy {
+        return Err(Refusal::Strategy {
+            needs: strategy.needs,
+            max: limits.max_strategy,
+            reasons: strategy.beyond_live(),
+        });
+    }
+    if !limits.allow_replacement && !replaces.is_empty() {
+        return Err(Refusal::Replacement(replaces));
+    }
+    Ok(())
 }
 
 fn list20(paths: &[String]) -> String {

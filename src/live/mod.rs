@@ -8,6 +8,7 @@
 //! `state.rs`'s design notes) or an activation. Engines return data; the CLI
 //! renders it.
 
+pub mod auto;
 mod changes;
 pub mod decide;
 mod effects;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::host::Paths;
 use crate::systemd::activation::Activation;
 use crate::systemd::needs_restart::{Processes, Restarts};
-use decide::{Command, Refusal, Step};
+use decide::{Command, Limits, Refusal, Step};
 use session::Session;
 use strategy::Tier;
 use transition::{Options, Outcome, Transition};
@@ -45,7 +46,7 @@ pub struct ApplyRequest {
 pub fn apply(paths: &Paths, req: &ApplyRequest) -> anyhow::Result<Outcome> {
     let mut s = Session::open(paths, Command::Apply { target: None }, req.options.lock_wait)?;
     let target = req.target.as_deref().map(|rev| s.repo.resolve_rev(rev)).transpose()?;
-    let limits = (req.allow_replacement, req.max_strategy);
+    let limits = Limits { allow_replacement: req.allow_replacement, max_strategy: req.max_strategy };
     run_step(&mut s, Command::Apply { target }, limits, req.options)
 }
 
@@ -54,12 +55,12 @@ pub fn apply(paths: &Paths, req: &ApplyRequest) -> anyhow::Result<Outcome> {
 pub fn reset(paths: &Paths, options: Options) -> anyhow::Result<Outcome> {
     let command = Command::Reset { dry_run: options.dry_run };
     let mut s = Session::open(paths, command, options.lock_wait)?;
-    run_step(&mut s, command, (true, Tier::Reboot), options)
+    run_step(&mut s, command, Limits { allow_replacement: true, max_strategy: Tier::Reboot }, options)
 }
 
-/// Runs what `command` decides; `(allow_replacement, max_strategy)` limit it.
-fn run_step(s: &mut Session, command: Command, limits: (bool, Tier), options: Options) -> anyhow::Result<Outcome> {
-    let (allow_replacement, max_strategy) = limits;
+/// Runs what `command` decides, within `limits`.
+fn run_step(s: &mut Session, command: Command, limits: Limits, options: Options) -> anyhow::Result<Outcome> {
+    let Limits { allow_replacement, max_strategy } = limits;
     let Step::Transition { from, to, etc, finish_first, resumed } = decide::decide(command, &s.facts())? else {
         anyhow::bail!("{command:?} decided no transition");
     };

@@ -78,6 +78,8 @@ pub struct Status {
     /// The last activation of this boot (`--restart`, `livefs restart`), as far
     /// as it went: the result of one whose terminal went away.
     pub activation: Option<LastActivation>,
+    /// The last automatic run of this boot (`livefs auto`, livefs-auto.service).
+    pub auto: Option<crate::live::auto::AutoRun>,
     /// The deployment loaded at `/run/nextroot` (`ostree admin
     /// prepare-soft-reboot`): the next `systemctl reboot` is a soft reboot into it.
     pub soft_reboot_into: Option<CommitInfo>,
@@ -155,6 +157,7 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
     Ok(Status {
         soft_reboot_into: system.next_root.as_ref().map(|d| info(d.checksum)),
         activation: last_activation(activation::load_progress(&host.run)?, livefs_runs),
+        auto: crate::live::auto::last(&host.run)?,
         strategy: pending_strategy(&host, &repo, &diffs, &processes, state)?,
         restarts: crate::live::effects::restarts_now(&paths.root, &processes, &host.run)?,
         rpm_ostree_live: rpm_ostree_live(&host, &repo),

@@ -221,8 +221,8 @@ fn opt_outs(props: &BTreeMap<String, String>) -> (bool, bool) {
         for line in text.lines() {
             let Some((k, v)) = line.split_once('=') else { continue };
             match k.trim() {
-                "X-RestartIfChanged" => restart = restart_policy::boolean(v).unwrap_or(restart),
-                "X-ReloadIfChanged" => reload = restart_policy::boolean(v).unwrap_or(reload),
+                "X-RestartIfChanged" => restart = crate::conf::boolean(v).unwrap_or(restart),
+                "X-ReloadIfChanged" => reload = crate::conf::boolean(v).unwrap_or(reload),
                 _ => {}
             }
         }

@@ -68,39 +68,23 @@ impl Default for Policy {
     }
 }
 
-/// Applies one configuration file's text (`origin` names it in reasons) to `policy`.
-pub fn apply(policy: &mut Policy, text: &str, origin: &str) {
-    let list = &mut policy.left_alone;
-    let mut in_section = false;
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if line.starts_with('[') {
-            in_section = line == "[Restart]";
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else { continue };
-        if !in_section {
-            continue;
-        }
-        match key.trim() {
-            "LeaveAlone" => {}
-            "DaemonReexec" => {
-                match boolean(value) {
-                    Some(b) => policy.daemon_reexec = b,
-                    None => crate::messages::warn(format!("{origin}: DaemonReexec={value} is not a boolean; ignored")),
+/// Applies the `[Restart]` assignments of the configuration files, in order, to `policy`.
+pub fn apply(policy: &mut Policy, assignments: &[crate::conf::Assignment]) {
+    for a in assignments {
+        match a.key.as_str() {
+            "LeaveAlone" if a.value.is_empty() => policy.left_alone.clear(),
+            "LeaveAlone" => policy.left_alone.extend(
+                a.value
+                    .split_whitespace()
+                    .map(|p| Entry { pattern: p.to_string(), reason: format!("listed in {}", a.file) }),
+            ),
+            "DaemonReexec" => match crate::conf::boolean(&a.value) {
+                Some(b) => policy.daemon_reexec = b,
+                None => {
+                    crate::messages::warn(format!("{}: DaemonReexec={} is not a boolean; ignored", a.at(), a.value))
                 }
-                continue;
-            }
-            _ => continue,
-        }
-        if value.trim().is_empty() {
-            list.clear();
-            continue;
-        }
-        for pattern in value.split_whitespace() {
-            list.push(Entry { pattern: pattern.to_string(), reason: format!("listed in {origin}") });
+            },
+            _ => {}
         }
     }
 }
@@ -109,30 +93,8 @@ pub fn apply(policy: &mut Policy, text: &str, origin: &str) {
 /// files. A file that cannot be read is skipped (and said, as a warning).
 pub fn load(root: &Path) -> Policy {
     let mut policy = Policy::default();
-    let mut files = vec![CONF.to_string()];
-    if let Ok(dir) = std::fs::read_dir(root.join(CONF_D)) {
-        let mut names: Vec<String> =
-            dir.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.ends_with(".conf")).collect();
-        names.sort();
-        files.extend(names.into_iter().map(|n| format!("{CONF_D}/{n}")));
-    }
-    for rel in files {
-        match std::fs::read_to_string(root.join(&rel)) {
-            Ok(text) => apply(&mut policy, &text, &format!("/{rel}")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => crate::messages::warn(format!("cannot read /{rel}: {e}; its settings are ignored")),
-        }
-    }
+    apply(&mut policy, &crate::conf::read(root, CONF, CONF_D, "Restart"));
     policy
-}
-
-/// A systemd boolean.
-pub fn boolean(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "yes" | "true" | "on" => Some(true),
-        "0" | "no" | "false" | "off" => Some(false),
-        _ => None,
-    }
 }
 
 /// Why `unit` is left alone, if it is (the last matching entry's reason).
@@ -154,7 +116,7 @@ mod tests {
         assert_eq!(why(&policy, "lighttpd.service"), None);
         let conf = "# comment\n[Restart]\nLeaveAlone=postgresql.service  agent@*.service\nDaemonReexec=yes\n\
                     [Other]\nLeaveAlone=nope.service\nDaemonReexec=no\n";
-        apply(&mut policy, conf, "/etc/livefs/restart.conf");
+        apply(&mut policy, &crate::conf::parse(conf, "/etc/livefs/restart.conf", "Restart"));
         let listed = Some("listed in /etc/livefs/restart.conf".to_string());
         assert_eq!(why(&policy, "postgresql.service"), listed);
         assert_eq!(why(&policy, "agent@3.service"), listed);
@@ -162,13 +124,18 @@ mod tests {
         assert!(policy.daemon_reexec);
         // An empty assignment empties the list, the built-in one included; the last boolean wins.
         let dropin = "[Restart]\nLeaveAlone=\nLeaveAlone=ssh.service\nDaemonReexec=off\nDaemonReexec=maybe\n";
-        apply(&mut policy, dropin, "/etc/livefs/restart.conf.d/10-x.conf");
+        apply(&mut policy, &crate::conf::parse(dropin, "/etc/livefs/restart.conf.d/10-x.conf", "Restart"));
         assert_eq!(why(&policy, "ssh.service").as_deref(), Some("listed in /etc/livefs/restart.conf.d/10-x.conf"));
         assert_eq!(why(&policy, "dbus.service"), None);
         assert_eq!(why(&policy, "postgresql.service"), None);
         assert!(!policy.daemon_reexec, "an invalid boolean is ignored, the one before it stands");
         let warnings = crate::messages::take();
-        assert!(warnings.iter().any(|w| w.contains("DaemonReexec=maybe is not a boolean")), "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w == "/etc/livefs/restart.conf.d/10-x.conf:5: DaemonReexec=maybe is not a boolean; ignored"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -181,7 +181,7 @@ fn finish(
     // next run tries again. The sentinel says what only a reboot delivers now;
     // what this switch (or an earlier boot) left is stale.
     let beyond_live = if done == LiveState::Booted { Vec::new() } else { outcome.strategy.beyond_live() };
-    if let Err(e) = crate::host::reboot_required::update(&s.host, &beyond_live) {
+    if let Err(e) = crate::host::reboot_required::set_live(&s.host, t.to, &beyond_live) {
         crate::messages::warn(format!("cannot update /run/reboot-required: {e:#}"));
     }
     if let Err(e) = s.clean_stale() {

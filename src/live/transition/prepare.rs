@@ -7,10 +7,10 @@ use super::{Outcome, Prepared, Transition, UsrChange};
 use crate::host::overlay::{self, LayerSite, UsrState};
 use crate::host::submounts::{Submounts, Uncarriable};
 use crate::live::changes::{self, UsrPlan};
-use crate::live::decide::{EtcMode, Refusal};
+use crate::live::decide::{self, EtcMode, Limits};
 use crate::live::session::Session;
 use crate::live::state::LiveState;
-use crate::live::strategy::{Strategy, Tier};
+use crate::live::strategy::Strategy;
 use crate::repo::Checksum;
 use crate::systemd::triggers::{Action, Triggers};
 use crate::tree::apply::ApplyReport;
@@ -20,7 +20,7 @@ use crate::tree::plan::{self, Status};
 /// replacement policy, how `/usr` changes (and, for a layer, its space), the
 /// `/etc` merge (a dry run of it), the triggers, and what the update costs.
 pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
-    let UsrPlan { plan, kept } = policy_plan(s, t.from, t.to, t.allow_replacement)?;
+    let UsrPlan { plan, kept } = changes::plan_usr(&s.repo, &s.diffs, t.from, t.to)?;
     let root = &s.host.paths.root;
     let reexec = t.options.restart
         && (t.options.activation.daemon_reexec || crate::systemd::restart_policy::load(root).daemon_reexec);
@@ -28,7 +28,8 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
         EtcMode::Merge => changes::strategy_of(&s.repo, &s.diffs, &s.host.system, t.to, reexec)?,
         EtcMode::Restore => Strategy::back(),
     };
-    within_limit(&strategy, t.max_strategy)?;
+    let limits = Limits { allow_replacement: t.allow_replacement, max_strategy: t.max_strategy };
+    decide::within_limits(&strategy, changes::replacements(&plan), limits)?;
     if t.options.restart {
         crate::systemd::activation::check(root)?;
     }
@@ -72,26 +73,6 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
         triggers.remove(Action::Ldconfig);
     }
     Ok(Prepared { t, plan, usr, changed, triggers, added, removed, outcome })
-}
-
-/// Refuses an update that needs more than the caller accepts (`--max-strategy`).
-fn within_limit(s: &Strategy, max: Tier) -> Result<(), Refusal> {
-    if s.needs <= max {
-        return Ok(());
-    }
-    Err(Refusal::Strategy { needs: s.needs, max, reasons: s.beyond_live() })
-}
-
-/// Plans `from` → `to` in `/usr`, refusing replacements unless allowed.
-fn policy_plan(s: &Session, from: Checksum, to: Checksum, allow_replacement: bool) -> anyhow::Result<UsrPlan> {
-    let p = changes::plan_usr(&s.repo, &s.diffs, from, to)?;
-    if !allow_replacement {
-        let offenders = changes::replacements(&p.plan);
-        if !offenders.is_empty() {
-            return Err(Refusal::Replacement(offenders).into());
-        }
-    }
-    Ok(p)
 }
 
 /// How `/usr` goes to `t.to`, checked: over an ostree transient unlock the
