@@ -221,6 +221,101 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
     assert_eq!(read(&b2, "refs-after.txt"), "", "stale refs not removed");
 }
 
+/// Unattended, on a real boot (tests/vm/guest-auto.sh): with livefs-auto.path
+/// enabled, a deployment `ostree admin deploy` makes, and one it stages, go live
+/// by themselves within 60 s, each logged with its MESSAGE_ID and fields; a
+/// kernel update is left for the reboot (the unit succeeds, the sentinel and the
+/// journal say why); a replacement the policy forbids fails the unit, its kind
+/// in the journal; the reboot starts the last deployment, nothing live.
+#[test]
+fn debian_vm_automatic_runs() {
+    let dir = run_vm("bookworm", &["guest-auto.sh", "guest-auto2.sh"]);
+    let b1 = dir.path().join("boot1");
+    let o = b1.join("out");
+    let transcript = read(&o, "transcript.txt");
+    eprintln!("{transcript}");
+    let commit = |name: &str| read(&o, &format!("commit-{name}")).trim().to_string();
+    let (c, d, k, e) = (commit("c"), commit("d"), commit("k"), commit("e"));
+    assert_eq!(read(&o, "units-active.txt"), "active\nactive\n", "the path unit brings its timer along");
+    let start = read_json(&o.join("status-start.json"));
+    assert!(start["pending"].is_null(), "the image's own pending deployment was undeployed: {start}");
+
+    // Deployed at once, and staged: live within 60 s, by themselves.
+    for (name, seconds) in [("C", "c-live-seconds"), ("D", "d-live-seconds")] {
+        let s: f64 =
+            read(&o, seconds).trim().parse().unwrap_or_else(|_| panic!("{name} never went live:\n{transcript}"));
+        assert!(s <= 60.0, "{name} took {s} s");
+    }
+    assert!(quiet_ok(&o, "c-status").contains(&format!("Live:        {} version 3", &c[..12])));
+    assert_eq!(quiet_ok(&o, "c-hello"), "hello from commit C\n");
+    assert_eq!(quiet_ok(&o, "d-staged"), "staged D\n");
+    let d_status = read_json(&o.join("d-status-json.out"));
+    assert_valid(&validator("status"), "status --json", &d_status);
+    assert_eq!(d_status["live"]["checksum"], d.as_str());
+    assert_eq!(d_status["auto"]["ending"], "applied");
+
+    // The kernel: left for the reboot, the unit fine, the sentinel says why.
+    let k_status = read_json(&o.join("k-status-json.out"));
+    assert_eq!(k_status["live"]["checksum"], d.as_str(), "nothing applied");
+    assert_eq!(k_status["auto"]["ending"], "left_for_reboot", "{k_status}");
+    assert_eq!(k_status["auto"]["target"], k.as_str());
+    assert_eq!(read(&o, "k-unit-state").trim(), "inactive");
+    let pkgs = read(&o, "k-reboot-required.pkgs");
+    assert!(pkgs.contains(&format!("livefs: deployment {} not applied live: a changed kernel", &k[..12])), "{pkgs}");
+
+    // A forbidden replacement: not applied, the unit failed.
+    let e_status = read_json(&o.join("e-status-json.out"));
+    assert_eq!(e_status["live"]["checksum"], d.as_str(), "nothing applied");
+    assert_eq!(
+        (e_status["auto"]["ending"].as_str(), e_status["auto"]["kind"].as_str()),
+        (Some("refused"), Some("refused_replacement"))
+    );
+    assert_eq!(quiet_ok(&o, "e-hello"), "hello from commit C\n");
+    assert_eq!(read(&o, "e-unit-state").trim(), "failed");
+    assert!(read(&o, "e-failed-units.txt").contains("livefs-auto.service"));
+    assert!(read(&o, "e-reboot-required.pkgs").contains(&format!("livefs: deployment {} not applied live: it changes or removes 1 existing path(s) in /usr, and AllowReplacement=no", &e[..12])));
+
+    // One run per deployment, however many times /boot changed while ostree wrote it.
+    let service = read(&o, "journal-service.txt");
+    assert_eq!(service.lines().filter(|l| l.starts_with("Starting livefs-auto.service")).count(), 4, "{service}");
+
+    // The journal: one entry per run, with the documented IDs and fields.
+    let entries: Vec<serde_json::Value> =
+        read(&o, "journal.json").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let get = |e: &serde_json::Value, f: &str| e[f].as_str().unwrap_or_default().to_string();
+    let seen: Vec<(String, String)> = entries.iter().map(|e| (get(e, "LIVEFS_EVENT"), get(e, "LIVEFS_TO"))).collect();
+    let want: Vec<(String, String)> = [("applied", &c), ("applied", &d), ("refused", &k), ("refused", &e)]
+        .iter()
+        .map(|(ev, to)| (ev.to_string(), to.to_string()))
+        .collect();
+    assert_eq!(seen, want, "{}", read(&o, "journal-verbose.txt"));
+    for (entry, id) in entries.iter().zip([
+        "9156c2b8b135400a9b1a466e48a2a1ca",
+        "9156c2b8b135400a9b1a466e48a2a1ca",
+        "867364c173e340168e00d2cfb4dd065c",
+        "867364c173e340168e00d2cfb4dd065c",
+    ]) {
+        assert_eq!(get(entry, "MESSAGE_ID"), id);
+        assert_eq!(get(entry, "LIVEFS_COMMAND"), "auto");
+        assert_eq!(get(entry, "_SYSTEMD_UNIT"), "livefs-auto.service");
+    }
+    assert_eq!(get(&entries[0], "LIVEFS_STRATEGY"), "live");
+    assert_eq!(get(&entries[2], "LIVEFS_KIND"), "refused_strategy");
+    assert!(get(&entries[2], "MESSAGE").contains("left for the reboot: a changed kernel"), "{:?}", entries[2]);
+    assert_eq!(get(&entries[3], "LIVEFS_KIND"), "refused_replacement");
+
+    // The reboot: the last deployment boots, nothing is live, still enabled.
+    let o2 = dir.path().join("boot2/out");
+    let status = read_json(&o2.join("status-json.out"));
+    assert_eq!(status["booted"]["checksum"], e.as_str(), "{status}");
+    assert!(status["live"].is_null() && status["auto"].is_null(), "{status}");
+    assert_eq!(quiet_ok(&o2, "hello"), "hello from commit E\n");
+    assert_eq!(quiet_ok(&o2, "staged"), "staged D\n");
+    assert_eq!(read(&o2, "path-enabled.txt").trim(), "enabled");
+    assert_eq!(read(&o2, "path-active.txt").trim(), "active");
+    assert_eq!(read(&o2, "reboot-required.txt").trim(), "absent");
+}
+
 /// A real composefs boot (Debian forky: ostree 2026 with libcomposefs, `/` an
 /// overlay with source `composefs`, `/sysroot` read-only): the seed flow (the web
 /// server the update brings serves HTTP 200 after `apply --restart`, `reset

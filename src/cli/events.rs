@@ -46,7 +46,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("LIVEFS_REBOOT_FOR", "what only a (soft) reboot delivers, one field per reason"),
     ("LIVEFS_UNIT", "a unit stopped, reloaded, restarted or started, one field per unit"),
     ("LIVEFS_UNIT_FAILED", "a unit whose action failed, one field per unit"),
-    ("LIVEFS_KIND", "refused and failed: the error's kind, as in --json errors (refused_replacement, busy, …)"),
+    ("LIVEFS_KIND", "refused and failed: the error's kind, as in --json errors (refused_replacement, busy, ...)"),
 ];
 
 impl Event {

@@ -13,6 +13,12 @@
 #   forky (composefs, read-only sysroot):
 #   1. guest-composefs.sh: the seed flow on a composefs boot, a state overlay on
 #      /usr/local kept across apply and reset, then a soft reboot.
+#   bookworm, automatic runs:
+#   1. guest-auto.sh: livefs-auto.path enabled; deployments made by `ostree admin
+#      deploy` (and --stage) go live by themselves, a kernel update is left for the
+#      reboot, a forbidden replacement fails the unit; the journal has each;
+#   2. guest-auto2.sh: the reboot starts the last deployment (the boot entry the
+#      first boot named in next-cmdline), nothing is live.
 #   bookworm, ssh: guest-ssh.sh brings up the network and sshd and waits while the
 #   host drives it with Ansible over SSH (SSH_PORT: the host's forward to port 22).
 # Usage: OUT=DIR LIVEFS=BINARY [SSH_PORT=N] run.sh RELEASE SCRIPT... Results land in $OUT/boot1, ….
@@ -39,10 +45,14 @@ NET=(-nic none)
 mkdir -p "$OUT"
 qemu-img create -q -f qcow2 -b "$IMG/disk.raw" -F raw "$OUT/disk.qcow2"
 
+# The kernel command line: version 1's boot entry's, or the one a scenario left
+# in its share's next-cmdline (the boot entry its deployments made the default).
+CMDLINE=$(cat "$IMG/cmdline")
 boot() {
     local n=$1 script=$2 share=$OUT/boot$1 start
     mkdir -p "$share/out"
     cp "$LIVEFS" "$share/livefs"
+    cp "$HERE"/../../packaging/systemd/livefs-auto.* "$share/"
     cp "$HERE/$script" "$share/scenario.sh"
     cp "$HERE/guest-lib.sh" "$share/guest-lib.sh"
     chmod 755 "$share/scenario.sh"
@@ -51,7 +61,7 @@ boot() {
     start=$(date +%s)
     timeout 900 qemu-system-x86_64 -nodefaults -no-user-config "${ACCEL[@]}" -smp 2 -m 2048 \
         -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.img" \
-        -append "$(cat "$IMG/cmdline") panic=-1 mitigations=off" \
+        -append "$CMDLINE panic=-1 mitigations=off" \
         -drive "file=$OUT/disk.qcow2,if=virtio,format=qcow2,cache=unsafe" \
         -virtfs "local,path=$share,mount_tag=livefs,security_model=none,id=share" \
         "${NET[@]}" -display none -serial "file:$OUT/console$n.log" -no-reboot ||
@@ -61,6 +71,9 @@ boot() {
         echo "boot $n: the guest scenario failed:" >&2
         cat "$share/scenario.log" >&2 || true
         exit 1
+    fi
+    if [ -s "$share/next-cmdline" ]; then
+        CMDLINE=$(cat "$share/next-cmdline")
     fi
 }
 n=0
