@@ -207,7 +207,7 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
     } else {
         "Done."
     };
-    let mut statuses = vec![
+    let statuses = vec![
         (exit::OK, ok),
         (
             exit::ERROR,
@@ -219,13 +219,19 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
         ),
         (exit::USAGE, "The command line is wrong."),
     ];
+    let mut statuses: Vec<(u8, String)> = statuses.into_iter().map(|(c, w)| (c, w.to_string())).collect();
     if acts {
-        statuses.push((exit::POLICY, "Refused, nothing changed: by policy (the update replaces or removes existing files without --allow-replacement, or needs more than --max-strategy accepts; an interrupted transition must be finished first), or because livefs cannot or must not act on this host (not OSTree-booted; /usr is someone else's: an ostree hotfix, rpm-ostree's live state, a foreign overlay; a mount below /usr cannot be carried into the new tree), or run by another user than root."));
+        let auto = if page.name == "auto" {
+            "For livefs auto: an update the policy refuses (it replaces or removes files of /usr and AllowReplacement=no), left for the next reboot; its unit fails. "
+        } else {
+            ""
+        };
+        statuses.push((exit::POLICY, format!("{auto}Refused, nothing changed: by policy (the update replaces or removes existing files without --allow-replacement, or needs more than --max-strategy accepts; an interrupted transition must be finished first), or because livefs cannot or must not act on this host (not OSTree-booted; /usr is someone else's: an ostree hotfix, rpm-ostree's live state, a foreign overlay; a mount below /usr cannot be carried into the new tree), or run by another user than root.")));
     }
     if page.system {
         statuses.push((
             exit::BUSY,
-            "Another livefs held the lock for longer than --lock-timeout: nothing changed, try again.",
+            "Another livefs held the lock for longer than --lock-timeout: nothing changed, try again.".to_string(),
         ));
     }
     for (code, what) in statuses {

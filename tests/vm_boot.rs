@@ -206,6 +206,31 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
     assert_eq!(read_json(&b1.join("restart-done-json.out"))["restart"]["actions"], serde_json::json!([]));
     assert_eq!(read(&b1, "failed-units.txt"), "", "failed units");
     assert_eq!(read(&b1, "journal-systemctl.txt"), "", "systemctl complained");
+    // The journal: every command that changed the system, refused or failed, once
+    // (dry runs none); the units each acted on.
+    let entries: Vec<serde_json::Value> =
+        read(&b1, "journal.json").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let field = |e: &serde_json::Value, f: &str| e[f].as_str().unwrap_or_default().to_string();
+    let events: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| (field(e, "LIVEFS_EVENT"), field(e, "LIVEFS_COMMAND"), field(e, "LIVEFS_KIND")))
+        .collect();
+    let want = [
+        ("refused", "apply", "refused_replacement"),
+        ("applied", "apply", ""),
+        ("reset", "reset", ""),
+        ("applied", "apply", ""),
+        ("failed", "restart", "unit_failed"),
+        ("restarted", "restart", ""),
+    ]
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+    assert_eq!(events, want, "{}", read(&b1, "journal.json"));
+    // LIVEFS_UNIT repeats, one per unit: journalctl's JSON makes it an array.
+    assert_eq!(
+        entries[1]["LIVEFS_UNIT"],
+        serde_json::json!(["livefs-demo-worker@1.service", "livefs-demo.service", "lighttpd.service"])
+    );
+    assert_eq!(field(&entries[4], "LIVEFS_UNIT_FAILED"), "livefs-demo.service");
 
     // After the reboot: nothing live, /usr the plain deployment, stale state removed.
     let b2 = out.join("boot2/out");

@@ -76,7 +76,7 @@ pub const KINDS: &[(Kind, &str, u8, &str)] = &[
     (Kind::BadRevision, "bad_revision", exit::ERROR, "a revision names no commit (unknown, ambiguous, invalid, or no parent)"),
     (Kind::BadRepository, "bad_repository", exit::ERROR, "an object is missing, corrupt or malformed"),
     (Kind::UnitFailed, "unit_failed", exit::ERROR, "a unit failed to stop, reload, restart or start; the transition itself stands"),
-    (Kind::NotRoot, "not_root", exit::POLICY, "apply, reset and restart (dry runs too) need root; nothing was opened for writing"),
+    (Kind::NotRoot, "not_root", exit::POLICY, "apply, reset, restart and auto (dry runs too) need root; nothing was opened for writing"),
     (Kind::Error, "error", exit::ERROR, "any other error: bad input, a failed system call"),
 ];
 

@@ -77,4 +77,6 @@ run restart-retry "$L" restart
 run restart-done-json "$L" restart --dry-run --json
 systemctl --failed --no-legend --plain >"$O/failed-units.txt"
 journalctl -b --no-pager -o cat -t systemctl >"$O/journal-systemctl.txt" 2>&1
+# The entries livefs logged itself: one per change, refusal and failure.
+journalctl -b --no-pager -o json SYSLOG_IDENTIFIER=livefs _TRANSPORT=journal >"$O/journal.json" 2>&1
 exit 0
