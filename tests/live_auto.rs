@@ -64,6 +64,19 @@ fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// A test system whose pending deployment brings `files` (path, content), the
+/// journal's socket bound.
+fn updated(files: &[(&str, &[u8])]) -> (TestSystem, String, Journal) {
+    let mut sys = TestSystem::new();
+    for (path, content) in files {
+        write(&sys.tree.join(path), content);
+    }
+    let v2 = sys.commit("2");
+    sys.deploy(&v2);
+    let journal = Journal::bind(&sys);
+    (sys, v2, journal)
+}
+
 const APPLIED: &str = "9156c2b8b135400a9b1a466e48a2a1ca";
 const RESET: &str = "ba755d6699b54cde9504a15f88b91478";
 const REFUSED: &str = "867364c173e340168e00d2cfb4dd065c";
@@ -138,12 +151,9 @@ fn an_addition_goes_live_once_and_is_logged() {
 /// file and line, its key keeps the default.
 #[test]
 fn what_needs_a_reboot_is_left_for_it() {
-    let mut sys = TestSystem::new();
-    write(&sys.tree.join("usr/lib/modules/9.9.9-new/vmlinuz"), b"new kernel");
-    write(&sys.tree.join("usr/bin/newprog"), b"#!/bin/sh\necho new\n");
-    let v2 = sys.commit("2");
-    sys.deploy(&v2);
-    let journal = Journal::bind(&sys);
+    let kernel: &[u8] = b"new kernel";
+    let (sys, v2, journal) =
+        updated(&[("usr/lib/modules/9.9.9-new/vmlinuz", kernel), ("usr/bin/newprog", b"#!/bin/sh\necho new\n")]);
     let out = sys.run(
         r#"
         mkdir -p $R/etc/livefs/auto.conf.d
@@ -201,11 +211,7 @@ fn what_needs_a_reboot_is_left_for_it() {
 /// logged too.
 #[test]
 fn a_forbidden_replacement_fails_the_run() {
-    let mut sys = TestSystem::new();
-    write(&sys.tree.join("usr/bin/hello"), b"#!/bin/sh\necho hello v2\n");
-    let v2 = sys.commit("2");
-    sys.deploy(&v2);
-    let journal = Journal::bind(&sys);
+    let (sys, v2, journal) = updated(&[("usr/bin/hello", b"#!/bin/sh\necho hello v2\n")]);
     let out = sys.run(
         r#"
         mkdir -p $R/etc/livefs/auto.conf.d

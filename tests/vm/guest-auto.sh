@@ -55,33 +55,40 @@ ostree admin undeploy 0 >"$O/undeploy.txt" 2>&1
 shown systemctl enable --now livefs-auto.path
 systemctl is-active livefs-auto.path livefs-auto.timer >"$O/units-active.txt"
 
+# A commit on $1 (version $2) holding program $3 that prints $4; prints the commit.
+program_commit() {
+    local dir=$W/$2
+    mkdir -p "$dir/usr/bin"
+    printf '#!/bin/sh\necho %s\n' "$4" >"$dir/usr/bin/$3"
+    chmod 755 "$dir/usr/bin/$3"
+    commit_on "$1" "$dir" "$2"
+}
+# `ostree admin deploy ARGS livefs-auto/os` of commit $2, then the wait for the
+# automatic run of it: out/$1-deploy-seconds (ostree's own time) and
+# out/$1-seconds (from ostree's return to the run's end).
+deploy_and_wait() {
+    local name=$1 commit=$2 start deployed
+    shift 2
+    echo "$commit" >"$O/commit-$name"
+    start=$(now)
+    shown ostree admin deploy --os=debian "$@" livefs-auto/os
+    deployed=$(now)
+    minus "$deployed" "$start" >"$O/$name-deploy-seconds"
+    wait_auto "$commit" "$deployed" >"$O/$name-seconds"
+    say "$name: the automatic run was done $(cat "$O/$name-seconds") s after ostree admin deploy $* returned" \
+        "(which took $(cat "$O/$name-deploy-seconds") s)"
+}
+
 # C: an immediate deployment that adds a program.
-mkdir -p "$W/c/usr/bin"
-printf '#!/bin/sh\necho hello from commit C\n' >"$W/c/usr/bin/livefs-auto-hello"
-chmod 755 "$W/c/usr/bin/livefs-auto-hello"
-C=$(commit_on "$A" "$W/c" 3)
-echo "$C" >"$O/commit-c"
-start=$(now)
-shown ostree admin deploy --os=debian livefs-auto/os
-deployed=$(now)
-minus "$deployed" "$start" >"$O/c-deploy-seconds"
-wait_auto "$C" "$deployed" >"$O/c-live-seconds"
-say "C live $(cat "$O/c-live-seconds") s after ostree admin deploy returned ($(cat "$O/c-deploy-seconds") s)"
+C=$(program_commit "$A" 3 livefs-auto-hello "hello from commit C")
+deploy_and_wait c "$C"
 run c-status "$L" status
 run c-hello /usr/bin/livefs-auto-hello
 shown /usr/bin/livefs-auto-hello
 
 # D: staged (what rpm-ostree, bootc and Zincati do).
-mkdir -p "$W/d/usr/bin"
-printf '#!/bin/sh\necho staged D\n' >"$W/d/usr/bin/livefs-auto-staged"
-chmod 755 "$W/d/usr/bin/livefs-auto-staged"
-D=$(commit_on "$C" "$W/d" 4)
-echo "$D" >"$O/commit-d"
-start=$(now)
-shown ostree admin deploy --stage --os=debian livefs-auto/os
-deployed=$(now)
-wait_auto "$D" "$deployed" >"$O/d-live-seconds"
-say "D live $(cat "$O/d-live-seconds") s after ostree admin deploy --stage returned"
+D=$(program_commit "$C" 4 livefs-auto-staged "staged D")
+deploy_and_wait d "$D" --stage
 run d-status-json "$L" status --json
 run d-staged /usr/bin/livefs-auto-staged
 
@@ -90,12 +97,7 @@ kver=$(uname -r)
 mkdir -p "$W/k/usr/lib/modules/$kver"
 cp "/usr/lib/modules/$kver/vmlinuz" "$W/k/usr/lib/modules/$kver/vmlinuz"
 echo "livefs auto VM: a changed kernel" >>"$W/k/usr/lib/modules/$kver/vmlinuz"
-K=$(commit_on "$D" "$W/k" 5)
-echo "$K" >"$O/commit-k"
-start=$(now)
-shown ostree admin deploy --os=debian livefs-auto/os
-deployed=$(now)
-wait_auto "$K" "$deployed" >"$O/k-seconds"
+deploy_and_wait k "$(commit_on "$D" "$W/k" 5)"
 run k-status-json "$L" status --json
 run k-status "$L" status
 cp /run/reboot-required.pkgs "$O/k-reboot-required.pkgs" 2>/dev/null
@@ -103,16 +105,9 @@ systemctl show -p ActiveState --value livefs-auto.service >"$O/k-unit-state"
 shown cat /run/reboot-required /run/reboot-required.pkgs
 
 # E: replaces the program, under a policy that forbids it.
-mkdir -p /etc/livefs "$W/e/usr/bin"
+mkdir -p /etc/livefs
 printf '[Auto]\nAllowReplacement=no\n' >/etc/livefs/auto.conf
-printf '#!/bin/sh\necho hello from commit E\n' >"$W/e/usr/bin/livefs-auto-hello"
-chmod 755 "$W/e/usr/bin/livefs-auto-hello"
-E=$(commit_on "$D" "$W/e" 6)
-echo "$E" >"$O/commit-e"
-start=$(now)
-shown ostree admin deploy --os=debian livefs-auto/os
-deployed=$(now)
-wait_auto "$E" "$deployed" >"$O/e-seconds"
+deploy_and_wait e "$(program_commit "$D" 6 livefs-auto-hello "hello from commit E")"
 run e-status-json "$L" status --json
 run e-hello /usr/bin/livefs-auto-hello
 systemctl show -p ActiveState --value livefs-auto.service >"$O/e-unit-state"
