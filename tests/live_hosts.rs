@@ -323,6 +323,65 @@ fn layer_directories_carry_the_target_labels() {
     assert_eq!(read(&sys, "share-label").as_bytes(), share_label);
 }
 
+/// On an SELinux host (the booted commit labelled, as `ostree commit
+/// --selinux-policy` labels it), a target without labels would make all of the
+/// live /usr `unlabeled_t`: refused before anything changes (exit status 3,
+/// kind refused_selinux), status's strategy says so; an update that changes the
+/// SELinux policy is refused the same way, with its reason. An automatic run
+/// leaves both for the reboot.
+#[test]
+fn selinux_hosts_refuse_unlabelled_targets_and_policy_changes() {
+    let mut sys = TestSystem::new();
+    let policy = "usr/etc/selinux/default/policy/policy.33";
+    setxattr(&sys.tree.join("usr"), "security.selinux", b"system_u:object_r:usr_t:s0");
+    write(&sys.tree.join(policy), b"policy v1");
+    sys.booted = sys.commit("1b");
+    sys.deploy(&sys.booted.clone());
+    write(&sys.tree.join("usr/bin/newprog"), b"#!/bin/sh\necho new\n");
+    let repo = format!("--repo={}", sys.repo.display());
+    let tree = format!("--tree=dir={}", sys.tree.display());
+    let unlabelled = ostree(&["commit", &repo, "-b", "demo/os", "--no-xattrs", "-s", "unlabelled", &tree]);
+    sys.deploy(unlabelled.trim());
+    let check = r#"
+        set +e
+        L status --json > $OUT/$N-status.json
+        L status > $OUT/$N-status.txt
+        L apply --allow-replacement --json > $OUT/$N-apply.json; echo $? > $OUT/$N-apply.rc
+        printf '[Auto]\nRestart=no\nAllowReplacement=yes\nMaxStrategy=reboot\n' > $R/etc/livefs/auto.conf
+        L auto --json > $OUT/$N-auto.json; echo $? > $OUT/$N-auto.rc
+        set -e
+        test ! -e $R/usr/bin/newprog
+        findmnt -n -o FSTYPE $R/usr > $OUT/$N-fstype
+    "#;
+    ok(&sys.run(&format!("mkdir -p $R/etc/livefs; N=unlabelled; {check}")));
+    write(&sys.tree.join(policy), b"policy v2");
+    let new_policy = sys.commit("3");
+    sys.deploy(&new_policy);
+    ok(&sys.run(&format!("mkdir -p $R/etc/livefs; N=policy; {check}")));
+
+    let unlabelled_why =
+        "the target carries no SELinux labels and the booted commit does: live, all of /usr would be unlabeled_t";
+    let policy_why = "a changed SELinux policy: the running policy cannot judge the new labels, only a boot loads it";
+    for (n, why) in [("unlabelled", unlabelled_why), ("policy", policy_why)] {
+        let status = read_json(&sys.out.join(format!("{n}-status.json")));
+        assert_eq!(status["strategy"]["needs"], "reboot", "{n}: {status}");
+        assert_eq!(status["strategy"]["never_live"], serde_json::json!([why]), "{n}");
+        let text = read(&sys, &format!("{n}-status.txt"));
+        assert!(text.contains(&format!("  never live: {why}")), "{n}: {text}");
+        assert_eq!(read(&sys, &format!("{n}-apply.rc")).trim(), "3", "{n}");
+        let apply = read_json(&sys.out.join(format!("{n}-apply.json")));
+        assert_eq!(apply["kind"], "refused_selinux", "{n}: {apply}");
+        assert!(apply["error"].as_str().unwrap().contains(why), "{n}: {apply}");
+        assert_eq!(read(&sys, &format!("{n}-auto.rc")).trim(), "0", "{n}: left for the reboot");
+        let auto = read_json(&sys.out.join(format!("{n}-auto.json")));
+        assert_eq!(
+            (auto["ending"].as_str(), auto["kind"].as_str()),
+            (Some("left_for_reboot"), Some("refused_selinux"))
+        );
+        assert_eq!(read(&sys, &format!("{n}-fstype")).trim(), "ext4", "{n}: /usr changed");
+    }
+}
+
 /// /etc is judged as ostree judges it: an xattr-only difference (a label that
 /// differs between `usr/etc` and `/etc`) is not a local edit, so the update is
 /// applied; a content edit still is one.

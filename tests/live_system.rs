@@ -260,7 +260,7 @@ fn strategy_names_what_needs_a_reboot() {
     assert_eq!(
         s,
         serde_json::json!({"needs": "live", "live": true, "reboot_for": [], "soft_reboot_for": [],
-            "soft_reboot_capable": false, "soft_reboot_blockers": [not_composefs, no_target],
+            "soft_reboot_capable": false, "soft_reboot_blockers": [not_composefs, no_target], "never_live": [],
             "replaces": [], "restarts": nothing})
     );
     write(&sys.tree.join("usr/lib/modules/9.9.9-new/vmlinuz"), b"new kernel");

@@ -43,6 +43,7 @@ pub enum Kind {
     Interrupted,
     RefusedReplacement,
     RefusedStrategy,
+    RefusedSelinux,
     UnsupportedHost,
     BadRevision,
     BadRepository,
@@ -72,6 +73,7 @@ pub const KINDS: &[(Kind, &str, u8, &str)] = &[
     (Kind::Interrupted, "interrupted", exit::POLICY, "an interrupted transition must be finished first (apply resumes it, reset finishes it)"),
     (Kind::RefusedReplacement, "refused_replacement", exit::POLICY, "the update changes or removes existing files and --allow-replacement was not given"),
     (Kind::RefusedStrategy, "refused_strategy", exit::POLICY, "the update needs a soft reboot or a reboot, more than --max-strategy accepts"),
+    (Kind::RefusedSelinux, "refused_selinux", exit::POLICY, "on an SELinux host, an update no live apply may take: its commit carries no labels, or it changes the SELinux policy (a reboot delivers it)"),
     (Kind::UnsupportedHost, "unsupported_host", exit::POLICY, "livefs cannot or must not act here: not OSTree-booted, /usr is someone else's (an ostree hotfix, rpm-ostree's live state, a foreign overlay), a mount below /usr cannot be carried, or --restart where systemd does not run"),
     (Kind::BadRevision, "bad_revision", exit::ERROR, "a revision names no commit (unknown, ambiguous, invalid, or no parent)"),
     (Kind::BadRepository, "bad_repository", exit::ERROR, "an object is missing, corrupt or malformed"),
@@ -111,6 +113,7 @@ pub fn kind_of(e: &anyhow::Error) -> Kind {
                 Refusal::RpmOstreeLive(_) => Kind::UnsupportedHost,
                 Refusal::Replacement(_) => Kind::RefusedReplacement,
                 Refusal::Strategy { .. } => Kind::RefusedStrategy,
+                Refusal::Selinux(_) => Kind::RefusedSelinux,
             };
         }
         if c.is::<crate::host::rundir::Busy>() {
@@ -401,6 +404,7 @@ mod tests {
         let cases: Vec<(anyhow::Error, Kind, u8)> = vec![
             (Refusal::Replacement(vec!["/usr/bin/a".into()]).into(), Kind::RefusedReplacement, exit::POLICY),
             (strategy.into(), Kind::RefusedStrategy, exit::POLICY),
+            (Refusal::Selinux(vec!["a changed SELinux policy".into()]).into(), Kind::RefusedSelinux, exit::POLICY),
             (Refusal::InterruptedOther { to: c }.into(), Kind::Interrupted, exit::POLICY),
             (Refusal::InterruptedDryRun.into(), Kind::Interrupted, exit::POLICY),
             // Wrapped in context, a refusal is still one.

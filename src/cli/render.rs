@@ -356,6 +356,11 @@ fn activation(out: &mut impl Write, a: &Activation) -> io::Result<()> {
 }
 
 fn strategy(out: &mut impl Write, s: &Strategy, what: &str) -> io::Result<()> {
+    if !s.never_live.is_empty() {
+        writeln!(out, "Strategy:    {what} cannot go live on this SELinux host, only a reboot delivers it:")?;
+        s.never_live.iter().try_for_each(|r| writeln!(out, "  never live: {r}"))?;
+        return Ok(());
+    }
     match s.needs {
         Tier::Live => writeln!(out, "Strategy:    {what} can go live as it is")?,
         Tier::SoftReboot => writeln!(out, "Strategy:    {what} can go live except for what needs a soft reboot:")?,

@@ -216,7 +216,15 @@ pub fn strategy_of(
         composefs: system.boot.composefs,
         target_soft_reboot_target,
         daemon_reexec,
+        labels: (labelled(repo, system.booted.checksum)?, labelled(repo, to)?),
     }))
+}
+
+/// Whether `commit`'s `/usr` carries an SELinux label, as `ostree commit
+/// --selinux-policy` writes them (ostree stores xattr names NUL-terminated).
+pub fn labelled(repo: &Repo, commit: Checksum) -> anyhow::Result<bool> {
+    let meta = repo.read_dirmeta(usr_root(repo, commit)?.meta)?;
+    Ok(meta.xattrs.iter().any(|(name, _)| name.strip_suffix(b"\0").unwrap_or(name) == b"security.selinux"))
 }
 
 /// What systemd soft-reboots into, in `/usr` (systemd ≥ 254).

@@ -96,6 +96,8 @@ pub enum Refusal {
     RpmOstreeLive(String),
     #[error("the update changes or removes {} existing path(s) in /usr (rerun with --allow-replacement to allow it): {}", .0.len(), list20(.0))]
     Replacement(Vec<String>),
+    #[error("the update cannot be applied live on this SELinux host: {} (a reboot into it delivers it)", .0.join("; "))]
+    Selinux(Vec<String>),
     #[error("the update needs a {} ({}), more than --max-strategy {} accepts", .needs.as_str(), .reasons.join("; "), .max.as_str())]
     Strategy { needs: Tier, max: Tier, reasons: Vec<String> },
 }
@@ -110,9 +112,13 @@ pub struct Limits {
 }
 
 /// Whether an update of `strategy`, replacing the paths `replaces`, is within
-/// `limits`. What it needs comes first: an update that cannot go live whole
-/// within the limit is refused for that, whatever it replaces.
+/// `limits`. What it needs comes first: an update no live apply may take (on
+/// an SELinux host), or one that cannot go live whole within the limit, is
+/// refused for that, whatever it replaces.
 pub fn within_limits(strategy: &Strategy, replaces: Vec<String>, limits: Limits) -> Result<(), Refusal> {
+    if !strategy.never_live.is_empty() {
+        return Err(Refusal::Selinux(strategy.never_live.clone()));
+    }
     if strategy.needs > limits.max_strategy {
         return Err(Refusal::Strategy {
             needs: strategy.needs,

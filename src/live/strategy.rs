@@ -58,6 +58,11 @@ pub struct Strategy {
     /// (`soft_reboot_blockers`).
     pub soft_reboot_capable: bool,
     pub soft_reboot_blockers: Vec<String>,
+    /// What keeps any live apply of it from being made, whatever
+    /// `--max-strategy` accepts (on an SELinux host: a target without labels,
+    /// another SELinux policy); `needs` is then `reboot`.
+    #[serde(default)]
+    pub never_live: Vec<String>,
     /// The existing paths of `/usr` it replaces or removes (what
     /// `--allow-replacement` allows).
     pub replaces: Vec<String>,
@@ -113,6 +118,30 @@ pub struct Facts<'a> {
     pub target_soft_reboot_target: bool,
     /// A changed manager is re-executed live (`--restart --daemon-reexec`).
     pub daemon_reexec: bool,
+    /// Whether the booted commit's `/usr` and the target's carry SELinux labels
+    /// (a labelled booted commit: an SELinux host).
+    pub labels: (bool, bool),
+}
+
+/// On an SELinux host (the booted commit is labelled), what no live apply may
+/// take: a target without labels (its files would all be `unlabeled_t` under
+/// the running policy: nothing confined could read them), or another policy
+/// (the running one would judge the new labels; only a boot loads it).
+fn never_live(labels: (bool, bool), policy_changed: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if labels.0 && !labels.1 {
+        out.push(
+            "the target carries no SELinux labels and the booted commit does: live, all of /usr would be unlabeled_t"
+                .to_string(),
+        );
+    }
+    if labels.0 && policy_changed {
+        out.push(
+            "a changed SELinux policy: the running policy cannot judge the new labels, only a boot loads it"
+                .to_string(),
+        );
+    }
+    out
 }
 
 /// Why a change of the `/usr` path `path` needs everything restarted, if it
@@ -174,6 +203,8 @@ pub fn of(f: &Facts) -> Strategy {
         v.sort();
         v.dedup();
     }
+    let never_live = never_live(f.labels, policy_changed);
+    reboot_for.extend(never_live.iter().filter(|r| !r.starts_with("a changed SELinux policy")).cloned());
     let needs = match (reboot_for.is_empty(), soft_reboot_for.is_empty(), blockers.is_empty()) {
         (false, _, _) => Tier::Reboot,
         (true, false, false) => Tier::Reboot,
@@ -187,6 +218,7 @@ pub fn of(f: &Facts) -> Strategy {
         soft_reboot_for,
         soft_reboot_capable: blockers.is_empty(),
         soft_reboot_blockers: blockers,
+        never_live,
         ..Default::default()
     }
 }
@@ -194,6 +226,27 @@ pub fn of(f: &Facts) -> Strategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (booted labelled, target labelled, policy changed) -> what no live apply may take.
+    #[test]
+    fn what_an_selinux_host_never_takes_live() {
+        let unlabelled = "the target carries no SELinux labels";
+        let policy = "a changed SELinux policy";
+        let cases: [((bool, bool), bool, &[&str]); 6] = [
+            ((true, true), false, &[]),
+            ((true, false), false, &[unlabelled]),
+            ((true, true), true, &[policy]),
+            ((true, false), true, &[unlabelled, policy]),
+            // No SELinux host: nothing to keep from going live on that account.
+            ((false, false), true, &[]),
+            ((false, true), false, &[]),
+        ];
+        for (labels, policy_changed, want) in cases {
+            let got = never_live(labels, policy_changed);
+            assert_eq!(got.len(), want.len(), "{labels:?} {policy_changed}: {got:?}");
+            assert!(got.iter().zip(want).all(|(g, w)| g.starts_with(w)), "{labels:?} {policy_changed}: {got:?}");
+        }
+    }
 
     /// Another stateroot next: only a reboot goes there, and the sentinel says why.
     #[test]
@@ -224,6 +277,7 @@ mod tests {
                 composefs,
                 target_soft_reboot_target: target_sr,
                 daemon_reexec: false,
+                labels: (false, false),
             }
         }
         let plain = diff(&["/bin/hello"], &["/share/newpkg/data"]);

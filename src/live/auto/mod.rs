@@ -110,7 +110,7 @@ pub fn verdict(policy: &Policy, strategy: &Strategy, replaces: Vec<String>) -> V
 fn ending_of_refusal(r: &Refusal) -> Ending {
     match r {
         Refusal::NoPending => Ending::NothingToDo,
-        Refusal::Strategy { .. } => Ending::LeftForReboot,
+        Refusal::Strategy { .. } | Refusal::Selinux(_) => Ending::LeftForReboot,
         Refusal::Replacement(_) => Ending::Refused,
         _ => Ending::Failed,
     }
@@ -218,6 +218,11 @@ fn describe(
                     max.as_str()
                 );
                 run.reason = Some(why);
+                run.kind = Some(kind(e).to_string());
+            }
+            Some(Refusal::Selinux(reasons)) => {
+                run.left_for_reboot = reasons.clone();
+                run.reason = Some(format!("{e}"));
                 run.kind = Some(kind(e).to_string());
             }
             Some(Refusal::Replacement(paths)) => {
