@@ -1,8 +1,9 @@
 //! A real boot is the final judge: Debian OSTree systems booted in QEMU (systemd
 //! as PID 1, ostree-prepare-root from a dracut initramfs), updated live and reset
 //! by livefs, then rebooted — Debian 12, and Debian forky booted with composefs
-//! and a read-only sysroot (then soft-rebooted). See tests/vm/run.sh for the
-//! scenarios; the images are cached in /var/cache/livefs-test/vm{,-forky}.
+//! and a read-only sysroot (then soft-rebooted), and the same with SELinux
+//! enforcing. See tests/vm/run.sh for the
+//! scenarios; the images are cached in /var/cache/livefs-test/vm{,-forky,-forky-selinux}.
 
 mod common;
 
@@ -244,6 +245,87 @@ fn debian_vm_apply_serve_restart_reset_reboot() {
     quiet_ok(&b2, "reset");
     assert!(read(&b2, "uppers-after.txt").contains("No such file"), "stale layers not removed");
     assert_eq!(read(&b2, "refs-after.txt"), "", "stale refs not removed");
+}
+
+/// SELinux enforcing, on a real boot (tests/vm/guest-selinux.sh: Debian forky,
+/// composefs, Debian's refpolicy enforcing, commits labelled by ostree): the
+/// seed flow works as on any host — the web server the update brings (nginx) runs
+/// confined (httpd_t) and serves, every label of the live /usr is the target
+/// deployment's, /etc is labelled as the policy says, nothing livefs runs is
+/// denied anything, reset goes back — and the guest stays enforcing.
+#[test]
+fn selinux_vm_enforcing_seed_flow() {
+    let dir = run_vm("forky-selinux", &["guest-selinux.sh"]);
+    let o = dir.path().join("boot1/out");
+    assert_eq!(read(&o, "getenforce-before"), "Enforcing\n");
+    assert_eq!(read(&o, "getenforce-after"), "Enforcing\n");
+    assert_eq!(read(&o, "apply-refused.rc").trim(), "3", "{}", read(&o, "apply-refused.err"));
+    let apply = read_json(&o.join("apply.out"));
+    assert_valid(&validator("apply"), "apply --json", &apply);
+    assert_eq!(read(&o, "apply.rc").trim(), "0", "{apply}");
+    let started = apply["restart"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["unit"] == "nginx.service" && a["verb"] == "start" && a["result"]["ok"] == true);
+    assert!(started, "nginx was not started: {}", apply["restart"]);
+    let http = read(&o, "http.txt");
+    assert!(http.starts_with("HTTP/1.1 200 OK") && http.contains("served by nginx from a live-updated /usr"), "{http}");
+    let ps = read(&o, "ps.txt");
+    let servers: Vec<&str> = ps.lines().filter(|l| l.contains(" nginx")).collect();
+    assert!(!servers.is_empty(), "no nginx:\n{ps}");
+    assert!(servers.iter().all(|l| l.contains(":httpd_t:")), "not confined: {servers:?}");
+    // Every label of the live /usr is the target deployment's.
+    let live = read(&o, "usr-labels-live.txt");
+    let count = live.lines().count();
+    let mismatches = read(&o, "usr-labels-diff.txt").lines().filter(|l| l.starts_with('<')).count();
+    eprintln!("/usr labels compared: {count}, mismatches: {mismatches}");
+    assert!(count > 5000, "only {count} paths under /usr");
+    assert_eq!(read(&o, "usr-labels-diff.txt"), "", "labels of the live /usr differ from the target's");
+    // /etc: every path the apply added or updated carries the label the target
+    // deployment has for it (the others are the booted deployment's, untouched).
+    let labels_of = |name: &str| -> std::collections::BTreeMap<String, String> {
+        read(&o, name)
+            .lines()
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(p, z)| (format!("/etc/{p}"), z.to_string()))
+            .collect()
+    };
+    let (live_etc, target_etc) = (labels_of("etc-labels-live.txt"), labels_of("etc-labels-target.txt"));
+    let changed = read(&o, "etc-changed.txt");
+    let mut differ = vec![];
+    for path in changed.lines() {
+        let (live, want) = (live_etc.get(path), target_etc.get(path));
+        if live.is_none() || live != want {
+            differ.push(format!("{path}: {live:?}, the target has {want:?}"));
+        }
+    }
+    eprintln!(
+        "/etc paths the apply added or updated, labels compared: {}, mismatches: {}",
+        changed.lines().count(),
+        differ.len()
+    );
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    let etc_live = read(&o, "etc-labels-live.txt");
+    assert!(etc_live.contains("nginx/nginx.conf system_u:object_r:httpd_config_t:s0"), "{etc_live}");
+    assert!(changed.lines().any(|l| l == "/etc/nginx/nginx.conf"), "{changed}");
+    assert_eq!(read(&o, "restorecon-etc.txt"), "", "paths of /etc the policy labels otherwise");
+    // No denial of livefs, nor of what it runs.
+    let denials = read(&o, "denials.txt");
+    let ours: Vec<&str> = denials
+        .lines()
+        .filter(|l| {
+            ["livefs", "systemctl", "systemd-tmpfile", "systemd-sysuser", "ldconfig"]
+                .iter()
+                .any(|c| l.contains(&format!("comm=\"{c}\"")))
+        })
+        .collect();
+    eprintln!("denials during the flow: {} in all, {} of livefs or what it runs", denials.lines().count(), ours.len());
+    assert!(ours.is_empty(), "{}", ours.join("\n"));
+    assert_valid(&validator("status"), "status --json", &read_json(&o.join("status-live.out")));
+    quiet_ok(&o, "reset");
+    assert_eq!(read(&o, "server-after-reset").trim(), "inactive");
+    assert_eq!(read(&o, "usr-labels-reset.txt"), read(&o, "usr-labels-booted.txt"), "reset: labels of /usr");
 }
 
 /// Unattended, on a real boot (tests/vm/guest-auto.sh): with livefs-auto.path

@@ -13,8 +13,17 @@ RELEASE=${2:-bookworm}
 bash "$HERE/rootfs.sh" "$CACHE" "$RELEASE"
 case $RELEASE in
 bookworm) NAME="Debian 12" ;;
-*) NAME="Debian $RELEASE" ;;
+*) NAME="Debian ${RELEASE%-selinux}" ;;
 esac
+# forky-selinux: commits labelled by ostree itself from the tree's policy (it
+# labels nothing unless the tree's selinux/config says enforcing or permissive),
+# and a boot with SELinux enforcing (Debian's default LSM is AppArmor).
+COMMIT_LABELS=()
+SELINUX_KARGS=()
+if [ "$RELEASE" = forky-selinux ]; then
+    COMMIT_LABELS=(--selinux-policy-from-base --selinux-labeling-epoch=1)
+    SELINUX_KARGS=(--karg=security=selinux --karg=selinux=1 --karg=enforcing=1 --karg=audit=1)
+fi
 KEY=$(cat "$HERE/rootfs.sh" "$HERE/image.sh" "$CACHE/rootfs-a.done" | sha256sum | cut -c1-16)
 IMG=$CACHE/image-$KEY
 exec 9>"$CACHE/.image-lock"
@@ -63,7 +72,32 @@ add_test_units() {
 # runs again afterwards, and the scenario goes on.
 mkdir -p /run/livefs-vm
 next=poweroff
-if mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 livefs /run/livefs-vm; then
+share="-t 9p -o trans=virtio,version=9p2000.L,msize=262144 livefs"
+# Under SELinux enforcing the 9p share has no policy of its own: it is mounted,
+# read and written back with the guest permissive for those moments only; the
+# scenario runs enforcing, from a copy in /run.
+if [ "$(cat /sys/fs/selinux/enforce 2>/dev/null)" = 1 ]; then
+    echo 0 >/sys/fs/selinux/enforce
+    mkdir -p /run/livefs-share
+    if mount $share /run/livefs-share; then
+        cp -r /run/livefs-share/. /run/livefs-vm/
+        restorecon -R /run/livefs-vm
+        echo 1 >/sys/fs/selinux/enforce
+        if [ -x /run/livefs-vm/scenario.sh ]; then
+            /run/livefs-vm/scenario.sh >>/run/livefs-vm/scenario.log 2>&1
+            echo $? >/run/livefs-vm/scenario.rc
+        fi
+        echo 0 >/sys/fs/selinux/enforce
+        cp -r /run/livefs-vm/out /run/livefs-vm/scenario.log /run/livefs-vm/scenario.rc /run/livefs-share/
+        [ ! -e /run/livefs-vm/next-cmdline ] || cp /run/livefs-vm/next-cmdline /run/livefs-share/
+        sync
+        umount /run/livefs-share
+    fi
+    echo 1 >/sys/fs/selinux/enforce
+    systemctl --no-block "$next"
+    exit 0
+fi
+if mount $share /run/livefs-vm; then
     if [ -x /run/livefs-vm/scenario.sh ]; then
         /run/livefs-vm/scenario.sh >>/run/livefs-vm/scenario.log 2>&1
         echo $? >/run/livefs-vm/scenario.rc
@@ -220,32 +254,48 @@ to_ostree_tree "$CACHE/rootfs-b" "$W/tree-b"
 add_test_units "$W/tree-b" 2
 # B's web server serves a page from /usr (files under /var are not part of a commit).
 mkdir -p "$W/tree-b/usr/share/livefs-demo/www"
-echo '<h1>served by lighttpd from a live-updated /usr</h1>' >"$W/tree-b/usr/share/livefs-demo/www/index.html"
-sed -i 's|^server.document-root .*|server.document-root = "/usr/share/livefs-demo/www"|' \
-    "$W/tree-b/usr/etc/lighttpd/lighttpd.conf"
+if [ -e "$W/tree-b/usr/etc/lighttpd/lighttpd.conf" ]; then
+    echo '<h1>served by lighttpd from a live-updated /usr</h1>' >"$W/tree-b/usr/share/livefs-demo/www/index.html"
+    sed -i 's|^server.document-root .*|server.document-root = "/usr/share/livefs-demo/www"|' \
+        "$W/tree-b/usr/etc/lighttpd/lighttpd.conf"
+else
+    echo '<h1>served by nginx from a live-updated /usr</h1>' >"$W/tree-b/usr/share/livefs-demo/www/index.html"
+    sed -i 's|^\(\s*root\) /var/www/html;|\1 /usr/share/livefs-demo/www;|' \
+        "$W/tree-b/usr/etc/nginx/sites-available/default"
+    grep -q 'root /usr/share/livefs-demo/www;' "$W/tree-b/usr/etc/nginx/sites-available/default"
+fi
 
 S=$W/sysroot
 mkdir "$S"
-# The release's ostree, chrooted in A with the work directory on /mnt.
-ostree_in_a() {
+# A command of the release, chrooted in A with the work directory on /mnt; / is a
+# mount point (bwrap, which ostree's deploy runs `semodule` in, needs one).
+in_a() {
     unshare -m --propagation private bash -c '
         set -e
         a=$1 w=$2; shift 2
+        mount --bind "$a" "$a"
         mount -t proc proc "$a/proc"
+        mount -t sysfs sysfs "$a/sys"
         mount --rbind /dev "$a/dev"
         mount --bind "$w" "$a/mnt"
-        OSTREE_SYSROOT_DEBUG=mutable-deployments chroot "$a" ostree "$@"
-    ' ostree_in_a "$CACHE/rootfs-a" "$W" "$@"
+        OSTREE_SYSROOT_DEBUG=mutable-deployments chroot "$a" "$@"
+    ' in_a "$CACHE/rootfs-a" "$W" "$@"
 }
+ostree_in_a() { in_a ostree "$@"; }
 ostree_in_a admin init-fs /mnt/sysroot >/dev/null
 ostree_in_a admin os-init --sysroot=/mnt/sysroot debian >/dev/null
 ostree_in_a commit --repo=/mnt/sysroot/ostree/repo -b debian/os --add-metadata-string=version=1 \
-    -s "$NAME livefs VM 1" --tree=dir=/mnt/tree-a >"$W/commit-a"
+    -s "$NAME livefs VM 1" "${COMMIT_LABELS[@]}" --tree=dir=/mnt/tree-a >"$W/commit-a"
 ostree_in_a admin deploy --sysroot=/mnt/sysroot --os=debian --karg=root=LABEL=livefs-root --karg=rw \
-    --karg=console=ttyS0 debian/os >/dev/null
+    --karg=console=ttyS0 "${SELINUX_KARGS[@]}" debian/os >/dev/null
 ostree_in_a commit --repo=/mnt/sysroot/ostree/repo -b debian/os --add-metadata-string=version=2 \
-    -s "$NAME livefs VM 2" --tree=dir=/mnt/tree-b >"$W/commit-b"
+    -s "$NAME livefs VM 2" "${COMMIT_LABELS[@]}" --tree=dir=/mnt/tree-b >"$W/commit-b"
 ostree_in_a admin deploy --retain --sysroot=/mnt/sysroot --os=debian debian/os >/dev/null
+if [ "$RELEASE" = forky-selinux ]; then
+    # The stateroot's /var, which no commit holds, labelled as a boot expects it.
+    in_a setfiles -r /mnt/sysroot/ostree/deploy/debian /etc/selinux/default/contexts/files/file_contexts \
+        /mnt/sysroot/ostree/deploy/debian/var
+fi
 
 mkdir -p "$IMG.tmp"
 A=$(cat "$W/commit-a")

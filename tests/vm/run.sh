@@ -13,6 +13,9 @@
 #   forky (composefs, read-only sysroot):
 #   1. guest-composefs.sh: the seed flow on a composefs boot, a state overlay on
 #      /usr/local kept across apply and reset, then a soft reboot.
+#   forky-selinux (composefs, refpolicy enforcing, labelled commits):
+#   1. guest-selinux.sh: the seed flow enforcing: the server confined, the labels
+#      of /usr and /etc, no denials of livefs, reset.
 #   bookworm, automatic runs:
 #   1. guest-auto.sh: livefs-auto.path enabled; deployments made by `ostree admin
 #      deploy` (and --stage) go live by themselves, a kernel update is left for the
