@@ -4,9 +4,10 @@
 //! allows is left for the next reboot, and the reboot sentinel says why; every
 //! run is recorded (`ROOT/run/livefs/auto.json`, shown by `livefs status`).
 //!
-//! The decisions are pure: [`verdict`] (policy × what the update needs →
-//! apply, leave for the reboot, refuse), [`ending`] (what the apply's result
-//! means for the run) and [`repeats`] (the same deployment under the same
+//! The decisions are pure: the policy's limits are the ones `apply` checks
+//! (`decide::within_limits`: what the update needs, then what it replaces),
+//! read by [`ending`] (what the apply's result means for the run: applied, left
+//! for the reboot, refused, …), and [`repeats`] (the same deployment under the same
 //! policy is not decided twice in a boot: an admin's `livefs reset` is not
 //! undone behind their back, a refusal is not logged every hour).
 
@@ -16,10 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::reboot_required::{self, Left};
 use crate::host::Paths;
-use crate::live::decide::{self, Command, Refusal};
+use crate::live::decide::{Command, Refusal};
 use crate::live::session::Session;
 use crate::live::state::LiveState;
-use crate::live::strategy::Strategy;
 use crate::live::transition::{Options, Outcome};
 use crate::repo::Checksum;
 pub use policy::Policy;
@@ -84,26 +84,6 @@ pub struct AutoRun {
     /// one, and did nothing: what is shown is the last run's.
     #[serde(default)]
     pub repeated: bool,
-}
-
-/// What an automatic run decides of an update, before anything changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Apply,
-    LeaveForReboot,
-    Refuse,
-}
-
-/// What the policy decides of an update needing `strategy` and replacing
-/// `replaces`: the limits an apply checks, read as the automatic run reads its refusals.
-pub fn verdict(policy: &Policy, strategy: &Strategy, replaces: Vec<String>) -> Verdict {
-    match decide::within_limits(strategy, replaces, policy.limits()) {
-        Ok(()) => Verdict::Apply,
-        Err(r) => match ending_of_refusal(&r) {
-            Ending::LeftForReboot => Verdict::LeaveForReboot,
-            _ => Verdict::Refuse,
-        },
-    }
 }
 
 /// What a refusal of the apply means for the run.
@@ -286,12 +266,33 @@ fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::strategy::Tier;
+    use crate::live::decide;
+    use crate::live::strategy::{Strategy, Tier};
 
     fn strategy(needs: Tier) -> Strategy {
         let reboot_for = if needs == Tier::Reboot { vec!["a new kernel (9.9)".to_string()] } else { vec![] };
         let soft_reboot_for = if needs == Tier::SoftReboot { vec!["the C library".to_string()] } else { vec![] };
         Strategy { needs, live: needs == Tier::Live, reboot_for, soft_reboot_for, ..Strategy::default() }
+    }
+
+    /// What an automatic run decides of an update, before anything changes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Verdict {
+        Apply,
+        LeaveForReboot,
+        Refuse,
+    }
+
+    /// The policy's limits, as `prepare` checks them, read as the run reads
+    /// the refusal.
+    fn verdict(policy: &Policy, strategy: &Strategy, replaces: Vec<String>) -> Verdict {
+        match decide::within_limits(strategy, replaces, policy.limits()) {
+            Ok(()) => Verdict::Apply,
+            Err(r) => match ending_of_refusal(&r) {
+                Ending::LeftForReboot => Verdict::LeaveForReboot,
+                _ => Verdict::Refuse,
+            },
+        }
     }
 
     /// Policy × what the update needs × whether it replaces → the verdict.
