@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # `scripts/bench downtime`: the seconds a web server is down while its own
 # package is updated (a new build of lighttpd's binary), on a real Debian forky
-# boot (composefs; see image.sh): (a) `livefs apply --restart`, (b) `systemctl
-# soft-reboot` into the new deployment (ostree admin prepare-soft-reboot), (c) a
-# reboot into it (poweroff, then QEMU boots the new entry at once: no firmware).
-# A probe on the host (127.0.0.1, QEMU forwarding to the guest's port 80) sends
-# GET / every 10 ms all along; downtime = time from the first failed request
-# of each outage to the next answered one, summed over the phase.
-# Usage: LIVEFS=BINARY downtime.sh. Prints the table; the last line is
-#   downtime: livefs X s, soft-reboot Y s, reboot Z s
+# boot (composefs; see image.sh), each row ROUNDS times (default 3; medians and
+# ranges), in one run: (a) `livefs apply --restart`; the restart floor: the same
+# unit restarted by `systemctl restart` alone, on the same boot, between the
+# rounds of (a) (the update is undone by `livefs apply --target B` between
+# them, not measured); (a) again with X-ReloadIfChanged=yes on the unit
+# (lighttpd's graceful reload instead of a restart); a socket-activated lighttpd
+# (port 8081, its .socket unchanged, its binary changed) through `livefs apply
+# --restart`: every request counted; (b) `systemctl soft-reboot` into the new
+# deployment (ostree admin prepare-soft-reboot); (c) a reboot into it (poweroff,
+# then QEMU boots the new entry at once: no firmware). Probes on the host
+# (127.0.0.1, QEMU forwarding to the guest's ports 80 and 8081) send GET /
+# every 10 ms all along; downtime = time from the first failed request of each
+# outage to the next answered one, summed over the step.
+# Usage: LIVEFS=BINARY [ROUNDS=N] downtime.sh. Prints the table; the last lines are
+#   downtime: livefs X s, restart-floor F s, soft-reboot Y s, reboot Z s
+#   socket-activated: N failed of M requests
 set -euo pipefail
 : "${LIVEFS:?}"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -20,12 +28,16 @@ mkdir -p "$S/out"
 cp "$LIVEFS" "$S/livefs"
 cp "$HERE/guest-downtime.sh" "$S/scenario.sh"
 cp "$HERE/guest-lib.sh" "$IMG/commit-a" "$IMG/commit-b" "$S/"
+ROUNDS=${ROUNDS:-3}
+echo "$ROUNDS" >"$S/rounds"
 if [ -e /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
     ACCEL=(-machine q35,accel=kvm -cpu host)
 else
     ACCEL=(-machine q35,accel=tcg -cpu max)
 fi
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+PORT_SA=$(free_port)
 qemu-img create -q -f qcow2 -b "$IMG/disk.raw" -F raw "$OUT/disk.qcow2"
 QEMU=
 # boot CMDLINE N: starts QEMU in the background (QEMU).
@@ -34,7 +46,7 @@ boot() {
         -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.img" -append "$1 panic=-1 mitigations=off" \
         -drive "file=$OUT/disk.qcow2,if=virtio,format=qcow2,cache=unsafe" \
         -virtfs "local,path=$S,mount_tag=livefs,security_model=none,id=share" \
-        -nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$PORT-:80" \
+        -nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$PORT-:80,hostfwd=tcp:127.0.0.1:$PORT_SA-:8081" \
         -display none -serial "file:$OUT/console$2.log" -no-reboot &
     QEMU=$!
 }
@@ -51,13 +63,22 @@ trap 'touch "$OUT/probe.stop"; [ -z "$QEMU" ] || kill "$QEMU" 2>/dev/null || tru
 
 boot "$(cat "$IMG/cmdline")" 1
 python3 "$HERE/http-probe.py" "$PORT" 0.01 "$OUT/probe.stop" >"$OUT/probe.log" &
+# A socket-activated server's first request waits for it to start: 10 s each.
+python3 "$HERE/http-probe.py" "$PORT_SA" 0.01 "$OUT/probe.stop" 10 >"$OUT/probe-sa.log" &
 echo "downtime: booting the forky VM (${ACCEL[1]}); the guest builds and deploys the update first" >&2
-wait_for ready-live
-sleep 3
-mark live
-touch "$S/go-live"
-wait_for live-done
-mark live-done
+STEPS=()
+for i in $(seq "$ROUNDS"); do STEPS+=("live-$i" "back-$i" "floor-$i"); done
+for i in $(seq "$ROUNDS"); do STEPS+=("reload-$i" "reload-back-$i"); done
+STEPS+=(sa)
+for step in "${STEPS[@]}"; do
+    wait_for "ready-$step"
+    sleep 3
+    mark "$step"
+    touch "$S/go-$step"
+    wait_for "done-$step"
+    mark "$step-done"
+    echo "downtime: $step done" >&2
+done
 wait_for ready-soft
 sleep 3
 mark soft-reboot
@@ -76,11 +97,18 @@ wait "$QEMU" || true
 QEMU=
 touch "$OUT/probe.stop"
 sleep 0.2
-python3 - "$OUT/probe.log" "$OUT/marks" <<'PY'
-import sys
-probes = [(float(t), ok == "1") for t, ok in (l.split() for l in open(sys.argv[1]) if len(l.split()) == 2)]
-marks = dict((name, float(t)) for name, t in (l.split() for l in open(sys.argv[2])))
-def phase(start, end):
+python3 - "$OUT/probe.log" "$OUT/marks" "$OUT/probe-sa.log" "$ROUNDS" "$S/out/guest.log" <<'PY'
+import statistics, sys
+def load(path):
+    return [(float(t), ok == "1") for t, ok in (l.split() for l in open(path) if len(l.split()) == 2)]
+probes, sa_probes = load(sys.argv[1]), load(sys.argv[3])
+marks = [(name, float(t)) for name, t in (l.split() for l in open(sys.argv[2]))]
+at = dict(marks)
+rounds = int(sys.argv[4])
+# A step lasts from its mark to the next step's (3 s or more after it returned).
+starts = [(n, t) for n, t in marks if not n.endswith("-done")]
+ends = {n: starts[i + 1][1] for i, (n, _) in enumerate(starts[:-1])}
+def phase(start, end, probes=probes):
     """Downtime (s) and wall time until served again (s) of [start, end)."""
     down, outage, served = 0.0, None, None
     for t, ok in probes:
@@ -95,17 +123,32 @@ def phase(start, end):
         down += end - outage
         served = end
     return down, (served - start) if served else 0.0
-live = phase(marks["live"], marks["soft-reboot"])
-live_wall = marks["live-done"] - marks["live"]
-soft = phase(marks["soft-reboot"], marks["reboot"])
-reboot = phase(marks["reboot"], marks["end"])
-n = sum(1 for t, _ in probes if marks["live"] <= t < marks["end"])
-print(f"{n} requests, one every 10 ms; downtime = failed or refused requests until the next answer")
-print(f"{'':28} {'downtime':>10} {'until served':>13} {'downtime ratio':>15}")
-ratio = lambda d: "-" if live[0] == 0 else f"{d / live[0]:.0f}x livefs"
-print(f"{'livefs apply --restart':28} {live[0]:9.3f}s {live_wall:12.2f}s {'':>15}")
-print(f"{'systemctl soft-reboot':28} {soft[0]:9.3f}s {soft[1]:12.2f}s {ratio(soft[0]):>15}")
-print(f"{'reboot':28} {reboot[0]:9.3f}s {reboot[1]:12.2f}s {ratio(reboot[0]):>15}")
-print(f"downtime: livefs {live[0]:.3f} s, soft-reboot {soft[0]:.3f} s, reboot {reboot[0]:.3f} s")
+def row(prefix):
+    downs = [phase(at[f"{prefix}-{i}"], ends[f"{prefix}-{i}"])[0] for i in range(1, rounds + 1)]
+    walls = [at[f"{prefix}-{i}-done"] - at[f"{prefix}-{i}"] for i in range(1, rounds + 1)]
+    return statistics.median(downs), min(downs), max(downs), statistics.median(walls), downs
+live, floor, reload = row("live"), row("floor"), row("reload")
+soft = phase(at["soft-reboot"], at["reboot"])
+reboot = phase(at["reboot"], at["end"])
+sa = [ok for t, ok in sa_probes if at["sa"] <= t < ends["sa"]]
+n = sum(1 for t, _ in probes if at["live-1"] <= t < at["end"])
+print(f"{n} requests on port 80, one every 10 ms; downtime = failed or refused requests until the next answer")
+print(f"{rounds} rounds a row; median [min-max]; 'command' = how long the command ran")
+print(f"{'':34} {'downtime median':>16} {'range':>17} {'command':>9} {'vs floor':>9}")
+for name, r in [("livefs apply --restart", live), ("restart floor (systemctl restart)", floor),
+                ("livefs apply, X-ReloadIfChanged", reload)]:
+    ratio = f"{r[0] / floor[0]:.2f}x" if floor[0] else "-"
+    print(f"{name:34} {r[0]:15.3f}s {r[1]:7.3f}s-{r[2]:7.3f}s {r[3]:8.2f}s {ratio:>9}")
+for name, p in [("systemctl soft-reboot", soft), ("reboot", reboot)]:
+    ratio = f"{p[0] / live[0]:.0f}x livefs" if live[0] else "-"
+    print(f"{name:34} {p[0]:15.3f}s {'(one run)':>17} {p[1]:8.2f}s {ratio:>9}")
+print("every round (s): " + "; ".join(f"{k} " + " ".join(f"{d:.3f}" for d in r[4])
+                                   for k, r in [("livefs", live), ("floor", floor), ("reload", reload)]))
+# Whether the reload ran the new build (the guest logs both binaries' digests).
+runs = [l.split()[-4].rstrip(",") == l.split()[-1] for l in open(sys.argv[5]) if "C's is" in l]
+print(f"after the reload, lighttpd runs the new build in {sum(runs)} of {len(runs)} rounds "
+      "(a graceful reload that does not re-execute keeps the old code: livefs still lists it as needing a restart)")
+print(f"downtime: livefs {live[0]:.3f} s, restart-floor {floor[0]:.3f} s, soft-reboot {soft[0]:.3f} s, reboot {reboot[0]:.3f} s")
+print(f"socket-activated: {sum(1 for ok in sa if not ok)} failed of {len(sa)} requests")
 PY
 rm -f "$OUT/disk.qcow2"

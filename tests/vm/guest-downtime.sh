@@ -3,9 +3,15 @@
 # the agent at each boot; the phase lives in the share. The host probes the web
 # server (lighttpd, forwarded to a host port) all along and says when to go.
 #   1 (cold boot of A): network, apply B live (lighttpd starts), commit C = B
-#     with a new build of lighttpd's binary and deploy it; then, on go-live,
-#     `livefs apply --restart` (B -> C live); then, on go-soft, prepare a soft
-#     reboot into C and soft-reboot;
+#     with a new build of lighttpd's binary and deploy it; then the measured
+#     steps, each on the host's go-STEP (ROUNDS rounds, from the share's
+#     `rounds`): live-N `livefs apply --restart` (B -> C live), back-N the same
+#     back to B (not measured), floor-N `systemctl restart lighttpd` (the
+#     unit's own restart); reload-N / reload-back-N the same with
+#     X-ReloadIfChanged=yes on lighttpd; sa: a socket-activated lighttpd on
+#     port 8081 (its .socket unchanged, its binary changed) through
+#     `livefs apply --restart`; then, on go-soft, prepare a soft reboot into C
+#     and soft-reboot;
 #   2 (after the soft reboot, C): on go-reboot, leave C's kernel command line
 #     for the host and power off (the host boots it: a reboot);
 #   3 (cold boot of C): serve until the host says finish.
@@ -23,6 +29,41 @@ network() {
     done
     echo "no address after 60 s" >&2
     return 1
+}
+# step NAME CMD...: says ready-NAME, runs CMD on the host's go-NAME, says done-NAME.
+step() {
+    local name=$1
+    shift
+    touch "ready-$name"
+    wait_for "go-$name"
+    log "$name: $*"
+    "$@" >"$O/$name.out" 2>"$O/$name.err" || log "$name: exit status $?"
+    touch "done-$name"
+}
+# A second lighttpd on port 8081, socket-activated (the same .socket in B and C).
+socket_activated() {
+    cat >/etc/lighttpd/sa.conf <<'CONF'
+server.document-root = "/usr/share/livefs-demo/www"
+server.port = 8081
+index-file.names = ( "index.html" )
+server.systemd-socket-activation = "enable"
+server.username = "www-data"
+server.groupname = "www-data"
+CONF
+    cat >/etc/systemd/system/lighttpd-sa.socket <<'UNIT'
+[Socket]
+ListenStream=0.0.0.0:8081
+Backlog=1024
+
+[Install]
+WantedBy=sockets.target
+UNIT
+    cat >/etc/systemd/system/lighttpd-sa.service <<'UNIT'
+[Service]
+ExecStart=/usr/sbin/lighttpd -D -f /etc/lighttpd/sa.conf
+UNIT
+    systemctl daemon-reload
+    systemctl start lighttpd-sa.socket
 }
 lighttpd_exe() {
     local pid
@@ -49,10 +90,34 @@ case $phase in
     rm -rf /var/tmp/c
     ostree admin deploy --os=debian debian/os >/dev/null
     log "C deployed: $(cat commit-c)"
-    touch ready-live
-    wait_for go-live
-    run apply-c "$L" apply --allow-replacement --restart
-    touch live-done
+    rounds=$(cat rounds)
+    for i in $(seq "$rounds"); do
+        step "live-$i" "$L" apply --allow-replacement --restart
+        step "back-$i" "$L" apply --target "$B" --allow-replacement --restart
+        step "floor-$i" systemctl restart lighttpd.service
+    done
+    # Debian's unit reloads with /bin/kill, which this minimal image lacks: the
+    # shell's kill sends the same signal (lighttpd's graceful restart).
+    mkdir -p /etc/systemd/system/lighttpd.service.d
+    cat >/etc/systemd/system/lighttpd.service.d/livefs-reload.conf <<'UNIT'
+[Unit]
+X-ReloadIfChanged=yes
+
+[Service]
+ExecReload=
+ExecReload=/usr/sbin/lighttpd -tt -f /etc/lighttpd/lighttpd.conf
+ExecReload=/bin/sh -c 'kill -USR1 ${MAINPID}'
+UNIT
+    systemctl daemon-reload
+    for i in $(seq "$rounds"); do
+        step "reload-$i" "$L" apply --allow-replacement --restart
+        log "reload-$i: lighttpd $(lighttpd_exe), C's is $(sha256sum /usr/sbin/lighttpd | cut -c1-16)"
+        step "reload-back-$i" "$L" apply --target "$B" --allow-replacement --restart
+    done
+    rm -r /etc/systemd/system/lighttpd.service.d
+    systemctl daemon-reload
+    socket_activated
+    step sa "$L" apply --allow-replacement --restart
     log "C live, lighttpd $(lighttpd_exe)"
     "$L" status >"$O/status-live.txt" 2>&1 || true
     touch ready-soft
