@@ -5,12 +5,11 @@
 //! fields. Dry runs and runs that change nothing log nothing. Built here from
 //! what the engines return; the man pages and README list [`EVENTS`] and [`FIELDS`].
 
-use crate::cli::render::Verb;
+use crate::cli::render::{short, Verb};
 use crate::cli::Kind;
 use crate::live::auto::{AutoRun, Ending, Report};
 use crate::live::transition::Outcome;
 use crate::live::RestartOutcome;
-use crate::repo::Checksum;
 use crate::systemd::activation::Activation;
 
 /// What happened.
@@ -94,10 +93,6 @@ impl Entry {
         out.extend(self.fields.iter().cloned());
         out
     }
-}
-
-fn short(c: &Checksum) -> String {
-    c.to_hex()[..12].to_string()
 }
 
 /// The units an activation acted on, and those whose action failed.

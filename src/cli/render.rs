@@ -53,7 +53,8 @@ pub fn warnings(out: &mut impl Write, warnings: &[String]) -> io::Result<()> {
     warnings.iter().try_for_each(|w| writeln!(out, "livefs: warning: {w}"))
 }
 
-fn short(c: &Checksum) -> String {
+/// A commit as text shows it: its first 12 hex digits.
+pub fn short(c: &Checksum) -> String {
     c.to_hex()[..12].to_string()
 }
 

@@ -132,7 +132,8 @@ pub fn within_limits(strategy: &Strategy, replaces: Vec<String>, limits: Limits)
     Ok(())
 }
 
-fn list20(paths: &[String]) -> String {
+/// The first 20 of `paths` (quoted for text), and how many more.
+pub fn list20(paths: &[String]) -> String {
     let shown = crate::quote::join(paths.iter().take(20).map(String::as_str), ", ");
     match paths.len().saturating_sub(20) {
         0 => shown,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::reboot_required::{self, Left};
 use crate::host::Paths;
-use crate::live::decide::{Command, Refusal};
+use crate::live::decide::{self, Command, Refusal};
 use crate::live::session::Session;
 use crate::live::state::LiveState;
 use crate::live::transition::{Options, Outcome};
@@ -186,41 +186,30 @@ fn describe(
             run.kind = Some("unit_failed".to_string());
         }
     }
-    if let Some(e) = error {
-        match crate::live::refusal(e) {
-            Some(Refusal::NoPending) => {}
-            Some(Refusal::Strategy { needs, max, reasons }) => {
-                run.left_for_reboot = reasons.clone();
-                let why = format!(
-                    "the update needs a {} ({}), more than MaxStrategy={} allows",
-                    needs.as_str(),
-                    reasons.join("; "),
-                    max.as_str()
-                );
-                run.reason = Some(why);
-                run.kind = Some(kind(e).to_string());
-            }
-            Some(Refusal::Selinux(reasons)) => {
-                run.left_for_reboot = reasons.clone();
-                run.reason = Some(format!("{e}"));
-                run.kind = Some(kind(e).to_string());
-            }
-            Some(Refusal::Replacement(paths)) => {
-                run.left_for_reboot = vec![format!(
-                    "it changes or removes {} existing path(s) in /usr, and AllowReplacement=no",
-                    paths.len()
-                )];
-                let shown = crate::quote::join(paths.iter().take(20).map(String::as_str), ", ");
-                let more = if paths.len() > 20 { format!(", and {} more", paths.len() - 20) } else { String::new() };
-                run.reason = Some(format!("the update changes or removes existing paths in /usr: {shown}{more}"));
-                run.kind = Some(kind(e).to_string());
-            }
-            _ => {
-                run.reason = Some(format!("{e:#}"));
-                run.kind = Some(kind(e).to_string());
-            }
-        }
+    let Some(e) = error else { return };
+    let refusal = crate::live::refusal(e);
+    if matches!(refusal, Some(Refusal::NoPending)) {
+        return;
     }
+    run.kind = Some(kind(e).to_string());
+    run.reason = Some(match refusal {
+        Some(Refusal::Strategy { needs, max, reasons }) => {
+            run.left_for_reboot = reasons.clone();
+            let (needs, max, why) = (needs.as_str(), max.as_str(), reasons.join("; "));
+            format!("the update needs a {needs} ({why}), more than MaxStrategy={max} allows")
+        }
+        Some(Refusal::Selinux(reasons)) => {
+            run.left_for_reboot = reasons.clone();
+            e.to_string()
+        }
+        Some(Refusal::Replacement(paths)) => {
+            let n = paths.len();
+            run.left_for_reboot =
+                vec![format!("it changes or removes {n} existing path(s) in /usr, and AllowReplacement=no")];
+            format!("the update changes or removes existing paths in /usr: {}", decide::list20(paths))
+        }
+        _ => format!("{e:#}"),
+    });
 }
 
 /// The sentinel says what this run left for the reboot; with nothing pending,
@@ -266,7 +255,6 @@ fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::decide;
     use crate::live::strategy::{Strategy, Tier};
 
     fn strategy(needs: Tier) -> Strategy {
