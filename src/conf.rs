@@ -54,7 +54,7 @@ pub fn parse(text: &str, file: &str, section: &str) -> Vec<Assignment> {
             _ => crate::messages::warn(format!(
                 "{file}:{}: {} is not a Key=value assignment; ignored",
                 n + 1,
-                crate::quote::path(line)
+                crate::quote::excerpt(line)
             )),
         }
     }

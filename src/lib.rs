@@ -5,24 +5,27 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 0 | [`fault`], [`parallel`], [`messages`], [`quote`] | crash points, threads, warnings and progress, paths in text |
+//! | 0 | [`fault`], [`parallel`], [`messages`], [`quote`], [`clock`] | crash points, threads, warnings and progress, paths in text, times |
 //! | 1 | [`dirfd`], [`gvariant`], [`xattrs`], [`conf`], [`journal`] | dirfd-relative filesystem helpers, the serialisation, extended attributes, the admin's configuration files, journal entries |
 //! | 2 | [`repo`] | reading a repository: objects, refs, revisions |
 //! | 3 | [`tree`] | diff, plan, checkout, apply in place, the `/usr` layer |
 //! | 4 | [`host`] | layout, deployments, mounts, the `/usr` overlay, `/run/livefs` |
-//! | 5 | [`etc`], [`systemd`] | the `/etc` merge and journal; restarts, activation, triggers |
-//! | 6 | [`live`] | the state machine: decisions, status, apply, reset and restart |
-//! | 7 | [`cli`] | arguments, rendering, exit statuses |
+//! | 5 | [`etc`], [`systemd`] | the `/etc` merge and journals; restarts, activation, triggers |
+//! | 6 | [`health`] | the checks after a live apply (units, greenboot's checks) and their verdict |
+//! | 7 | [`live`] | the state machine: decisions, status, apply, reset, rollback and restart |
+//! | 8 | [`cli`] | arguments, rendering, exit statuses |
 //!
 //! [`LAYERS`] is that table as data; a unit test checks every `crate::` path in
 //! `src/` against it.
 
 pub mod cli;
+pub mod clock;
 pub mod conf;
 pub mod dirfd;
 pub mod etc;
 pub mod fault;
 pub mod gvariant;
+pub mod health;
 pub mod host;
 pub mod journal;
 pub mod live;
@@ -36,12 +39,13 @@ pub mod xattrs;
 
 /// The layers, bottom first: a module may use the modules of lower rows only.
 pub const LAYERS: &[&[&str]] = &[
-    &["fault", "parallel", "messages", "quote"],
+    &["fault", "parallel", "messages", "quote", "clock"],
     &["dirfd", "gvariant", "xattrs", "conf", "journal"],
     &["repo"],
     &["tree"],
     &["host"],
     &["etc", "systemd"],
+    &["health"],
     &["live"],
     &["cli"],
 ];

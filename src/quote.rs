@@ -43,6 +43,20 @@ pub fn path(path: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The most of an admin's value a warning quotes.
+pub const EXCERPT_CHARS: usize = 40;
+
+/// A value from a file, as a warning quotes it: one line ([`path`]'s quoting),
+/// and at most its first [`EXCERPT_CHARS`] characters, with how long it was —
+/// a 1 MiB value is not echoed into the terminal and the journal.
+pub fn excerpt(value: &str) -> String {
+    let mut chars = value.char_indices();
+    match chars.nth(EXCERPT_CHARS) {
+        None => path(value).into_owned(),
+        Some((end, _)) => format!("{}… ({} bytes)", path(&value[..end]), value.len()),
+    }
+}
+
 /// Paths joined with `sep`, each quoted as [`path`] does.
 pub fn join<'a>(paths: impl IntoIterator<Item = &'a str>, sep: &str) -> String {
     paths.into_iter().map(path).collect::<Vec<_>>().join(sep)
@@ -51,6 +65,17 @@ pub fn join<'a>(paths: impl IntoIterator<Item = &'a str>, sep: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_value_is_quoted_in_part() {
+        assert_eq!(excerpt("fast"), "fast");
+        let long = "x".repeat(1 << 20);
+        assert_eq!(excerpt(&long), format!("{}… (1048576 bytes)", "x".repeat(EXCERPT_CHARS)));
+        let odd = format!("a\n{}", "é".repeat(60));
+        let got = excerpt(&odd);
+        assert!(got.starts_with("\"a\\n") && got.ends_with(" bytes)"), "{got}");
+        assert_eq!(got.lines().count(), 1);
+    }
 
     #[test]
     fn only_what_needs_it_is_quoted() {

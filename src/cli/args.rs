@@ -35,6 +35,8 @@ impl Cli {
             Command::Reset(a) => a.change.json,
             Command::Restart(a) => a.json,
             Command::Auto(a) => a.json,
+            Command::Rollback(a) => a.change.json,
+            Command::Confirm(a) => a.json,
         }
     }
 
@@ -46,6 +48,8 @@ impl Cli {
             Command::Reset(_) => Some("reset"),
             Command::Restart(_) => Some("restart"),
             Command::Auto(_) => Some("auto"),
+            Command::Rollback(_) => Some("rollback"),
+            Command::Confirm(_) => Some("confirm"),
             Command::Status(_) | Command::Diff(_) | Command::ApplyTree(_) => None,
         }
     }
@@ -85,9 +89,36 @@ pub enum Command {
     /// files needs --allow-replacement. The changes live in a transient overlay
     /// that the next reboot discards. An interrupted apply is resumed by running
     /// it again.
+    ///
+    /// Then its health is checked: the units it started, restarted or reloaded
+    /// must stay active through a settle window (--settle), greenboot's checks
+    /// (the executables of /etc/greenboot/check/required.d and wanted.d, and of
+    /// /usr/lib/greenboot/check/..., /etc winning by name) and the --check
+    /// commands must pass. When a required one fails, the update is rolled back
+    /// at once (exit status 5): /usr switched back in one mount operation, its
+    /// /etc changes undone, the units it acted on acted on again, greenboot's
+    /// red.d run. A failed wanted check is a warning; green.d runs when the
+    /// update is kept. With --confirm-within, it is also rolled back unless
+    /// `livefs confirm` runs in time (a systemd timer keeps the deadline).
     Apply(ApplyArgs),
     /// Bring the running /usr and /etc back to the booted commit's content.
     Reset(ResetArgs),
+    /// Undo the last apply: back to the commit /usr showed before it.
+    ///
+    /// That is the previous live commit when the apply went from one live update
+    /// to the next, else the booted commit (where `livefs reset` always goes).
+    /// /usr switches back in one mount operation (to the previous layer, kept
+    /// for it), the apply's /etc changes are undone and only them (the admin's
+    /// edits made before it stay), and with --restart the units it acted on are
+    /// acted on again the other way. A rollback undoes the last apply once; an
+    /// interrupted one is finished by the next apply, rollback or reset.
+    Rollback(RollbackArgs),
+    /// Keep the update an `apply --confirm-within` applied: stops its rollback timer.
+    ///
+    /// Run it (as root, from any session: a new SSH connection proves the host is
+    /// still reachable) before the deadline. Exit status 5 when the update was
+    /// rolled back already, for want of the confirmation.
+    Confirm(ConfirmArgs),
     /// Restart what earlier applies left running old code, start what they newly enabled.
     ///
     /// As a boot would, after NixOS's switch-to-configuration: `daemon-reload` if
@@ -195,6 +226,49 @@ pub struct ApplyArgs {
     pub max_strategy: MaxStrategy,
     #[command(flatten)]
     pub change: ChangeArgs,
+    #[command(flatten)]
+    pub checks: CheckArgs,
+}
+
+/// The health checks after an apply, and what a failure does.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// How long the units the apply started, restarted or reloaded must stay
+    /// active (a unit that dies within it fails the checks).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::health::SETTLE.as_secs())]
+    pub settle: u64,
+    /// Another required check: a shell command that must exit 0 (repeatable),
+    /// run after greenboot's required checks.
+    #[arg(long = "check", value_name = "CMD")]
+    pub checks: Vec<String>,
+    /// The longest any one check may run before it is killed and counts as failed.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::health::TIMEOUT.as_secs())]
+    pub check_timeout: u64,
+    /// Check nothing afterwards (and so never roll back for it).
+    #[arg(long, conflicts_with_all = ["checks", "no_rollback"])]
+    pub no_check: bool,
+    /// Keep an update that fails its checks, and report it (exit status 1).
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Roll the update back unless `livefs confirm` runs within SECONDS (a
+    /// systemd timer keeps the deadline, whatever happens to this session).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub confirm_within: Option<u64>,
+}
+
+impl CheckArgs {
+    pub fn checks(&self) -> crate::live::verify::Checks {
+        crate::live::verify::Checks {
+            health: crate::health::Request {
+                enabled: !self.no_check,
+                rollback: !self.no_rollback,
+                settle: std::time::Duration::from_secs(self.settle),
+                commands: self.checks.clone(),
+                timeout: std::time::Duration::from_secs(self.check_timeout),
+            },
+            confirm_within: self.confirm_within,
+        }
+    }
 }
 
 /// The strategies `--max-strategy` names, least disruptive first.
@@ -233,6 +307,23 @@ pub struct AutoArgs {
 pub struct ResetArgs {
     #[command(flatten)]
     pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub change: ChangeArgs,
+    /// Roll back only if the apply with this confirmation ID still awaits its
+    /// confirmation: what the timer of `apply --confirm-within` runs.
+    #[arg(long, value_name = "ID")]
+    pub if_unconfirmed: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfirmArgs {
+    /// Machine-readable report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +414,8 @@ mod tests {
             (&["reset", "--dry-run"], Some("reset")),
             (&["restart", "--dry-run"], Some("restart")),
             (&["auto", "--dry-run"], Some("auto")),
+            (&["rollback", "--dry-run"], Some("rollback")),
+            (&["confirm"], Some("confirm")),
         ];
         for (args, want) in cases {
             let cli = Cli::try_parse_from(std::iter::once("livefs").chain(args.iter().copied())).unwrap();

@@ -8,8 +8,10 @@
 use crate::cli::render::{short, Verb};
 use crate::cli::Kind;
 use crate::live::auto::{AutoRun, Ending, Report};
+use crate::live::confirm::Confirmed;
+use crate::live::rollback::RolledBack;
 use crate::live::transition::Outcome;
-use crate::live::RestartOutcome;
+use crate::live::{Applied, RestartOutcome};
 use crate::systemd::activation::Activation;
 
 /// What happened.
@@ -20,6 +22,8 @@ pub enum Event {
     Restarted,
     Refused,
     Failed,
+    RolledBack,
+    Confirmed,
 }
 
 /// Every event: its name (`LIVEFS_EVENT`), `MESSAGE_ID`, syslog priority and meaning.
@@ -30,15 +34,17 @@ pub const EVENTS: &[(Event, &str, &str, u8, &str)] = &[
     (Event::Restarted, "restarted", "53d547bb95c145eda0d982de82b9ca2b", 5, "units were stopped, reloaded, restarted or started (livefs restart)"),
     (Event::Refused, "refused", "867364c173e340168e00d2cfb4dd065c", 4, "an update was not applied: the policy or the host refused it, nothing changed (an automatic run leaves it for the reboot)"),
     (Event::Failed, "failed", "3a824cbeca264f3fad5748b668262573", 3, "a command failed; the system is as the transition guarantees (apply or reset finishes it)"),
+    (Event::RolledBack, "rolled_back", "9d32385a68d040ea8f3cfcbcb494ecd9", 3, "a live update was undone: it failed its health checks, was not confirmed in time, or livefs rollback was run; /usr, /etc and the units went back to the commit before it"),
+    (Event::Confirmed, "confirmed", "00ec22ace55040e1b9ee88dba5e2d56a", 5, "an update applied with --confirm-within was confirmed (livefs confirm): it stays"),
 ];
 
 /// The `LIVEFS_*` fields, and what they hold (a field may repeat: one per value).
 #[rustfmt::skip]
 pub const FIELDS: &[(&str, &str)] = &[
-    ("LIVEFS_EVENT", "applied, reset, restarted, refused or failed"),
-    ("LIVEFS_COMMAND", "apply, reset, restart or auto (an automatic run)"),
-    ("LIVEFS_FROM", "the commit /usr showed before"),
-    ("LIVEFS_TO", "the commit /usr shows after (for refused: the one not applied)"),
+    ("LIVEFS_EVENT", "applied, reset, restarted, refused, failed, rolled_back or confirmed"),
+    ("LIVEFS_COMMAND", "apply, reset, restart, rollback, confirm or auto (an automatic run)"),
+    ("LIVEFS_FROM", "the commit /usr showed before (for rolled_back: the commit rolled back)"),
+    ("LIVEFS_TO", "the commit /usr shows after (for refused: the one not applied; for rolled_back: the one gone back to)"),
     ("LIVEFS_ADDED, LIVEFS_REPLACED, LIVEFS_REMOVED", "paths of /usr added, replaced, removed"),
     ("LIVEFS_ETC_CHANGED, LIVEFS_ETC_KEPT", "paths of /etc changed, and kept as the admin changed them"),
     ("LIVEFS_STRATEGY", "what the update needs to take effect whole: live, soft-reboot or reboot"),
@@ -46,6 +52,9 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("LIVEFS_UNIT", "a unit stopped, reloaded, restarted or started, one field per unit"),
     ("LIVEFS_UNIT_FAILED", "a unit whose action failed, one field per unit"),
     ("LIVEFS_KIND", "refused and failed: the error's kind, as in --json errors (refused_replacement, busy, ...)"),
+    ("LIVEFS_FAILED_CHECK", "rolled_back: a failed check or unit and why, one field per failure"),
+    ("LIVEFS_ROLLBACK_CAUSE", "rolled_back: failed_checks, unconfirmed or by_hand"),
+    ("LIVEFS_ROLLBACK_SECONDS", "rolled_back: how long the way back took"),
 ];
 
 impl Event {
@@ -116,6 +125,7 @@ pub fn transition(o: &Outcome, verb: Verb, command: &str) -> Option<Entry> {
     let (event, what) = match verb {
         Verb::Apply => (Event::Applied, "Applied"),
         Verb::Reset => (Event::Reset, "Reset"),
+        Verb::Rollback => (Event::RolledBack, "Rolled back"),
     };
     let summary = format!(
         "{what} {} -> {}: {added} added, {replaced} replaced, {removed} removed in /usr",
@@ -149,6 +159,41 @@ pub fn transition(o: &Outcome, verb: Verb, command: &str) -> Option<Entry> {
     Some(e)
 }
 
+/// An apply (`command`: how it was run): `applied` when it changed the system,
+/// then `rolled_back` when its checks (or a missing deadline) undid it.
+pub fn applied(a: &Applied, command: &str) -> Vec<Entry> {
+    let mut out: Vec<Entry> = transition(&a.outcome, Verb::Apply, command).into_iter().collect();
+    if let Some(back) = &a.after.rolled_back {
+        out.extend(rolled_back(back, command));
+    }
+    out
+}
+
+/// A rollback taken (by `command`): the way back's transition, why, and how long it took.
+pub fn rolled_back(r: &RolledBack, command: &str) -> Option<Entry> {
+    let o = &r.outcome;
+    if o.dry_run {
+        return None;
+    }
+    let mut e =
+        transition(o, Verb::Rollback, command).unwrap_or_else(|| Entry::new(Event::RolledBack, command, String::new()));
+    e.event = Event::RolledBack;
+    e.message = format!("Rolled back {} -> {} in {:.2} s: {}", short(&o.from), short(&o.to), r.seconds, r.reason);
+    let cause = serde_json::to_value(r.cause).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    e.add("LIVEFS_ROLLBACK_CAUSE", cause);
+    e.add("LIVEFS_ROLLBACK_SECONDS", format!("{:.3}", r.seconds));
+    r.failed.iter().for_each(|f| e.add("LIVEFS_FAILED_CHECK", f));
+    Some(e)
+}
+
+/// `livefs confirm` that kept an update.
+pub fn confirmed(c: &Confirmed) -> Option<Entry> {
+    let commit = c.commit.as_ref().filter(|_| c.changed)?;
+    let mut e = Entry::new(Event::Confirmed, "confirm", format!("Confirmed {}: it stays live", short(commit)));
+    e.add("LIVEFS_TO", commit.to_hex());
+    Some(e)
+}
+
 /// A `livefs restart` that acted on units.
 pub fn restart(o: &RestartOutcome) -> Option<Entry> {
     if o.restart.dry_run || o.restart.actions.iter().all(|a| a.result.is_none()) {
@@ -179,16 +224,16 @@ pub fn error(command: &str, dry_run: bool, e: &anyhow::Error, kind: Kind) -> Opt
 
 /// An automatic run: its ending (nothing for nothing to do, nor for a run
 /// that repeats the last one's decision).
-pub fn auto(r: &Report) -> Option<Entry> {
+pub fn auto(r: &Report) -> Vec<Entry> {
     let run = &r.run;
     if run.repeated {
-        return None;
+        return Vec::new();
     }
     match (run.ending, &r.apply) {
-        (Ending::Applied | Ending::Failed, Some(o)) if o.changed => transition(o, Verb::Apply, "auto"),
-        (Ending::NothingToDo, _) => None,
-        (Ending::LeftForReboot | Ending::Refused | Ending::Failed, _) => Some(not_applied(run)),
-        (Ending::Applied, _) => None,
+        (Ending::Applied | Ending::Failed | Ending::RolledBack, Some(a)) if a.outcome.changed => applied(a, "auto"),
+        (Ending::NothingToDo, _) => Vec::new(),
+        (Ending::LeftForReboot | Ending::Refused | Ending::Failed | Ending::RolledBack, _) => vec![not_applied(run)],
+        (Ending::Applied, _) => Vec::new(),
     }
 }
 
@@ -289,7 +334,7 @@ mod tests {
     #[test]
     fn an_automatic_run_left_for_the_reboot_says_why() {
         let run: AutoRun = fixture(include_str!("fixtures/auto-left.json"));
-        let e = auto(&Report { run: run.clone(), apply: None, error: None }).unwrap();
+        let e = auto(&Report { run: run.clone(), apply: None, error: None }).pop().unwrap();
         assert_eq!(e.event, Event::Refused);
         let got = lines(&e);
         for want in [
@@ -304,6 +349,6 @@ mod tests {
         // The same decision repeated is not logged again.
         let repeated: AutoRun = fixture(include_str!("fixtures/auto-refused.json"));
         assert!(repeated.repeated);
-        assert_eq!(auto(&Report { run: repeated, apply: None, error: None }), None);
+        assert_eq!(auto(&Report { run: repeated, apply: None, error: None }), vec![]);
     }
 }

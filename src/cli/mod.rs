@@ -32,6 +32,9 @@ pub mod exit {
     /// Another livefs held the lock for longer than `--lock-timeout`: nothing
     /// changed, try again.
     pub const BUSY: u8 = 4;
+    /// The update failed its health checks (or was not confirmed in time) and
+    /// was rolled back: the system is as it was before it.
+    pub const ROLLED_BACK: u8 = 5;
 }
 
 /// What kind of failure (or non-event) a command met: the `kind` of its JSON
@@ -39,6 +42,7 @@ pub mod exit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     NoPending,
+    NoRollback,
     Busy,
     Interrupted,
     RefusedReplacement,
@@ -48,6 +52,8 @@ pub enum Kind {
     BadRevision,
     BadRepository,
     UnitFailed,
+    RolledBack,
+    CheckFailed,
     NotRoot,
     Error,
 }
@@ -69,6 +75,7 @@ pub struct Reported(pub String, pub Kind);
 #[rustfmt::skip]
 pub const KINDS: &[(Kind, &str, u8, &str)] = &[
     (Kind::NoPending, "no_pending", exit::OK, "apply: no deployment is pending, nothing to do (the document says \"changed\": false)"),
+    (Kind::NoRollback, "no_rollback", exit::OK, "rollback: no apply of this boot is left to undo, nothing to do (the document says \"changed\": false)"),
     (Kind::Busy, "busy", exit::BUSY, "another livefs held the lock for longer than --lock-timeout; nothing changed, try again"),
     (Kind::Interrupted, "interrupted", exit::POLICY, "an interrupted transition must be finished first (apply resumes it, reset finishes it)"),
     (Kind::RefusedReplacement, "refused_replacement", exit::POLICY, "the update changes or removes existing files and --allow-replacement was not given"),
@@ -78,6 +85,8 @@ pub const KINDS: &[(Kind, &str, u8, &str)] = &[
     (Kind::BadRevision, "bad_revision", exit::ERROR, "a revision names no commit (unknown, ambiguous, invalid, or no parent)"),
     (Kind::BadRepository, "bad_repository", exit::ERROR, "an object is missing, corrupt or malformed"),
     (Kind::UnitFailed, "unit_failed", exit::ERROR, "a unit failed to stop, reload, restart or start; the transition itself stands"),
+    (Kind::RolledBack, "rolled_back", exit::ROLLED_BACK, "the update failed its health checks (or was not confirmed in time) and was rolled back: /usr, /etc and the units are as before it; the document says what failed and what was undone"),
+    (Kind::CheckFailed, "check_failed", exit::ERROR, "the update failed its health checks and was kept (--no-rollback, Rollback=no): the document says what failed"),
     (Kind::NotRoot, "not_root", exit::POLICY, "apply, reset, restart and auto (dry runs too) need root; nothing was opened for writing"),
     (Kind::Error, "error", exit::ERROR, "any other error: bad input, a failed system call"),
 ];
@@ -105,10 +114,12 @@ pub fn kind_of(e: &anyhow::Error) -> Kind {
         if let Some(r) = c.downcast_ref::<Refusal>() {
             return match r {
                 Refusal::NoPending => Kind::NoPending,
+                Refusal::NoRollback => Kind::NoRollback,
                 Refusal::PendingUnknown(_) => Kind::Error,
                 Refusal::InterruptedOther { .. }
                 | Refusal::InterruptedRestart
                 | Refusal::InterruptedReset
+                | Refusal::InterruptedRollback { .. }
                 | Refusal::InterruptedDryRun => Kind::Interrupted,
                 Refusal::RpmOstreeLive(_) => Kind::UnsupportedHost,
                 Refusal::Replacement(_) => Kind::RefusedReplacement,
@@ -131,6 +142,9 @@ pub fn kind_of(e: &anyhow::Error) -> Kind {
         }
         if c.is::<NotRoot>() {
             return Kind::NotRoot;
+        }
+        if c.is::<crate::live::confirm::TooLate>() {
+            return Kind::RolledBack;
         }
         if let Some(r) = c.downcast_ref::<Reported>() {
             return r.1;
@@ -242,33 +256,103 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 allow_replacement: a.allow_replacement,
                 max_strategy: a.max_strategy.tier(),
                 options: a.change.options(cli),
+                checks: a.checks.checks(),
             };
             let result = crate::live::apply(&cli.paths(), &req);
-            let result =
-                logged(cli, result, "apply", a.change.dry_run, |o| events::transition(o, Verb::Apply, "apply"));
+            let result = logged(cli, result, "apply", a.change.dry_run, |o| events::applied(o, "apply"));
             match result {
-                Ok(o) => transition_output(a.change.json, &o, Verb::Apply),
+                Ok(applied) => applied_output(a.change.json, &applied),
                 // Nothing pending: a no-op, so that automation can run apply blindly.
                 Err(e) if matches!(crate::live::refusal(&e), Some(Refusal::NoPending)) => {
-                    let doc = serde_json::json!({ "changed": false, "reason": e.to_string(), "kind": "no_pending" });
-                    output(a.change.json, &doc, &[], |out, _| render::nothing_to_do(&mut { out }, &e.to_string()))
+                    nothing_to_do(a.change.json, &e, Kind::NoPending)
                 }
                 Err(e) => Err(e),
             }
         }
         Command::Reset(a) => {
             let result = crate::live::reset(&cli.paths(), a.change.options(cli));
-            let o = logged(cli, result, "reset", a.change.dry_run, |o| events::transition(o, Verb::Reset, "reset"))?;
+            let o = logged(cli, result, "reset", a.change.dry_run, |o| {
+                events::transition(o, Verb::Reset, "reset").into_iter().collect()
+            })?;
             transition_output(a.change.json, &o, Verb::Reset)
+        }
+        Command::Rollback(a) => {
+            let req = crate::live::RollbackRequest {
+                options: a.change.options(cli),
+                if_unconfirmed: a.if_unconfirmed.clone(),
+            };
+            let result = crate::live::rollback(&cli.paths(), &req);
+            let result = logged(cli, result, "rollback", a.change.dry_run, |r| {
+                events::rolled_back(r, "rollback").into_iter().collect()
+            });
+            match result {
+                Ok(back) => {
+                    output(a.change.json, &back, &back.outcome.warnings, |out, b| {
+                        render::rolled_back(&mut { out }, b)
+                    })?;
+                    activation_result(back.outcome.restart.as_ref())
+                }
+                Err(e) if matches!(crate::live::refusal(&e), Some(Refusal::NoRollback)) => {
+                    nothing_to_do(a.change.json, &e, Kind::NoRollback)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Confirm(a) => {
+            let result = crate::live::confirm::confirm(&cli.paths(), cli.lock_wait());
+            let c = logged(cli, result, "confirm", false, |c| events::confirmed(c).into_iter().collect())?;
+            output(a.json, &c, &[], |out, c| render::confirmed(&mut { out }, c))
         }
         Command::Restart(a) => {
             let result = crate::live::restart(&cli.paths(), a.activation.request(), a.dry_run, cli.lock_wait());
-            let o = logged(cli, result, "restart", a.dry_run, events::restart)?;
+            let o = logged(cli, result, "restart", a.dry_run, |o| events::restart(o).into_iter().collect())?;
             output(a.json, &o, &o.warnings, |out, o| render::restart(&mut { out }, o))?;
             activation_result(Some(&o.restart))
         }
         Command::Auto(a) => auto(cli, a),
     }
+}
+
+/// A command with nothing to do: a no-op document (`"changed": false`), exit status 0.
+fn nothing_to_do(json: bool, e: &anyhow::Error, kind: Kind) -> anyhow::Result<()> {
+    let doc = serde_json::json!({ "changed": false, "reason": e.to_string(), "kind": kind.as_str() });
+    output(json, &doc, &[], |out, _| render::nothing_to_do(&mut { out }, &e.to_string()))
+}
+
+/// `livefs apply`'s report, and its exit status: a rollback is exit status 5
+/// (its JSON document then says `"error"` and `"kind": "rolled_back"`), an
+/// unhealthy update kept is 1 (`check_failed`), a failed unit action 1.
+fn applied_output(json: bool, a: &crate::live::Applied) -> anyhow::Result<()> {
+    let failure = health_failure(a);
+    let mut warnings = a.outcome.warnings.clone();
+    warnings.extend(crate::messages::take());
+    if json {
+        let mut doc = serde_json::to_value(a).context("cannot write output")?;
+        if let (Some((message, kind)), Some(map)) = (&failure, doc.as_object_mut()) {
+            map.insert("error".into(), message.clone().into());
+            map.insert("kind".into(), kind.as_str().into());
+        }
+        to_stdout(|out| render::json(&mut { out }, &doc))?;
+        render::warnings(&mut std::io::stderr(), &warnings).context("cannot write warnings")?;
+    } else {
+        output(false, a, &warnings, |out, a| render::applied(&mut { out }, a))?;
+    }
+    match failure {
+        Some((message, kind)) => Err(Reported(message, kind).into()),
+        None => activation_result(a.outcome.restart.as_ref()),
+    }
+}
+
+/// Why an apply's checks failed it, and the kind: rolled back, or kept (`--no-rollback`).
+fn health_failure(a: &crate::live::Applied) -> Option<(String, Kind)> {
+    if let Some(back) = &a.after.rolled_back {
+        return Some((format!("the update {} and was rolled back", back.reason), Kind::RolledBack));
+    }
+    let h = a.after.health.as_ref().filter(|h| h.verdict == crate::health::Verdict::Failed)?;
+    Some((
+        format!("the update failed its health checks (kept: --no-rollback): {}", h.failures().join("; ")),
+        Kind::CheckFailed,
+    ))
 }
 
 /// Logs what a command that changes the system did, or why it did not (see
@@ -278,19 +362,18 @@ fn logged<T>(
     result: anyhow::Result<T>,
     command: &str,
     dry_run: bool,
-    entry: impl FnOnce(&T) -> Option<events::Entry>,
+    entries: impl FnOnce(&T) -> Vec<events::Entry>,
 ) -> anyhow::Result<T> {
     let e = match &result {
-        Ok(t) => entry(t),
-        Err(e) => events::error(command, dry_run, e, kind_of(e)),
+        Ok(t) => entries(t),
+        Err(e) => events::error(command, dry_run, e, kind_of(e)).into_iter().collect(),
     };
-    journal(cli, e);
+    e.iter().for_each(|entry| journal(cli, entry));
     result
 }
 
 /// Sends a journal entry (nothing where no journal listens); a failure to is a warning.
-fn journal(cli: &Cli, entry: Option<events::Entry>) {
-    let Some(entry) = entry else { return };
+fn journal(cli: &Cli, entry: &events::Entry) {
     if let Err(e) = crate::journal::send(&cli.root, &entry.fields()) {
         crate::messages::warn(format!("cannot log to the journal: {e:#}"));
     }
@@ -301,13 +384,13 @@ fn journal(cli: &Cli, entry: Option<events::Entry>) {
 fn auto(cli: &Cli, a: &AutoArgs) -> anyhow::Result<()> {
     let kind = |e: &anyhow::Error| kind_of(e).as_str();
     let result = crate::live::auto::run(&cli.paths(), a.dry_run, cli.lock_wait(), &kind);
-    let report = logged(cli, result, "auto", a.dry_run, |r| if a.dry_run { None } else { events::auto(r) })?;
+    let report = logged(cli, result, "auto", a.dry_run, |r| if a.dry_run { Vec::new() } else { events::auto(r) })?;
     let run = &report.run;
-    let mut warnings = report.apply.as_ref().map(|o| o.warnings.clone()).unwrap_or_default();
+    let mut warnings = report.apply.as_ref().map(|o| o.outcome.warnings.clone()).unwrap_or_default();
     warnings.extend(crate::messages::take());
     output(a.json, run, &warnings, |out, run| {
         if let Some(o) = &report.apply {
-            render::outcome(&mut { &mut *out }, o, Verb::Apply)?;
+            render::applied(&mut { &mut *out }, o)?;
         }
         let label = if a.dry_run { "Automatic run (dry run, nothing recorded):" } else { "Automatic run:" };
         render::auto_run(&mut { out }, run, label)
@@ -448,7 +531,8 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        let ours: Vec<&str> = KINDS.iter().map(|k| k.1).filter(|k| *k != "no_pending").collect();
+        let ours: Vec<&str> =
+            KINDS.iter().map(|k| k.1).filter(|k| !matches!(*k, "no_pending" | "no_rollback")).collect();
         assert_eq!(schema, ours);
     }
 }

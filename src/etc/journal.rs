@@ -1,6 +1,8 @@
-//! The `/etc` journal in `ROOT/run/livefs/etc-journal/`: how each path was
-//! before livefs first changed it, so that `livefs reset` puts `/etc` back
-//! exactly, even after an interrupted apply.
+//! The `/etc` journals in `ROOT/run/livefs/`: how each path was before livefs
+//! first changed it in this boot (`etc-journal/`), so that `livefs reset` puts
+//! `/etc` back exactly, even after an interrupted apply; and how each path was
+//! before the last apply changed it (`etc-undo/`), so that `livefs rollback`
+//! undoes that apply, and only it.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
@@ -15,20 +17,88 @@ use crate::host::rundir::RunDir;
 use crate::tree::checkout;
 use crate::tree::diff::NodeKind;
 
-/// Journals `path` under `/etc` as it is now, unless it is journaled already:
-/// for files a trigger rewrites (`ld.so.cache`), so a reset puts them back too.
+/// Journals `path` under `/etc` as it is now, unless it is journaled already
+/// (in the boot's journal, and in the last apply's when it has one): for files
+/// a trigger rewrites (`ld.so.cache`), so a reset and a rollback put them back too.
 pub fn journal_path(run: &RunDir, etc: BorrowedFd<'_>, path: &str) -> anyhow::Result<()> {
-    let journal = Journal::open(run, true)?.expect("created");
-    let mut index = journal.load()?;
-    if index.iter().any(|e| e.path == path) {
-        return Ok(());
-    }
     let (dir, name) = split(path);
     let parent = crate::dirfd::open_dir(etc, dir).with_context(|| format!("cannot open /etc/{dir}"))?;
     let step = Step { path: path.to_string(), action: EtcAction::Updated, from: None, to: None };
-    let original = journal.capture(parent.as_fd(), name, &step, index.len())?;
-    index.push(JournalEntry { path: path.to_string(), original });
-    journal.save(&index)
+    let mut journals = Journals::open(run)?;
+    journals.capture(parent.as_fd(), name, &step)
+}
+
+/// The journals an apply writes before it changes a path: the boot's, and the
+/// apply's own (its way back) when it keeps one.
+pub(crate) struct Journals {
+    boot: (Journal, Vec<JournalEntry>),
+    undo: Option<(Journal, Vec<JournalEntry>)>,
+}
+
+impl Journals {
+    /// The boot's journal (created), and the last apply's if it exists.
+    pub(crate) fn open(run: &RunDir) -> anyhow::Result<Journals> {
+        let boot = Journal::open(run, BOOT, true)?.expect("created");
+        let index = boot.load()?;
+        let undo = match Journal::open(run, UNDO, false)? {
+            Some(j) => {
+                let index = j.load()?;
+                Some((j, index))
+            }
+            None => None,
+        };
+        Ok(Journals { boot: (boot, index), undo })
+    }
+
+    /// Records `name` (in `parent`) as it is, before `step` changes it, in each
+    /// journal that has no record of it yet. The apply's own journal marks the
+    /// paths the boot's journal did not have before: undoing the apply takes
+    /// them out of the boot's journal too.
+    pub(crate) fn capture(&mut self, parent: BorrowedFd<'_>, name: &str, step: &Step) -> anyhow::Result<()> {
+        let first_change = !self.boot.1.iter().any(|e| e.path == step.path);
+        if let Some((journal, index)) = &mut self.undo {
+            capture_once(journal, index, parent, name, step, first_change)?;
+        }
+        let (journal, index) = &mut self.boot;
+        capture_once(journal, index, parent, name, step, false)
+    }
+}
+
+/// Journals `name` before `step` changes it, unless `index` has it already; a
+/// directory of which only the metadata was journaled, and that now goes (or
+/// changes type), is journaled whole (see `merge_step`).
+fn capture_once(
+    journal: &Journal,
+    index: &mut Vec<JournalEntry>,
+    parent: BorrowedFd<'_>,
+    name: &str,
+    step: &Step,
+    first_change: bool,
+) -> anyhow::Result<()> {
+    let meta_only = matches!((step.from, step.to), (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { .. })));
+    match index.iter().position(|e| e.path == step.path) {
+        None => {
+            let original = journal.capture(parent, name, step, next_slot(index))?;
+            index.push(JournalEntry { path: step.path.clone(), original, first_change });
+            journal.save(index)
+        }
+        // Only a directory's metadata was journaled, and now it goes (or changes
+        // type): putting it back needs its content too. The copy taken now gets
+        // the journaled metadata, and moves to the end of the index so it is put
+        // back before the entries under it are.
+        Some(i) if !meta_only && matches!(index[i].original, Original::DirMeta { .. }) => {
+            let whole = Step { path: step.path.clone(), action: step.action, from: None, to: None };
+            let original = journal.capture(parent, name, &whole, next_slot(index))?;
+            if let (Original::Copy { slot }, Original::DirMeta { .. }) = (&original, &index[i].original) {
+                let fd = crate::dirfd::open_dir(journal.fd.as_fd(), slot)?;
+                set_original_meta(fd.as_fd(), &index[i].original)?;
+            }
+            let old = index.remove(i);
+            index.push(JournalEntry { path: step.path.clone(), original, first_change: old.first_change });
+            journal.save(index)
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// How a journaled path was before livefs first changed it.
@@ -47,10 +117,14 @@ pub(crate) enum Original {
 pub(crate) struct JournalEntry {
     pub path: String,
     pub original: Original,
+    /// In the last apply's journal: that apply was livefs's first change of the
+    /// path in this boot (the boot's journal had none before it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_change: bool,
 }
 
-/// The `/etc` journal in `ROOT/run/livefs/etc-journal/`: `index.json` (written
-/// atomically after the copy it names exists) and the copied entries.
+/// An `/etc` journal in `ROOT/run/livefs/`: `index.json` (written atomically
+/// after the copy it names exists) and the copied entries.
 pub(crate) struct Journal {
     dir: PathBuf,
     pub fd: OwnedFd,
@@ -64,21 +138,42 @@ fn unhex(s: &str) -> Vec<u8> {
     (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
 }
 
-/// The journal's directory in `ROOT/run/livefs`.
-const JOURNAL: &str = "etc-journal";
+/// The journals' directories in `ROOT/run/livefs`: the boot's (what a reset
+/// puts back) and the last apply's (what a rollback puts back).
+pub(crate) const BOOT: &str = "etc-journal";
+pub(crate) const UNDO: &str = "etc-undo";
 
 /// Whether `ROOT/run/livefs` holds an `/etc` journal: something a reset has to
 /// put back.
 pub fn has_journal(run: &RunDir) -> anyhow::Result<bool> {
-    Ok(Journal::open(run, false)?.is_some())
+    Ok(Journal::open(run, BOOT, false)?.is_some())
+}
+
+/// Starts the journal of an apply that keeps a way back (an empty one, in
+/// place of the previous apply's, which is forgotten).
+pub fn begin_undo(run: &RunDir) -> anyhow::Result<()> {
+    run.remove(UNDO)?;
+    Journal::open(run, UNDO, true)?;
+    Ok(())
+}
+
+/// Forgets the last apply's journal (a reset: there is no apply left to undo).
+pub fn forget_undo(run: &RunDir) -> anyhow::Result<()> {
+    run.remove(UNDO)
+}
+
+/// The paths the last apply's journal would put back.
+pub fn undo_paths(run: &RunDir) -> anyhow::Result<Vec<String>> {
+    let Some(journal) = Journal::open(run, UNDO, false)? else { return Ok(Vec::new()) };
+    Ok(journal.load()?.into_iter().rev().map(|e| e.path).collect())
 }
 
 impl Journal {
-    /// Opens (and with `create`, creates) the journal beneath ROOT without
-    /// following symlinks; `None` when there is none.
-    pub(crate) fn open(run: &RunDir, create: bool) -> anyhow::Result<Option<Journal>> {
-        let dir = run.path().join(JOURNAL);
-        Ok(run.subdir(JOURNAL, create)?.map(|fd| Journal { dir, fd }))
+    /// Opens (and with `create`, creates) the journal `name` beneath ROOT
+    /// without following symlinks; `None` when there is none.
+    pub(crate) fn open(run: &RunDir, name: &str, create: bool) -> anyhow::Result<Option<Journal>> {
+        let dir = run.path().join(name);
+        Ok(run.subdir(name, create)?.map(|fd| Journal { dir, fd }))
     }
 
     pub(crate) fn load(&self) -> anyhow::Result<Vec<JournalEntry>> {
@@ -198,17 +293,63 @@ pub struct Restored {
 }
 
 /// Puts every journaled path of `/etc` back as it was before the first apply,
-/// then forgets the journal (but for what failed, kept for the next try).
+/// then forgets the journal (but for what failed, kept for the next try), and
+/// the last apply's journal with it: after a reset there is no apply to undo.
 pub fn restore(run: &RunDir, etc: BorrowedFd<'_>) -> anyhow::Result<Restored> {
-    let Some(journal) = Journal::open(run, false)? else {
+    let Some(journal) = Journal::open(run, BOOT, false)? else {
+        forget_undo(run)?;
         return Ok(Restored::default());
     };
     let index = journal.load()?;
+    let (out, keep) = put_back(&journal, etc, &index);
+    forget_undo(run)?;
+    if keep.is_empty() {
+        drop(journal);
+        run.remove(BOOT)?;
+    } else {
+        journal.save(&keep)?;
+    }
+    Ok(out)
+}
+
+/// Undoes the last apply in `/etc`: every path its journal holds is put back as
+/// it was before that apply; those it was the first to change leave the boot's
+/// journal too (a reset has nothing more to put back there). Then the apply's
+/// journal is forgotten (but for what failed, kept for the next try). A kill at
+/// any point is finished by running it again: the journal goes last.
+pub fn undo(run: &RunDir, etc: BorrowedFd<'_>) -> anyhow::Result<Restored> {
+    let Some(journal) = Journal::open(run, UNDO, false)? else { return Ok(Restored::default()) };
+    let index = journal.load()?;
+    let (out, keep) = put_back(&journal, etc, &index);
+    let restored: Vec<&str> = index
+        .iter()
+        .filter(|e| e.first_change && !keep.iter().any(|k| k.path == e.path))
+        .map(|e| e.path.as_str())
+        .collect();
+    if let Some(boot) = Journal::open(run, BOOT, false)? {
+        let mut boot_index = boot.load()?;
+        let before = boot_index.len();
+        boot_index.retain(|e| !restored.contains(&e.path.as_str()));
+        if boot_index.len() != before {
+            boot.save(&boot_index)?;
+        }
+    }
+    if keep.is_empty() {
+        drop(journal);
+        run.remove(UNDO)?;
+    } else {
+        journal.save(&keep)?;
+    }
+    Ok(out)
+}
+
+/// Puts back every entry of `index`, deepest (journaled last) first; returns
+/// what was restored and the entries that failed, in journal order.
+fn put_back(journal: &Journal, etc: BorrowedFd<'_>, index: &[JournalEntry]) -> (Restored, Vec<JournalEntry>) {
     let mut out = Restored::default();
     let mut keep = Vec::new();
-    // Deepest changes were journaled last: undo in reverse.
     for e in index.iter().rev() {
-        match restore_entry(&journal, etc, e) {
+        match restore_entry(journal, etc, e) {
             Ok(()) => out.paths.push(e.path.clone()),
             Err(err) => {
                 out.failed.push(EtcPath {
@@ -220,14 +361,8 @@ pub fn restore(run: &RunDir, etc: BorrowedFd<'_>) -> anyhow::Result<Restored> {
             }
         }
     }
-    if keep.is_empty() {
-        drop(journal);
-        run.remove(JOURNAL)?;
-    } else {
-        keep.reverse();
-        journal.save(&keep)?;
-    }
-    Ok(out)
+    keep.reverse();
+    (out, keep)
 }
 
 /// A journal slot name no entry uses.

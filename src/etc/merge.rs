@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::Context;
 
-use super::journal::{Journal, JournalEntry, Original};
+use super::journal::{Journal, Journals};
 use super::{split, EtcAction, EtcPath, EtcReport, Step};
 use crate::dirfd::Entry;
 use crate::host::rundir::RunDir;
@@ -152,13 +152,14 @@ pub fn merge(
     if dry_run {
         // A journal livefs cannot read would stop the real merge after /usr
         // changed: refuse now, while nothing has.
-        if let Some(journal) = Journal::open(run, false)? {
-            journal.load()?;
+        for name in [super::journal::BOOT, super::journal::UNDO] {
+            if let Some(journal) = Journal::open(run, name, false)? {
+                journal.load()?;
+            }
         }
         return Ok(report);
     }
-    let journal = Journal::open(run, true)?.expect("created");
-    let mut index = journal.load()?;
+    let mut journals = Journals::open(run)?;
     // A path that fails is contained: reported, left as it was, and what lies
     // under it is left alone with it; every other path goes on.
     let mut failed: Vec<String> = Vec::new();
@@ -175,7 +176,7 @@ pub fn merge(
             report.paths[i].error = Some("its parent could not be changed".into());
             continue;
         }
-        if let Err(e) = merge_step(repo, &journal, &mut index, etc, step) {
+        if let Err(e) = merge_step(repo, &mut journals, etc, step) {
             report.paths[i].action = EtcAction::Failed;
             report.paths[i].error = Some(format!("{e:#}"));
             failed.push(step.path.clone());
@@ -193,40 +194,12 @@ fn remove_leftover(etc: BorrowedFd<'_>, path: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Journals one path (the first time livefs touches it), then changes it.
-fn merge_step(
-    repo: &Repo,
-    journal: &Journal,
-    index: &mut Vec<JournalEntry>,
-    etc: BorrowedFd<'_>,
-    step: &Step,
-) -> anyhow::Result<()> {
+/// Journals one path (the first time livefs touches it: in this boot, and in
+/// this apply), then changes it.
+fn merge_step(repo: &Repo, journals: &mut Journals, etc: BorrowedFd<'_>, step: &Step) -> anyhow::Result<()> {
     let (dir, name) = split(&step.path);
     let parent = crate::dirfd::open_dir(etc, dir).with_context(|| format!("cannot open /etc/{dir}"))?;
-    let meta_only = matches!((step.from, step.to), (Some(NodeKind::Dir { .. }), Some(NodeKind::Dir { .. })));
-    match index.iter().position(|e| e.path == step.path) {
-        None => {
-            let original = journal.capture(parent.as_fd(), name, step, super::journal::next_slot(index))?;
-            index.push(JournalEntry { path: step.path.clone(), original });
-            journal.save(index)?;
-        }
-        // Only a directory's metadata was journaled, and now it goes (or changes
-        // type): a reset needs its content too. The copy taken now gets the
-        // journaled metadata, and moves to the end of the index so it is put back
-        // before the entries under it are.
-        Some(i) if !meta_only && matches!(index[i].original, Original::DirMeta { .. }) => {
-            let whole = Step { path: step.path.clone(), action: step.action, from: None, to: None };
-            let original = journal.capture(parent.as_fd(), name, &whole, super::journal::next_slot(index))?;
-            if let (Original::Copy { slot }, Original::DirMeta { .. }) = (&original, &index[i].original) {
-                let fd = crate::dirfd::open_dir(journal.fd.as_fd(), slot)?;
-                super::journal::set_original_meta(fd.as_fd(), &index[i].original)?;
-            }
-            index.remove(i);
-            index.push(JournalEntry { path: step.path.clone(), original });
-            journal.save(index)?;
-        }
-        Some(_) => {}
-    }
+    journals.capture(parent.as_fd(), name, step)?;
     apply_step(repo, parent.as_fd(), name, step)
         .with_context(|| format!("cannot update {}", crate::quote::path(&format!("/etc{}", step.path))))
 }

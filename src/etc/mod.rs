@@ -13,12 +13,14 @@
 //!
 //! Every change is journaled first: the previous entry is copied (or its absence,
 //! or a directory's metadata, recorded) under `ROOT/run/livefs/etc-journal/`, so
-//! `livefs reset` puts `/etc` back exactly as it was before the first apply.
+//! `livefs reset` puts `/etc` back exactly as it was before the first apply; and
+//! under `ROOT/run/livefs/etc-undo/` as it was before the last apply, so
+//! `livefs rollback` undoes that apply's changes and only them.
 
 mod journal;
 mod merge;
 
-pub use journal::{has_journal, journal_path, restore, Restored};
+pub use journal::{begin_undo, forget_undo, has_journal, journal_path, restore, undo, undo_paths, Restored};
 pub use merge::merge;
 
 use serde::{Deserialize, Serialize};

@@ -175,6 +175,13 @@ impl LayerSite {
         self.objects.as_ref().map(|fd| fd.as_fd())
     }
 
+    /// Where the layer `name` of this site is (built earlier, kept for a way
+    /// back); `None` for a name livefs never gives a layer.
+    pub fn layer_path(&self, name: &str) -> Option<PathBuf> {
+        let ours = name.starts_with(LAYER_PREFIX) && !name.contains('/') && name != LAYER_PREFIX;
+        ours.then(|| self.sysroot.join(&self.rel).join(name))
+    }
+
     /// A new, empty layer directory for `target` and a writable fd on it.
     pub fn new_layer(&self, target: &str) -> anyhow::Result<(PathBuf, OwnedFd)> {
         let base = dirfd::make_dirs(self.writable.as_fd(), &self.rel, 0o755)

@@ -2,15 +2,18 @@
 //! [`decide`], with a test of every cell. The I/O that gathers the facts is in
 //! `session.rs`; what a step does is in `transition/`.
 //!
-//! | state found      | `apply`                                  | `reset`                                    | `restart` |
-//! |------------------|------------------------------------------|--------------------------------------------|-----------|
-//! | Booted           | booted → target                          | booted → booted (undoes `/etc` if journaled) | activate |
-//! | Live{c}, UsrLost{c} | c → target                            | c → booted                                 | activate  |
-//! | Applying{a→b}    | resumes a → b (with `--target`: only b)  | b → booted; over a write-through unlock, finishes a → b first | refused |
-//! | Applying{a→booted} (a reset) | refused: finish it with `reset` | booted → booted                     | refused   |
+//! | state found      | `apply`                                  | `reset`                                    | `rollback` | `restart` |
+//! |------------------|------------------------------------------|--------------------------------------------|------------|-----------|
+//! | Booted           | booted → target                          | booted → booted (undoes `/etc` if journaled) | nothing to roll back | activate |
+//! | Live{c}, UsrLost{c} | c → target                            | c → booted                                 | c → where the apply of c started (its way back), else nothing | activate  |
+//! | Applying{a→b}    | resumes a → b (with `--target`: only b)  | b → booted; over a write-through unlock, finishes a → b first | b → a (the way back of that apply) | refused |
+//! | Applying{a→booted} (a reset) | refused: finish it with `reset` | booted → booted                     | refused: finish it with `reset` | refused |
+//! | RollingBack{c→b} | finishes c → b (with `--target`: only b) | b → booted; over a write-through unlock, finishes c → b first | finishes c → b | refused |
 //!
 //! The target of an `apply` is `--target`, else the pending deployment; with
-//! neither there is nothing to do (exit status 0).
+//! neither there is nothing to do (exit status 0). The way back of an apply
+//! (`live::way_back`) is kept until the next apply or reset: a rollback undoes
+//! the last apply, once.
 
 use crate::live::state::LiveState;
 use crate::live::strategy::{Strategy, Tier};
@@ -25,6 +28,8 @@ pub enum Command {
     Reset { dry_run: bool },
     /// `livefs restart`.
     Restart,
+    /// `livefs rollback [--dry-run]`.
+    Rollback { dry_run: bool },
 }
 
 impl Command {
@@ -47,6 +52,8 @@ pub struct Facts {
     /// `/usr` is an ostree transient unlock, changed file by file: an
     /// interrupted apply left a mix to finish first.
     pub write_through: bool,
+    /// The way back of the last apply: (where it started, what it applied).
+    pub way_back: Option<(Checksum, Checksum)>,
 }
 
 /// How `/etc` follows `/usr` in a transition.
@@ -56,17 +63,28 @@ pub enum EtcMode {
     Merge,
     /// Put back what the journal recorded (reset).
     Restore,
+    /// Put back what the last apply changed, and only that (rollback).
+    Undo,
 }
 
 /// The step a command takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// Take `/usr` from `from` to `to` and `/etc` along (`etc`). `finish_first`:
-    /// an interrupted apply to complete before (a reset over a write-through
-    /// unlock). `resumed`: the step is (or completes) an interrupted one.
-    Transition { from: Checksum, to: Checksum, etc: EtcMode, finish_first: Option<(Checksum, Checksum)>, resumed: bool },
+    /// an interrupted transition to complete before (over a write-through
+    /// unlock, where `/usr` may show a mix). `resumed`: the step is (or
+    /// completes) an interrupted one.
+    Transition { from: Checksum, to: Checksum, etc: EtcMode, finish_first: Option<Finish>, resumed: bool },
     /// Act on units as a boot would (`livefs restart`).
     Activate,
+}
+
+/// An interrupted transition to finish first: `/usr` from `from` to `to`, `/etc` as `etc` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finish {
+    pub from: Checksum,
+    pub to: Checksum,
+    pub etc: EtcMode,
 }
 
 /// Why a command does not run (nothing changed).
@@ -86,8 +104,15 @@ pub enum Refusal {
     InterruptedRestart,
     #[error("an interrupted reset must be finished first: run `livefs reset`")]
     InterruptedReset,
+    #[error(
+        "an interrupted rollback to {to} must be finished first: run `livefs rollback` (or `livefs apply`), or `livefs reset`"
+    )]
+    InterruptedRollback { to: Checksum },
+    /// Not a refusal: nothing to do (`"changed": false`).
+    #[error("nothing to roll back: no apply of this boot is left to undo (a rollback undoes the last apply, once; `livefs reset` goes back to the booted commit)")]
+    NoRollback,
     /// An error, not a policy: a dry run cannot finish the interrupted apply.
-    #[error("an apply was interrupted: run `livefs reset` without --dry-run to finish it and reset")]
+    #[error("an apply was interrupted over an ostree transient unlock (/usr may show a mix): run the command without --dry-run to finish it first")]
     InterruptedDryRun,
     #[error(
         "rpm-ostree has live-applied to this boot ({0}); two live-appliers on one /usr corrupt each other's view: \
@@ -146,14 +171,23 @@ pub fn decide(command: Command, f: &Facts) -> Result<Step, Refusal> {
     match command {
         Command::Apply { target } => apply(target, f),
         Command::Reset { dry_run } => reset(dry_run, f),
+        Command::Rollback { dry_run } => rollback(dry_run, f),
         Command::Restart => match f.state {
-            LiveState::Applying { .. } => Err(Refusal::InterruptedRestart),
+            LiveState::Applying { .. } | LiveState::RollingBack { .. } => Err(Refusal::InterruptedRestart),
             _ => Ok(Step::Activate),
         },
     }
 }
 
 fn apply(target: Option<Checksum>, f: &Facts) -> Result<Step, Refusal> {
+    // An interrupted rollback is finished first, whatever is pending: it is
+    // what the last apply, judged unhealthy or unconfirmed, left half-undone.
+    if let LiveState::RollingBack { from, to } = f.state {
+        return match target {
+            Some(t) if t != to => Err(Refusal::InterruptedRollback { to }),
+            _ => Ok(undo(from, to, None, true)),
+        };
+    }
     let target = match (target, f.state) {
         (Some(t), _) => t,
         // An interrupted apply resumes its recorded (pinned) target, even if the
@@ -174,8 +208,35 @@ fn apply(target: Option<Checksum>, f: &Facts) -> Result<Step, Refusal> {
         // /etc carries the lost commit's changes: the plan starts from it.
         LiveState::Live { commit } | LiveState::UsrLost { commit } => (commit, false),
         LiveState::Booted => (f.booted, false),
+        LiveState::RollingBack { .. } => unreachable!("finished above"),
     };
     Ok(Step::Transition { from, to: target, etc: EtcMode::Merge, finish_first: None, resumed })
+}
+
+/// `/usr` from `from` back to `to`, `/etc` undone from the last apply's journal.
+fn undo(from: Checksum, to: Checksum, finish_first: Option<Finish>, resumed: bool) -> Step {
+    Step::Transition { from, to, etc: EtcMode::Undo, finish_first, resumed }
+}
+
+fn rollback(dry_run: bool, f: &Facts) -> Result<Step, Refusal> {
+    let way_back = f.way_back;
+    match f.state {
+        LiveState::RollingBack { from, to } => Ok(undo(from, to, None, true)),
+        LiveState::Live { commit } | LiveState::UsrLost { commit } => match way_back {
+            Some((start, applied)) if applied == commit => Ok(undo(commit, start, None, false)),
+            _ => Err(Refusal::NoRollback),
+        },
+        // An interrupted apply is undone: /usr shows one whole tree (either);
+        // over a write-through unlock it may be a mix: the apply is finished first.
+        LiveState::Applying { from, to } if way_back == Some((from, to)) => match (f.write_through, dry_run) {
+            (false, _) => Ok(undo(to, from, None, true)),
+            (true, false) => Ok(undo(to, from, Some(Finish { from, to, etc: EtcMode::Merge }), true)),
+            (true, true) => Err(Refusal::InterruptedDryRun),
+        },
+        LiveState::Applying { to, .. } if to == f.booted => Err(Refusal::InterruptedReset),
+        LiveState::Applying { to, .. } => Err(Refusal::InterruptedOther { to }),
+        LiveState::Booted => Err(Refusal::NoRollback),
+    }
 }
 
 fn reset(dry_run: bool, f: &Facts) -> Result<Step, Refusal> {
@@ -191,9 +252,12 @@ fn reset(dry_run: bool, f: &Facts) -> Result<Step, Refusal> {
         LiveState::Live { commit } | LiveState::UsrLost { commit } => back(commit, None, false),
         // /usr shows one whole tree: going back needs no forward step, and /etc
         // comes back from its journal.
-        LiveState::Applying { to, .. } if !f.write_through => back(to, None, false),
-        LiveState::Applying { from, to } if !dry_run => back(to, Some((from, to)), true),
-        LiveState::Applying { .. } => return Err(Refusal::InterruptedDryRun),
+        LiveState::Applying { to, .. } | LiveState::RollingBack { to, .. } if !f.write_through => back(to, None, false),
+        LiveState::Applying { from, to } if !dry_run => back(to, Some(Finish { from, to, etc: EtcMode::Merge }), true),
+        LiveState::RollingBack { from, to } if !dry_run => {
+            back(to, Some(Finish { from, to, etc: EtcMode::Undo }), true)
+        }
+        LiveState::Applying { .. } | LiveState::RollingBack { .. } => return Err(Refusal::InterruptedDryRun),
     })
 }
 
@@ -207,22 +271,34 @@ mod tests {
         let (booted, b, t, p) = (c(0xa0), c(0xb0), c(0xc0), c(0xd0));
         let (booted_st, live, lost) =
             (LiveState::Booted, LiveState::Live { commit: b }, LiveState::UsrLost { commit: b });
+        let live_t = LiveState::Live { commit: t };
         let applying = LiveState::Applying { from: b, to: t };
         let resetting = LiveState::Applying { from: b, to: booted };
+        let rolling = LiveState::RollingBack { from: t, to: b };
         let facts = |state, pending: Result<Option<Checksum>, String>, write_through| Facts {
             state,
             booted,
             pending,
             write_through,
+            way_back: None,
         };
+        // The last apply went b -> t: its way back.
+        let with_way_back =
+            |state, write_through| Facts { way_back: Some((b, t)), ..facts(state, Ok(None), write_through) };
         let go =
             |from, to, resumed| Ok(Step::Transition { from, to, etc: EtcMode::Merge, finish_first: None, resumed });
         let back = |from, finish_first, resumed| {
             Ok(Step::Transition { from, to: booted, etc: EtcMode::Restore, finish_first, resumed })
         };
+        let undo = |from, to, finish_first, resumed| {
+            Ok(Step::Transition { from, to, etc: EtcMode::Undo, finish_first, resumed })
+        };
+        let finish = |from, to, etc| Some(Finish { from, to, etc });
         let apply = |target| Command::Apply { target };
         let reset = Command::Reset { dry_run: false };
         let reset_dry = Command::Reset { dry_run: true };
+        let rollback = Command::Rollback { dry_run: false };
+        let rollback_dry = Command::Rollback { dry_run: true };
         let (pending, none, unknown) = (Ok(Some(p)), Ok(None), Err("bad origin".to_string()));
         #[rustfmt::skip]
         let cases: Vec<(Command, Facts, Result<Step, Refusal>)> = vec![
@@ -237,6 +313,10 @@ mod tests {
             (apply(None), facts(applying, pending.clone(), false), go(b, t, true)),
             (apply(None), facts(applying, none.clone(), true), go(b, t, true)),
             (apply(None), facts(resetting, pending.clone(), false), Err(Refusal::InterruptedReset)),
+            // An interrupted rollback is finished, whatever is pending.
+            (apply(None), facts(rolling, pending.clone(), false), undo(t, b, None, true)),
+            (apply(Some(b)), facts(rolling, none.clone(), true), undo(t, b, None, true)),
+            (apply(Some(p)), facts(rolling, none.clone(), false), Err(Refusal::InterruptedRollback { to: b })),
             // apply --target.
             (apply(Some(t)), facts(booted_st, none.clone(), false), go(booted, t, false)),
             (apply(Some(t)), facts(live, pending.clone(), false), go(b, t, false)),
@@ -250,20 +330,48 @@ mod tests {
             (reset, facts(lost, none.clone(), false), back(b, None, false)),
             (reset, facts(applying, none.clone(), false), back(t, None, false)),
             (reset, facts(resetting, none.clone(), false), back(booted, None, false)),
-            // Over a write-through unlock, /usr may be a mix: the apply is finished first.
-            (reset, facts(applying, none.clone(), true), back(t, Some((b, t)), true)),
+            (reset, facts(rolling, none.clone(), false), back(b, None, false)),
+            // Over a write-through unlock, /usr may be a mix: the transition is finished first.
+            (reset, facts(applying, none.clone(), true), back(t, finish(b, t, EtcMode::Merge), true)),
+            (reset, facts(rolling, none.clone(), true), back(b, finish(t, b, EtcMode::Undo), true)),
             (reset_dry, facts(applying, none.clone(), true), Err(Refusal::InterruptedDryRun)),
+            (reset_dry, facts(rolling, none.clone(), true), Err(Refusal::InterruptedDryRun)),
             (reset_dry, facts(applying, none.clone(), false), back(t, None, false)),
             (reset_dry, facts(live, none.clone(), true), back(b, None, false)),
+            // rollback: the last apply's way back, once.
+            (rollback, with_way_back(live_t, false), undo(t, b, None, false)),
+            (rollback_dry, with_way_back(live_t, true), undo(t, b, None, false)),
+            (rollback, with_way_back(LiveState::UsrLost { commit: t }, false), undo(t, b, None, false)),
+            // A way back of another apply (stale), or none: nothing to roll back.
+            (rollback, with_way_back(live, false), Err(Refusal::NoRollback)),
+            (rollback, facts(live_t, none.clone(), false), Err(Refusal::NoRollback)),
+            (rollback, with_way_back(booted_st, false), Err(Refusal::NoRollback)),
+            // An interrupted apply is undone; over a write-through unlock, finished first.
+            (rollback, with_way_back(applying, false), undo(t, b, None, true)),
+            (rollback, with_way_back(applying, true), undo(t, b, finish(b, t, EtcMode::Merge), true)),
+            (rollback_dry, with_way_back(applying, true), Err(Refusal::InterruptedDryRun)),
+            (rollback, facts(applying, none.clone(), false), Err(Refusal::InterruptedOther { to: t })),
+            (rollback, facts(resetting, none.clone(), false), Err(Refusal::InterruptedReset)),
+            // An interrupted rollback is finished.
+            (rollback, facts(rolling, none.clone(), false), undo(t, b, None, true)),
+            (rollback_dry, facts(rolling, none.clone(), true), undo(t, b, None, true)),
             // restart.
             (Command::Restart, facts(booted_st, none.clone(), false), Ok(Step::Activate)),
             (Command::Restart, facts(live, none.clone(), false), Ok(Step::Activate)),
             (Command::Restart, facts(lost, none.clone(), false), Ok(Step::Activate)),
             (Command::Restart, facts(applying, none.clone(), false), Err(Refusal::InterruptedRestart)),
             (Command::Restart, facts(resetting, none.clone(), false), Err(Refusal::InterruptedRestart)),
+            (Command::Restart, facts(rolling, none.clone(), false), Err(Refusal::InterruptedRestart)),
         ];
         for (command, f, want) in cases {
-            assert_eq!(decide(command, &f), want, "{command:?} in {:?} (pending {:?})", f.state, f.pending);
+            assert_eq!(
+                decide(command, &f),
+                want,
+                "{command:?} in {:?} (pending {:?}, way back {:?})",
+                f.state,
+                f.pending,
+                f.way_back
+            );
         }
     }
 

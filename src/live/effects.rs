@@ -130,8 +130,23 @@ pub fn activate(
     request: activation::Request,
     dry_run: bool,
 ) -> anyhow::Result<Activation> {
+    activate_undoing(root, run, restarts, new_events, request, &Default::default(), dry_run)
+}
+
+/// [`activate`], going back from an update that did `undo` to units (see
+/// `activation::judge`).
+pub fn activate_undoing(
+    root: &Path,
+    run: &RunDir,
+    restarts: &Restarts,
+    new_events: &UnitEvents,
+    request: activation::Request,
+    undo: &BTreeMap<String, activation::Verb>,
+    dry_run: bool,
+) -> anyhow::Result<Activation> {
     let mut events = activation::load_events(run)?;
-    let mut a = activation::schedule(root, restarts, &events, new_events, request);
+    let input = activation::Input { restarts, events: &events, new_events, request, undo };
+    let mut a = activation::schedule(root, &input);
     a.dry_run = dry_run;
     if dry_run {
         return Ok(a);

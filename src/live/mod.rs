@@ -10,13 +10,17 @@
 
 pub mod auto;
 mod changes;
+pub mod confirm;
 pub mod decide;
 mod effects;
+pub mod rollback;
 pub mod session;
 pub mod state;
 pub mod status;
 pub mod strategy;
 pub mod transition;
+pub mod verify;
+pub mod way_back;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,9 +28,12 @@ use crate::host::Paths;
 use crate::systemd::activation::Activation;
 use crate::systemd::needs_restart::{Processes, Restarts};
 use decide::{Command, Limits, Refusal, Step};
+use rollback::RolledBack;
 use session::Session;
 use strategy::Tier;
 use transition::{Options, Outcome, Transition};
+use verify::{After, Checks};
+use way_back::Cause;
 
 pub use status::status;
 
@@ -40,14 +47,61 @@ pub struct ApplyRequest {
     /// The most disruptive strategy accepted: an update that needs more is refused.
     pub max_strategy: Tier,
     pub options: Options,
+    /// The health checks afterwards, and the confirmation awaited.
+    pub checks: Checks,
 }
 
-/// `livefs apply`: the pending deployment (or `--target`) into the running `/usr`.
-pub fn apply(paths: &Paths, req: &ApplyRequest) -> anyhow::Result<Outcome> {
+/// What `livefs apply` did: the transition, then its checks and what they led to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    #[serde(flatten)]
+    pub after: After,
+}
+
+/// `livefs apply`: the pending deployment (or `--target`) into the running
+/// `/usr`, then checked (and rolled back if unhealthy, see `verify`).
+pub fn apply(paths: &Paths, req: &ApplyRequest) -> anyhow::Result<Applied> {
     let mut s = Session::open(paths, Command::Apply { target: None }, req.options.lock_wait)?;
     let target = req.target.as_deref().map(|rev| s.repo.resolve_rev(rev)).transpose()?;
     let limits = Limits { allow_replacement: req.allow_replacement, max_strategy: req.max_strategy };
-    run_step(&mut s, Command::Apply { target }, limits, req.options)
+    if req.checks.confirm_within.is_some() {
+        confirm::check(&paths.root)?;
+    }
+    // An interrupted rollback is finished first (see `decide`): that is the
+    // way back, not an update to check.
+    let finishing_rollback = matches!(s.state, state::LiveState::RollingBack { .. });
+    let outcome = run_step(&mut s, Command::Apply { target }, limits, req.options)?;
+    let after = match finishing_rollback {
+        true => After::default(),
+        false => verify::after_apply(&mut s, &outcome, &req.checks, req.options)?,
+    };
+    Ok(Applied { outcome, after })
+}
+
+/// `livefs rollback`'s request.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackRequest {
+    pub options: Options,
+    /// Only if the apply with this confirmation ID still awaits it (what the
+    /// timer of `apply --confirm-within` runs).
+    pub if_unconfirmed: Option<String>,
+}
+
+/// `livefs rollback`: undoes the last apply (see `rollback`).
+pub fn rollback(paths: &Paths, req: &RollbackRequest) -> anyhow::Result<RolledBack> {
+    let command = Command::Rollback { dry_run: req.options.dry_run };
+    let mut s = Session::open(paths, command, req.options.lock_wait)?;
+    let (cause, reason) = match &req.if_unconfirmed {
+        Some(id) if !confirm::awaits(s.way_back.as_ref(), id) => return Err(Refusal::NoRollback.into()),
+        Some(_) => {
+            let seconds = s.way_back.as_ref().and_then(|w| w.confirm.as_ref()).map_or(0, |c| c.seconds);
+            (Cause::Unconfirmed, format!("not confirmed within {seconds} s (`livefs confirm`)"))
+        }
+        None => (Cause::ByHand, "livefs rollback".to_string()),
+    };
+    rollback::run(&mut s, req.options, cause, reason, Vec::new(), "rollback")
 }
 
 /// `livefs reset`: `/usr` back to the booted commit (finishing an interrupted
@@ -64,11 +118,10 @@ fn run_step(s: &mut Session, command: Command, limits: Limits, options: Options)
     let Step::Transition { from, to, etc, finish_first, resumed } = decide::decide(command, &s.facts())? else {
         anyhow::bail!("{command:?} decided no transition");
     };
-    if let Some((from, to)) = finish_first {
+    if let Some(decide::Finish { from, to, etc }) = finish_first {
         let finish = Options { no_triggers: true, ..Options::default() };
-        let etc = decide::EtcMode::Merge;
         let t = Transition { from, to, etc, allow_replacement: true, max_strategy: Tier::Reboot, options: finish };
-        transition::run(s, t).map_err(|e| e.context("cannot finish the interrupted apply before the reset"))?;
+        transition::run(s, t).map_err(|e| e.context("cannot finish the interrupted transition first"))?;
     }
     let mut outcome = transition::run(s, Transition { from, to, etc, allow_replacement, max_strategy, options })?;
     outcome.resumed = resumed;

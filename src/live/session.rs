@@ -29,6 +29,8 @@ pub struct Session {
     pub diffs: crate::live::changes::Diffs,
     /// What processes run and map, read once.
     pub processes: crate::systemd::needs_restart::Processes,
+    /// The way back of the last apply, if one is kept.
+    pub way_back: Option<crate::live::way_back::WayBack>,
 }
 
 impl Session {
@@ -54,7 +56,8 @@ impl Session {
         if let LiveState::UsrLost { .. } = state {
             overlay::forget_unlock(&host)?;
         }
-        Ok(Session { host, repo, state, diffs: Default::default(), processes: Default::default() })
+        let way_back = crate::live::way_back::load(&host.run)?;
+        Ok(Session { host, repo, state, diffs: Default::default(), processes: Default::default(), way_back })
     }
 
     pub fn booted(&self) -> Checksum {
@@ -72,7 +75,13 @@ impl Session {
                 (p, None) => Ok(p.as_ref().map(|p| p.checksum)),
             },
             write_through: matches!(self.host.usr, UsrState::OstreeTransient { .. }),
+            way_back: self.way_back.as_ref().map(|w| (w.from, w.to)),
         }
+    }
+
+    /// What the last apply did to units, to undo on its way back.
+    pub fn undo_units(&self) -> std::collections::BTreeMap<String, crate::systemd::activation::Verb> {
+        self.way_back.iter().flat_map(|w| &w.units).map(|u| (u.unit.clone(), u.verb)).collect()
     }
 
     /// Records `state` and pins what it uses.
@@ -84,18 +93,21 @@ impl Session {
     }
 
     /// Removes what earlier boots and earlier switches left: stale refs and
-    /// layers no mount uses.
+    /// layers no mount uses (but the way back's).
     pub fn clean_stale(&self) -> anyhow::Result<()> {
         if self.state == LiveState::Booted {
             pin(&self.repo, LiveState::Booted);
         }
         let layers = crate::live::effects::layers(&self.host.run)?;
+        // The way back's layer is kept: going back is one mount operation.
+        let way_back = self.way_back.as_ref().and_then(|w| w.layer.clone());
         // Every process's open files are looked at only when a layer is stale.
         let devices = std::cell::OnceCell::new();
         let held = |name: &str| {
-            layers
-                .get(name)
-                .is_some_and(|dev| devices.get_or_init(crate::systemd::needs_restart::devices_in_use).contains(dev))
+            way_back.as_deref() == Some(name)
+                || layers
+                    .get(name)
+                    .is_some_and(|dev| devices.get_or_init(crate::systemd::needs_restart::devices_in_use).contains(dev))
         };
         let system = &self.host.system;
         overlay::remove_stale_layers(&system.sysroot, &system.deployments, held)

@@ -79,6 +79,10 @@ pub enum LiveState {
     Applying { from: Checksum, to: Checksum },
     /// `/usr` holds `commit`.
     Live { commit: Checksum },
+    /// A rollback from `from` back to `to` (what `/usr` showed before the last
+    /// apply) started and has not finished: the next `apply`, `rollback` or
+    /// `reset` finishes it.
+    RollingBack { from: Checksum, to: Checksum },
     /// Recorded as *Live{commit}*, but `/usr` shows no overlay any more: a soft
     /// reboot (which keeps `/run`) or an unmount took it away. `/usr` holds the
     /// booted commit again while `/etc` still carries `commit`'s changes: `apply`
@@ -93,7 +97,7 @@ impl LiveState {
         match *self {
             LiveState::Booted | LiveState::UsrLost { .. } => Some(booted),
             LiveState::Live { commit } => Some(commit),
-            LiveState::Applying { .. } => None,
+            LiveState::Applying { .. } | LiveState::RollingBack { .. } => None,
         }
     }
 
@@ -144,7 +148,7 @@ pub fn save(run: &RunDir, deployment: &str, state: LiveState) -> anyhow::Result<
 pub fn sync_refs(repo: &Repo, state: LiveState) -> anyhow::Result<()> {
     let (live, inprogress) = match state {
         LiveState::Booted => (None, None),
-        LiveState::Applying { from, to } => (Some(from), Some(to)),
+        LiveState::Applying { from, to } | LiveState::RollingBack { from, to } => (Some(from), Some(to)),
         // The lost commit stays pinned: `/etc` carries it until an apply or reset.
         LiveState::Live { commit } | LiveState::UsrLost { commit } => (Some(commit), None),
     };

@@ -1,6 +1,8 @@
 //! `livefs status`: the booted, pending and live commits, the state of `/usr`,
 //! and what a live apply of the pending deployment would deliver and cost.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::host::booted::BootRecord;
@@ -11,6 +13,7 @@ use crate::live::changes;
 use crate::live::session::{reconcile, rpm_ostree_live};
 use crate::live::state::{self, LiveState};
 use crate::live::strategy::Strategy;
+use crate::live::way_back::{Confirm, LastRollback};
 use crate::repo::{Checksum, Repo};
 use crate::systemd::activation::{self, Activation, Progress};
 use crate::systemd::needs_restart::{Processes, Restarts};
@@ -23,21 +26,35 @@ pub struct CommitInfo {
     pub subject: String,
     /// `OS CHECKSUM.SERIAL`, when a deployment holds the commit.
     pub deployment: Option<String>,
+    /// Why the commit could not be read (missing, corrupt), or that it is
+    /// partial: its objects may be missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
-fn commit_info(repo: &Repo, checksum: Checksum, system: &System) -> CommitInfo {
-    let commit = repo.read_commit(checksum).ok();
+fn commit_info(repo: Result<&Repo, &str>, checksum: Checksum, system: &System) -> CommitInfo {
+    let commit = repo.map_err(str::to_string).and_then(|r| r.read_commit(checksum).map_err(|e| format!("{e:#}")));
     let deployment = [Some(&system.booted), system.pending.as_ref()]
         .into_iter()
         .flatten()
         .chain(system.deployments.iter())
         .find(|d| d.checksum == checksum)
         .map(|d| format!("{} {}", d.osname, d.id()));
+    let partial = repo.is_ok_and(|r| r.is_partial(checksum));
+    let problem = match &commit {
+        Err(e) => Some(format!("cannot read the commit: {e}")),
+        Ok(_) if partial => {
+            Some("the commit is partial (an interrupted pull): some of its objects may be missing".into())
+        }
+        Ok(_) => None,
+    };
+    let commit = commit.ok();
     CommitInfo {
         checksum,
         version: commit.as_ref().and_then(|c| c.version().map(str::to_string)),
         subject: commit.map(|c| c.subject).unwrap_or_default(),
         deployment,
+        problem,
     }
 }
 
@@ -83,8 +100,34 @@ pub struct Status {
     /// The deployment loaded at `/run/nextroot` (`ostree admin
     /// prepare-soft-reboot`): the next `systemctl reboot` is a soft reboot into it.
     pub soft_reboot_into: Option<CommitInfo>,
+    /// The way back of the last apply (`livefs rollback`), and the
+    /// confirmation it awaits (`apply --confirm-within`).
+    #[serde(default)]
+    pub way_back: Option<WayBackInfo>,
+    /// The last rollback of this boot: when, from which commit, why.
+    #[serde(default)]
+    pub last_rollback: Option<LastRollback>,
+    /// What could not be read, by item (`state`, `changes`, `layer`, `strategy`,
+    /// `restarts`, `repository`): everything else is shown.
+    #[serde(default)]
+    pub unreadable: BTreeMap<String, String>,
     /// What went wrong without stopping the command (a corrupt record, …).
     pub warnings: Vec<String>,
+}
+
+/// The way back of the last apply, as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WayBackInfo {
+    /// What `livefs rollback` goes back to.
+    pub to: CommitInfo,
+    /// The commit the apply brought.
+    pub applied: Checksum,
+    /// When the apply started.
+    pub since: String,
+    /// The layer kept for it (none: the booted `/usr`).
+    pub layer: Option<String>,
+    /// The confirmation awaited, if any.
+    pub confirm: Option<Confirm>,
 }
 
 /// Where the last activation got to.
@@ -124,43 +167,72 @@ fn livefs_runs(pid: u32) -> bool {
     exe.is_ok_and(|e| e.file_name().is_some_and(|n| n.to_string_lossy().starts_with("livefs")))
 }
 
+/// `livefs status`: everything it can read; what it cannot is named per item
+/// (`unreadable`), so that a damaged repository or record hides nothing else.
 pub fn status(paths: &Paths) -> anyhow::Result<Status> {
     let host = Host::read_only(paths)?;
     let system = &host.system;
-    let repo = system.repo()?;
-    let state = reconcile(state::load(&host.run, &system.booted.id())?, &host.usr);
+    let mut unreadable = BTreeMap::new();
+    let mut item = |name: &str, e: anyhow::Error| {
+        unreadable.insert(name.to_string(), format!("{e:#}"));
+    };
+    let repo = system.repo().map_err(|e| format!("{e:#}"));
+    if let Err(e) = &repo {
+        item("repository", anyhow::anyhow!("{e}"));
+    }
+    let booted = system.booted.checksum;
+    let state = match state::load(&host.run, &system.booted.id()) {
+        Ok(st) => reconcile(st, &host.usr),
+        Err(e) => {
+            item("state", e);
+            LiveState::Booted
+        }
+    };
     if let LiveState::UsrLost { .. } = state {
         forget_lost_unlock(paths)?;
     }
-    let booted = system.booted.checksum;
-    let info = |c| commit_info(&repo, c, system);
+    let info = |c| commit_info(repo.as_ref().map_err(String::as_str), c, system);
     let (live, in_progress, compare_to) = match state {
         LiveState::Booted | LiveState::UsrLost { .. } => (None, None, None),
         LiveState::Live { commit } => (Some(info(commit)), None, Some(commit)),
-        LiveState::Applying { from, to } => (None, Some((info(from), info(to))), Some(to)),
+        LiveState::Applying { from, to } | LiveState::RollingBack { from, to } => {
+            (None, Some((info(from), info(to))), Some(to))
+        }
     };
     let diffs = changes::Diffs::default();
     let processes = Processes::default();
-    let changes = match compare_to {
-        Some(c) => {
-            let d = diffs.usr(&repo, booted, c)?;
-            Some(ChangeCounts { added: d.added.len(), changed: d.modified.len(), removed: d.removed.len() })
-        }
-        None => None,
-    };
-    let layer = match &host.usr {
-        UsrState::Livefs { layer } => {
-            Some(overlay::layer_usage(&overlay::layers_dir(&system.sysroot, &system.booted).join(layer))?)
-        }
+    let changes = match (compare_to, &repo) {
+        (Some(c), Ok(repo)) => diffs
+            .usr(repo, booted, c)
+            .map(|d| ChangeCounts { added: d.added.len(), changed: d.modified.len(), removed: d.removed.len() })
+            .map_err(|e| item("changes", e))
+            .ok(),
         _ => None,
     };
+    let layer = live_layer(&host).map_err(|e| item("layer", e)).ok().flatten();
+    let strategy = match &repo {
+        Ok(repo) => {
+            pending_strategy(&host, repo, &diffs, &processes, state).map_err(|e| item("strategy", e)).ok().flatten()
+        }
+        Err(_) => None,
+    };
+    let restarts = crate::live::effects::restarts_now(&paths.root, &processes, &host.run)
+        .map_err(|e| item("restarts", e))
+        .unwrap_or_default();
+    let way_back = crate::live::way_back::load(&host.run)?.map(|w| WayBackInfo {
+        to: info(w.from),
+        applied: w.to,
+        since: w.at,
+        layer: w.layer,
+        confirm: w.confirm,
+    });
     Ok(Status {
         soft_reboot_into: system.next_root.as_ref().map(|d| info(d.checksum)),
         activation: last_activation(activation::load_progress(&host.run)?, livefs_runs),
         auto: crate::live::auto::last(&host.run)?,
-        strategy: pending_strategy(&host, &repo, &diffs, &processes, state)?,
-        restarts: crate::live::effects::restarts_now(&paths.root, &processes, &host.run)?,
-        rpm_ostree_live: rpm_ostree_live(&host, &repo),
+        strategy,
+        restarts,
+        rpm_ostree_live: repo.as_ref().ok().and_then(|r| rpm_ostree_live(&host, r)),
         boot: system.boot.clone(),
         booted: info(booted),
         pending: system.pending.as_ref().map(|p| info(p.checksum)),
@@ -171,8 +243,18 @@ pub fn status(paths: &Paths) -> anyhow::Result<Status> {
         usr: host.usr.clone(),
         changes,
         layer,
+        way_back,
+        last_rollback: crate::live::way_back::last_rollback(&host.run)?,
+        unreadable,
         warnings: crate::messages::take(),
     })
+}
+
+/// The layer `/usr` shows, measured.
+fn live_layer(host: &Host) -> anyhow::Result<Option<LayerUsage>> {
+    let UsrState::Livefs { layer } = &host.usr else { return Ok(None) };
+    let path = overlay::layers_dir(&host.system.sysroot, &host.system.booted).join(layer);
+    overlay::layer_usage(&path).map(Some)
 }
 
 /// Removes ostree's unlock flag of a `/usr` whose overlay is gone, when no

@@ -80,9 +80,11 @@ pub fn apply(policy: &mut Policy, assignments: &[crate::conf::Assignment]) {
             ),
             "DaemonReexec" => match crate::conf::boolean(&a.value) {
                 Some(b) => policy.daemon_reexec = b,
-                None => {
-                    crate::messages::warn(format!("{}: DaemonReexec={} is not a boolean; ignored", a.at(), a.value))
-                }
+                None => crate::messages::warn(format!(
+                    "{}: DaemonReexec={} is not a boolean; ignored",
+                    a.at(),
+                    crate::quote::excerpt(&a.value)
+                )),
             },
             _ => {}
         }

@@ -12,21 +12,21 @@ fn schema_file(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A validator of `docs/schema/NAME.schema.json`. Its `$ref`s name the shared
-/// definitions by file (`defs.schema.json#/$defs/…`), resolved against the
-/// schema's own location as any validator does with the files as shipped.
+/// A validator of `docs/schema/NAME.schema.json`. Its `$ref`s name the other
+/// schemas by file (`defs.schema.json#/$defs/…`, `apply.schema.json#/$defs/…`),
+/// resolved against the schema's own location as any validator does with the
+/// files as shipped.
 pub fn validator(name: &str) -> jsonschema::Validator {
-    let defs = schema_file("defs.schema.json");
     let schema = schema_file(&format!("{name}.schema.json"));
-    for s in [&defs, &schema] {
-        jsonschema::meta::validate(s).unwrap_or_else(|e| panic!("{name}: not a valid JSON Schema: {e}"));
-    }
     let uri = |n: &str| format!("file://{}", schema_path(n).display());
-    jsonschema::options()
-        .with_base_uri(uri(&format!("{name}.schema.json")))
-        .with_resource(uri("defs.schema.json"), jsonschema::Resource::from_contents(defs).unwrap())
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("{name}.schema.json: {e}"))
+    let mut options = jsonschema::options().with_base_uri(uri(&format!("{name}.schema.json")));
+    for entry in std::fs::read_dir(schema_path("")).unwrap() {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        let other = schema_file(&file);
+        jsonschema::meta::validate(&other).unwrap_or_else(|e| panic!("{file}: not a valid JSON Schema: {e}"));
+        options = options.with_resource(uri(&file), jsonschema::Resource::from_contents(other).unwrap());
+    }
+    options.build(&schema).unwrap_or_else(|e| panic!("{name}.schema.json: {e}"))
 }
 
 pub fn assert_valid(v: &jsonschema::Validator, name: &str, doc: &Value) {

@@ -21,6 +21,8 @@ use crate::live::decide::{self, Command, Refusal};
 use crate::live::session::Session;
 use crate::live::state::LiveState;
 use crate::live::transition::{Options, Outcome};
+use crate::live::verify::{After, Checks};
+use crate::live::Applied;
 use crate::repo::Checksum;
 pub use policy::Policy;
 
@@ -42,6 +44,9 @@ pub enum Ending {
     Refused,
     /// An error; the system is as the transition guarantees.
     Failed,
+    /// Applied, then failed its health checks, and rolled back: left for the
+    /// next reboot (and greenboot there), and the run fails.
+    RolledBack,
 }
 
 impl Ending {
@@ -52,12 +57,13 @@ impl Ending {
             Ending::LeftForReboot => "left for the reboot",
             Ending::Refused => "refused",
             Ending::Failed => "failed",
+            Ending::RolledBack => "rolled back",
         }
     }
 
     /// Whether the run failed (its unit then fails too).
     pub fn failed(self) -> bool {
-        matches!(self, Ending::Refused | Ending::Failed)
+        matches!(self, Ending::Refused | Ending::Failed | Ending::RolledBack)
     }
 }
 
@@ -96,9 +102,10 @@ fn ending_of_refusal(r: &Refusal) -> Ending {
     }
 }
 
-/// How the run ended, from the apply's result.
-pub fn ending(result: &anyhow::Result<Outcome>) -> Ending {
+/// How the run ended, from the apply's result (and whether its checks rolled it back).
+pub fn ending(result: &anyhow::Result<Outcome>, rolled_back: bool) -> Ending {
     match result {
+        Ok(_) if rolled_back => Ending::RolledBack,
         // What a dry run would do: nothing when the target is live already.
         Ok(o) if o.dry_run && o.state == (LiveState::Live { commit: o.to }) => Ending::NothingToDo,
         Ok(o) if o.dry_run => Ending::Applied,
@@ -116,13 +123,13 @@ pub fn repeats(last: Option<&AutoRun>, pending: Option<Checksum>, policy: &Polic
     pending.is_some()
         && last.target == pending
         && last.policy == *policy
-        && matches!(last.ending, Ending::Applied | Ending::LeftForReboot | Ending::Refused)
+        && matches!(last.ending, Ending::Applied | Ending::LeftForReboot | Ending::Refused | Ending::RolledBack)
 }
 
-/// What `livefs auto` did: the run, and the apply's outcome or error.
+/// What `livefs auto` did: the run, and the apply's outcome (with its checks) or error.
 pub struct Report {
     pub run: AutoRun,
-    pub apply: Option<Outcome>,
+    pub apply: Option<Applied>,
     pub error: Option<anyhow::Error>,
 }
 
@@ -145,9 +152,14 @@ pub fn run(
     let from = s.state.current(s.booted());
     let options = Options { dry_run, restart: policy.restart, lock_wait, ..Options::default() };
     let result = super::run_step(&mut s, Command::Apply { target: None }, policy.limits(), options);
+    let checks = Checks { health: policy.checks(), confirm_within: None };
+    let after = match &result {
+        Ok(o) => super::verify::after_apply(&mut s, o, &checks, options)?,
+        Err(_) => After::default(),
+    };
     let mut run = AutoRun {
-        at: now(),
-        ending: ending(&result),
+        at: crate::clock::now(),
+        ending: ending(&result, after.rolled_back.is_some()),
         target: pending,
         from,
         policy,
@@ -158,7 +170,7 @@ pub fn run(
         repeated: false,
     };
     let (apply, error) = match result {
-        Ok(o) => (Some(o), None),
+        Ok(outcome) => (Some(Applied { outcome, after }), None),
         Err(e) => (None, Some(e)),
     };
     describe(&mut run, apply.as_ref(), error.as_ref(), kind);
@@ -172,11 +184,11 @@ pub fn run(
 /// Fills in why the run ended so, what it left, and the units it acted on.
 fn describe(
     run: &mut AutoRun,
-    apply: Option<&Outcome>,
+    apply: Option<&Applied>,
     error: Option<&anyhow::Error>,
     kind: &dyn Fn(&anyhow::Error) -> &'static str,
 ) {
-    if let Some(o) = apply {
+    if let Some(Applied { outcome: o, after }) = apply {
         run.left_for_reboot = o.strategy.beyond_live();
         let actions = o.restart.iter().flat_map(|a| &a.actions);
         run.units = actions.filter(|a| a.result.is_some()).map(|a| a.unit.clone()).collect();
@@ -184,6 +196,11 @@ fn describe(
             let failed: Vec<String> = o.restart.iter().flat_map(|a| a.failed()).map(|a| a.unit.clone()).collect();
             run.reason = Some(format!("units failed: {}", failed.join(" ")));
             run.kind = Some("unit_failed".to_string());
+        }
+        if let Some(back) = &after.rolled_back {
+            run.left_for_reboot = vec![format!("it {}, and was rolled back live", back.reason)];
+            run.reason = Some(back.reason.clone());
+            run.kind = Some("rolled_back".to_string());
         }
     }
     let Some(e) = error else { return };
@@ -216,7 +233,7 @@ fn describe(
 /// nothing is left. (An apply brings it in line itself.)
 fn sentinel(s: &Session, run: &AutoRun) -> anyhow::Result<()> {
     match (run.ending, run.target) {
-        (Ending::LeftForReboot | Ending::Refused, Some(commit)) => {
+        (Ending::LeftForReboot | Ending::Refused | Ending::RolledBack, Some(commit)) => {
             let left = Left { commit, reasons: run.left_for_reboot.clone() };
             reboot_required::set_pending(&s.host, Some(left))
         }
@@ -228,28 +245,6 @@ fn sentinel(s: &Session, run: &AutoRun) -> anyhow::Result<()> {
 /// The last automatic run of this boot, if any.
 pub fn last(run: &crate::host::rundir::RunDir) -> anyhow::Result<Option<AutoRun>> {
     run.read_record(RECORD)
-}
-
-/// Now, in UTC, as RFC 3339 (`2026-12-04T08:10:03Z`).
-fn now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    rfc3339(secs)
-}
-
-/// Seconds since the epoch as an RFC 3339 UTC time (the civil calendar from
-/// days, after Howard Hinnant's `civil_from_days`).
-fn rfc3339(secs: u64) -> String {
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -288,7 +283,7 @@ mod tests {
     fn the_policy_decides_apply_leave_or_refuse() {
         use Tier::*;
         use Verdict::*;
-        let policy = |max_strategy, allow_replacement| Policy { max_strategy, allow_replacement, restart: true };
+        let policy = |max_strategy, allow_replacement| Policy { max_strategy, allow_replacement, ..Policy::default() };
         #[rustfmt::skip]
         let cases = [
             // (MaxStrategy, AllowReplacement, update needs, replaces) -> verdict
@@ -325,7 +320,7 @@ mod tests {
             (Err(anyhow::anyhow!("No space left on device")), Ending::Failed),
         ];
         for (result, want) in cases {
-            assert_eq!(ending(&result), want, "{:?}", result.err());
+            assert_eq!(ending(&result, false), want, "{:?}", result.err());
         }
     }
 
@@ -333,7 +328,7 @@ mod tests {
     fn a_decision_is_not_taken_twice_for_the_same_deployment_and_policy() {
         let (c, d) = (Checksum([0xcc; 32]), Checksum([0xdd; 32]));
         let run = |ending, target| AutoRun {
-            at: rfc3339(0),
+            at: crate::clock::rfc3339(0),
             ending,
             target,
             from: None,
@@ -350,6 +345,8 @@ mod tests {
             (Some(run(Ending::Applied, Some(c))), Some(c), Policy::default(), true),
             (Some(run(Ending::LeftForReboot, Some(c))), Some(c), Policy::default(), true),
             (Some(run(Ending::Refused, Some(c))), Some(c), Policy::default(), true),
+            // A deployment that failed its checks live is not applied again.
+            (Some(run(Ending::RolledBack, Some(c))), Some(c), Policy::default(), true),
             // The admin changed the policy: decided again.
             (Some(run(Ending::Refused, Some(c))), Some(c), other_policy, false),
             // Another deployment, or none.
@@ -361,12 +358,5 @@ mod tests {
         for (last, pending, policy, want) in cases {
             assert_eq!(repeats(last.as_ref(), pending, &policy), want, "{last:?} {pending:?} {policy:?}");
         }
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_796_371_803), "2026-12-04T08:10:03Z");
     }
 }

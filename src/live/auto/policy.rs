@@ -12,6 +12,13 @@
 //! # Restart what the update changed, as a boot would, but for the left-alone
 //! # list of /etc/livefs/restart.conf (default: yes).
 //! Restart=yes
+//! # Check the update's health afterwards: the units it acted on, greenboot's
+//! # checks (default: yes).
+//! Check=yes
+//! # Roll an update that fails its checks back at once (default: yes).
+//! Rollback=yes
+//! # How long the units must stay up, in seconds (default: 10).
+//! Settle=10
 //! ```
 //!
 //! A value that does not parse gives its key the default (the safest choice for
@@ -38,11 +45,35 @@ pub struct Policy {
     pub allow_replacement: bool,
     /// Restart, reload, stop and start units afterwards, as `--restart` does.
     pub restart: bool,
+    /// Check the update's health afterwards (as `apply` does without `--no-check`).
+    #[serde(default = "yes")]
+    pub check: bool,
+    /// Roll an update that fails its checks back (as `apply` does without `--no-rollback`).
+    #[serde(default = "yes")]
+    pub rollback: bool,
+    /// The settle window of the checks, in seconds.
+    #[serde(default = "settle")]
+    pub settle: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn settle() -> u64 {
+    crate::health::SETTLE.as_secs()
 }
 
 impl Default for Policy {
     fn default() -> Policy {
-        Policy { max_strategy: Tier::Live, allow_replacement: false, restart: true }
+        Policy {
+            max_strategy: Tier::Live,
+            allow_replacement: false,
+            restart: true,
+            check: true,
+            rollback: true,
+            settle: settle(),
+        }
     }
 }
 
@@ -50,6 +81,21 @@ impl Policy {
     pub fn limits(&self) -> Limits {
         Limits { allow_replacement: self.allow_replacement, max_strategy: self.max_strategy }
     }
+
+    /// The health checks this policy asks of an automatic apply.
+    pub fn checks(&self) -> crate::health::Request {
+        crate::health::Request {
+            enabled: self.check,
+            rollback: self.rollback,
+            settle: std::time::Duration::from_secs(self.settle),
+            ..crate::health::Request::default()
+        }
+    }
+}
+
+/// Seconds, as `10` or `10s`.
+fn seconds(v: &str) -> Option<u64> {
+    v.trim().strip_suffix('s').unwrap_or(v.trim()).parse().ok()
 }
 
 fn tier(v: &str) -> Option<Tier> {
@@ -66,7 +112,7 @@ pub fn of(assignments: &[Assignment]) -> Policy {
                 "{}: {}={} is not {what}; {} is {default} (the default)",
                 a.at(),
                 a.key,
-                a.value,
+                crate::quote::excerpt(&a.value),
                 a.key
             ))
         };
@@ -90,7 +136,27 @@ pub fn of(assignments: &[Assignment]) -> Policy {
                     defaults.restart
                 })
             }
-            other => crate::messages::warn(format!("{}: unknown key {other}; ignored", a.at())),
+            "Check" => {
+                p.check = conf::boolean(&a.value).unwrap_or_else(|| {
+                    bad("a boolean", yes_no(defaults.check));
+                    defaults.check
+                })
+            }
+            "Rollback" => {
+                p.rollback = conf::boolean(&a.value).unwrap_or_else(|| {
+                    bad("a boolean", yes_no(defaults.rollback));
+                    defaults.rollback
+                })
+            }
+            "Settle" => {
+                p.settle = seconds(&a.value).unwrap_or_else(|| {
+                    bad("a number of seconds", &defaults.settle.to_string());
+                    defaults.settle
+                })
+            }
+            other => {
+                crate::messages::warn(format!("{}: unknown key {}; ignored", a.at(), crate::quote::excerpt(other)))
+            }
         }
     }
     p
@@ -106,7 +172,7 @@ mod tests {
     use super::*;
 
     fn p(max_strategy: Tier, allow_replacement: bool, restart: bool) -> Policy {
-        Policy { max_strategy, allow_replacement, restart }
+        Policy { max_strategy, allow_replacement, restart, ..Policy::default() }
     }
 
     /// Each case: the files (main, then drop-ins in order), the policy, and the
@@ -131,6 +197,10 @@ mod tests {
             (&[(main, "[Auto]\nAllowReplacement=yes\nAllowReplacement=sometimes\nRestart=maybe\n")], p(Tier::Live, false, true),
              &["/etc/livefs/auto.conf:3: AllowReplacement=sometimes is not a boolean; AllowReplacement is no (the default)",
                "/etc/livefs/auto.conf:4: Restart=maybe is not a boolean; Restart is yes (the default)"]),
+            (&[(main, "[Auto]\nCheck=no\nRollback=false\nSettle=3s\n")], Policy { check: false, rollback: false, settle: 3, ..Policy::default() }, &[]),
+            (&[(main, "[Auto]\nSettle=soon\nCheck=perhaps\n")], Policy::default(),
+             &["/etc/livefs/auto.conf:2: Settle=soon is not a number of seconds; Settle is 10 (the default)",
+               "/etc/livefs/auto.conf:3: Check=perhaps is not a boolean; Check is yes (the default)"]),
             (&[(main, "[Auto]\nMaxStratgy=reboot\nnot a line\nAllowReplacement=true\n")], p(Tier::Live, true, true),
              &["/etc/livefs/auto.conf:2: unknown key MaxStratgy; ignored",
                "/etc/livefs/auto.conf:3: not a line is not a Key=value assignment; ignored"]),

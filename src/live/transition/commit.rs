@@ -16,6 +16,7 @@ use crate::live::decide::EtcMode;
 use crate::live::effects;
 use crate::live::session::Session;
 use crate::live::state::LiveState;
+use crate::live::way_back::{self, WayBack};
 use crate::systemd::needs_restart::{self, Processes};
 use crate::systemd::triggers::{self, Action, Triggers};
 use crate::tree::layer::LayerStats;
@@ -39,7 +40,7 @@ pub fn commit(s: &mut Session, p: Prepared) -> anyhow::Result<Outcome> {
 fn reserve_records(s: &Session, etc: EtcMode) -> anyhow::Result<()> {
     match etc {
         EtcMode::Merge => s.host.run.reserve(),
-        EtcMode::Restore => {
+        EtcMode::Restore | EtcMode::Undo => {
             let _ = s.host.run.reserve();
             crate::host::rundir::allow_way_back_reserve();
             Ok(())
@@ -51,23 +52,54 @@ fn reserve_records(s: &Session, etc: EtcMode) -> anyhow::Result<()> {
 /// fails (no space, a missing object) leaves the state as it was, and a
 /// directory no mount uses, which the next run removes.
 fn build_layer(s: &Session, t: &Transition, usr: &UsrChange) -> anyhow::Result<Option<(PathBuf, LayerStats)>> {
-    let UsrChange::Layer { plan, site, .. } = usr else { return Ok(None) };
+    let UsrChange::Layer { plan, site, kept: None, .. } = usr else { return Ok(None) };
     let target = crate::live::changes::usr_root(&s.repo, t.to)?;
     let (path, fd) = site.new_layer(&t.to.to_hex())?;
     let stats = crate::tree::layer::build(&s.repo, site.objects(), target, plan, fd.as_fd())?;
     Ok(Some((path, stats)))
 }
 
-/// Records *Applying*, pinned under ostree's sysroot lock once the target is
-/// known to be complete: from here on a resume and a reset have what they need.
+/// Records *Applying* (a rollback: *RollingBack*), pinned under ostree's
+/// sysroot lock once the target is known to be complete: from here on a resume
+/// and a reset have what they need. A new apply records its way back first (in
+/// place of the last apply's); a reset makes the way back moot.
 fn record_applying(s: &mut Session, t: &Transition) -> anyhow::Result<()> {
     let _sysroot = s.host.system.lock()?;
     s.repo.read_commit(t.to).with_context(|| format!("cannot read commit {}", t.to))?;
+    let resumed = matches!(s.state, LiveState::Applying { from, to } | LiveState::RollingBack { from, to }
+        if (from, to) == (t.from, t.to));
+    match t.etc {
+        EtcMode::Merge if t.from != t.to && !resumed => {
+            let layer = match &s.host.usr {
+                overlay::UsrState::Livefs { layer } => Some(layer.clone()),
+                _ => None,
+            };
+            let way_back = WayBack {
+                from: t.from,
+                to: t.to,
+                layer,
+                at: crate::clock::now(),
+                restart: t.options.restart,
+                units: Vec::new(),
+                confirm: None,
+            };
+            let last = s.way_back.replace(way_back.clone());
+            crate::live::confirm::disarm(&s.host.paths.root, last.as_ref());
+            way_back::begin(&s.host.run, &way_back)?;
+        }
+        EtcMode::Restore => {
+            crate::live::confirm::disarm(&s.host.paths.root, s.way_back.take().as_ref());
+            way_back::forget(&s.host.run)?;
+        }
+        _ => {}
+    }
     // A reset from the booted state with no /etc journal has nothing to undo: it
     // writes nothing it does not have to (a full /run does not stop it).
     let nothing_to_undo = t.from == t.to && s.state == LiveState::Booted && !crate::etc::has_journal(&s.host.run)?;
-    if !nothing_to_undo {
-        s.save(LiveState::Applying { from: t.from, to: t.to })?;
+    match t.etc {
+        EtcMode::Undo => s.save(LiveState::RollingBack { from: t.from, to: t.to })?,
+        _ if nothing_to_undo => {}
+        _ => s.save(LiveState::Applying { from: t.from, to: t.to })?,
     }
     Ok(())
 }
@@ -91,14 +123,21 @@ fn switch_usr(
         }
         UsrChange::Keep => {}
         UsrChange::Detach { mut carried } => s.host.usr = overlay::detach(&s.host, &mut carried)?,
-        UsrChange::Layer { mut carried, .. } => {
-            let (path, stats) = built.context("the layer was not built")?;
+        UsrChange::Layer { mut carried, kept, .. } => {
+            // The way back's layer, kept: no new layer, nothing written.
+            let (path, stats) = match (kept, built) {
+                (Some(path), _) => (path, None),
+                (None, Some((path, stats))) => (path, Some(stats)),
+                (None, None) => anyhow::bail!("the layer was not built"),
+            };
             s.host.usr = overlay::switch(&s.host, &path, &mut carried)?;
             let dev = rustix::fs::stat(s.host.paths.root.join("usr"))?.st_dev;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             effects::record_layer(&s.host.run, &name, dev)?;
-            outcome.report.bytes_written = stats.bytes_written;
-            outcome.layer = Some(stats);
+            if let Some(stats) = stats {
+                outcome.report.bytes_written = stats.bytes_written;
+                outcome.layer = Some(stats);
+            }
         }
     }
     Ok(())
@@ -109,8 +148,11 @@ fn follow_etc(s: &Session, t: &Transition, outcome: &mut Outcome) -> anyhow::Res
     let etc = s.host.etc()?;
     match t.etc {
         EtcMode::Merge => outcome.etc = crate::etc::merge(&s.repo, t.from, t.to, &s.host.run, etc, false)?,
-        EtcMode::Restore => {
-            let r = crate::etc::restore(&s.host.run, etc)?;
+        EtcMode::Restore | EtcMode::Undo => {
+            let r = match t.etc {
+                EtcMode::Undo => crate::etc::undo(&s.host.run, etc)?,
+                _ => crate::etc::restore(&s.host.run, etc)?,
+            };
             outcome.etc_restored = r.paths;
             outcome.etc.paths = r.failed;
         }
@@ -139,8 +181,10 @@ fn record_effects(
         EtcMode::Merge if to_run.contains(Action::Ldconfig) && !t.options.no_triggers => {
             crate::etc::journal_path(run, s.host.etc()?, LD_SO_CACHE)?
         }
-        // The cache restored with /etc is the booted /usr's: nothing to rebuild.
-        EtcMode::Restore if outcome.etc_restored.iter().any(|p| p == LD_SO_CACHE) => to_run.remove(Action::Ldconfig),
+        // The cache restored with /etc is the one of the /usr gone back to: nothing to rebuild.
+        EtcMode::Restore | EtcMode::Undo if outcome.etc_restored.iter().any(|p| p == LD_SO_CACHE) => {
+            to_run.remove(Action::Ldconfig)
+        }
         _ => {}
     }
     if !t.options.no_triggers {
@@ -173,6 +217,12 @@ fn finish(
         s.save(done)?;
     }
     outcome.state = done;
+    // The way back is taken: once. What the update did to units is undone below.
+    let undo = if t.etc == EtcMode::Undo { s.undo_units() } else { Default::default() };
+    if t.etc == EtcMode::Undo {
+        crate::live::confirm::disarm(&s.host.paths.root, s.way_back.take().as_ref());
+        way_back::forget(&s.host.run)?;
+    }
     let root = s.host.paths.root.clone();
     if !t.options.no_triggers {
         outcome.triggers = triggers::run(&root, &s.host.run, to_run)?;
@@ -197,16 +247,40 @@ fn finish(
             .iter()
             .any(|p| matches!(p.action, EtcAction::Added | EtcAction::Updated | EtcAction::Removed))
         || outcome.triggers.iter().any(|t| !t.skipped);
+    restart_units(s, t, since_boot, &undo, outcome)
+}
+
+/// What needs a restart now; with `--restart`, acted on as a boot would (going
+/// back: what the update did to units undone too). An apply's way back
+/// remembers what its activation did.
+fn restart_units(
+    s: &mut Session,
+    t: &Transition,
+    since_boot: &SinceBoot,
+    undo: &std::collections::BTreeMap<String, crate::systemd::activation::Verb>,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let root = s.host.paths.root.clone();
     let report = |processes: &Processes| {
         needs_restart::report(&root, processes, &since_boot.replaced, &Default::default(), &since_boot.units)
     };
     outcome.restarts = report(&s.processes);
-    if t.options.restart {
-        let none = Default::default();
-        outcome.restart =
-            Some(effects::activate(&root, &s.host.run, &outcome.restarts, &none, t.options.activation, false)?);
-        // What the activation restarted runs anew: looked at again.
-        outcome.restarts = report(&Processes::default());
+    if !t.options.restart {
+        return Ok(());
     }
+    let (none, request) = (Default::default(), t.options.activation);
+    let a = effects::activate_undoing(&root, &s.host.run, &outcome.restarts, &none, request, undo, false)?;
+    if let Some(wb) = s.way_back.as_mut().filter(|w| t.etc == EtcMode::Merge && w.to == t.to) {
+        wb.units = a
+            .actions
+            .iter()
+            .filter(|x| x.result.is_some() && x.user.is_none())
+            .map(|x| way_back::UnitDone { unit: x.unit.clone(), verb: x.verb })
+            .collect();
+        way_back::save(&s.host.run, wb)?;
+    }
+    outcome.restart = Some(a);
+    // What the activation restarted runs anew: looked at again.
+    outcome.restarts = report(&Processes::default());
     Ok(())
 }

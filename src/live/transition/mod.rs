@@ -109,8 +109,9 @@ pub struct Outcome {
 /// How `/usr` goes from one tree to the next.
 enum UsrChange {
     /// Build a layer booted → target and switch `/usr` to it, carrying the
-    /// mounts below `/usr` across.
-    Layer { plan: Plan, site: LayerSite, carried: Submounts },
+    /// mounts below `/usr` across; or, going back, switch to the layer `kept`
+    /// for the way back, built already.
+    Layer { plan: Plan, site: LayerSite, carried: Submounts, kept: Option<std::path::PathBuf> },
     /// Back to the booted `/usr`: detach livefs's overlay, carrying the mounts
     /// below `/usr` across.
     Detach { carried: Submounts },
@@ -149,12 +150,14 @@ impl Prepared {
         if self.t.options.restart {
             let mut new_events = UnitEvents::default();
             crate::systemd::activation::record(&mut new_events, &self.added, &self.removed);
-            o.restart = Some(crate::live::effects::activate(
+            let undo = if self.t.etc == EtcMode::Undo { s.undo_units() } else { Default::default() };
+            o.restart = Some(crate::live::effects::activate_undoing(
                 root,
                 &s.host.run,
                 &o.restarts,
                 &new_events,
                 self.t.options.activation,
+                &undo,
                 true,
             )?);
         }

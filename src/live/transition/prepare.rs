@@ -26,7 +26,7 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
         && (t.options.activation.daemon_reexec || crate::systemd::restart_policy::load(root).daemon_reexec);
     let mut strategy = match t.etc {
         EtcMode::Merge => changes::strategy_of(&s.repo, &s.diffs, &s.host.system, t.to, reexec)?,
-        EtcMode::Restore => Strategy::back(),
+        EtcMode::Restore | EtcMode::Undo => Strategy::back(),
     };
     let limits = Limits { allow_replacement: t.allow_replacement, max_strategy: t.max_strategy };
     decide::within_limits(&strategy, changes::replacements(&plan), limits)?;
@@ -37,7 +37,7 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
     let usr = usr_change(s, &t, &plan)?;
     let etc = match t.etc {
         EtcMode::Merge => crate::etc::merge(&s.repo, t.from, t.to, &s.host.run, s.host.etc()?, true)?,
-        EtcMode::Restore => crate::etc::EtcReport::default(),
+        EtcMode::Restore | EtcMode::Undo => crate::etc::EtcReport::default(),
     };
     let status = match &usr {
         UsrChange::WriteThrough { status } => status.clone(),
@@ -58,7 +58,11 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
         layer: None,
         kept,
         etc,
-        etc_restored: Vec::new(),
+        // What a rollback would put back (a dry run's answer; the real one says what it did).
+        etc_restored: match t.etc {
+            EtcMode::Undo if t.options.dry_run => crate::etc::undo_paths(&s.host.run)?,
+            _ => Vec::new(),
+        },
         etc_transient: s.host.system.boot.transient_etc.is_some(),
         triggers: Vec::new(),
         restarts: Default::default(),
@@ -96,11 +100,22 @@ fn usr_change(s: &Session, t: &Transition, plan: &plan::Plan) -> anyhow::Result<
                 if t.from == booted { plan.clone() } else { changes::plan_usr(&s.repo, &s.diffs, booted, t.to)?.plan };
             let system = &s.host.system;
             let site = LayerSite::open(&system.sysroot, &system.booted, &s.repo)?;
-            let footprint = changes::layer_footprint(&layer_plan, site.links());
-            plan::check_footprint(footprint, site.filesystem(), &system.sysroot.display().to_string())?;
-            UsrChange::Layer { plan: layer_plan, site, carried: carried_to(s, t.to)? }
+            let kept = kept_layer(s, t, &site);
+            if kept.is_none() {
+                let footprint = changes::layer_footprint(&layer_plan, site.links());
+                plan::check_footprint(footprint, site.filesystem(), &system.sysroot.display().to_string())?;
+            }
+            UsrChange::Layer { plan: layer_plan, site, carried: carried_to(s, t.to)?, kept }
         }
     })
+}
+
+/// The way back's layer, when `t` takes it and it is still on disk: going back
+/// is then one mount operation, nothing built.
+fn kept_layer(s: &Session, t: &Transition, site: &LayerSite) -> Option<std::path::PathBuf> {
+    let way_back = s.way_back.as_ref().filter(|w| t.etc == EtcMode::Undo && w.from == t.to)?;
+    let path = site.layer_path(way_back.layer.as_deref()?)?;
+    std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()).then_some(path)
 }
 
 /// The mounts below `/usr`, cloned to be carried into `to`'s tree; refused

@@ -1,386 +1,11 @@
-//! Finishing a transition the way a boot would (`apply --restart`, `livefs
-//! restart`), after NixOS's switch-to-configuration: stop active units whose unit
-//! file went away, reload or restart active units that run an old definition or
-//! old code, start units the update newly wants for an active target.
-//!
-//! Units opt out with the keys NixOS uses, read from their unit file and drop-ins
-//! (systemd ignores `X-` keys): `X-RestartIfChanged=false` leaves a unit alone,
-//! `X-ReloadIfChanged=true` reloads it instead. `RefuseManualStop=yes` and
-//! `RefuseManualStart=yes` are honoured. A socket-activated service is stopped,
-//! not restarted: its socket keeps listening (connections queue, none is
-//! refused) and starts the new code on the next connection; a changed socket is
-//! restarted, its service stopped first. Never touched: the units the
-//! [`restart_policy`] leaves alone (the message bus, sshd, …), the unit livefs
-//! itself runs in, mounts and swaps; PID 1 only re-executed when the admin asks
-//! (`--daemon-reexec`, `DaemonReexec=yes`); units of users' managers only
-//! restarted with `--user-units`; processes outside system services (sessions'
-//! scopes) are listed, not killed.
+//! The activation the facts call for (pure): what is stopped, reloaded,
+//! restarted and started, and what is left alone, and why.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Command;
+use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-
-use crate::host::rundir::RunDir;
-use crate::systemd::needs_restart::{self, Restarts, UNIT_DIRS};
-use crate::systemd::restart_policy::{self, Policy};
-
-/// What the admin asked of an activation beyond the policy's defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Request {
-    /// Re-execute PID 1 when it runs replaced files (`systemctl daemon-reexec`).
-    pub daemon_reexec: bool,
-    /// Restart the changed units of logged-in users' managers too.
-    pub user_units: bool,
-}
-
-/// What transitions since boot did to the unit files (absolute paths as on the
-/// running system): `--restart` starts what became wanted and stops what went.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct UnitEvents {
-    /// Added `…/TARGET.wants/UNIT` (or `.requires/`) links.
-    pub wanted: BTreeSet<String>,
-    /// Removed unit files.
-    pub removed: BTreeSet<String>,
-    /// Units livefs failed to restart, reload or start: started by the next
-    /// `livefs restart` once they are fixed.
-    pub failed: BTreeSet<String>,
-}
-
-/// The record of unit events in `ROOT/run/livefs`.
-const EVENTS: &str = "unit-events.json";
-
-/// The unit events of this boot.
-pub fn load_events(run: &RunDir) -> anyhow::Result<UnitEvents> {
-    run.read_record(EVENTS)
-}
-
-pub fn save_events(run: &RunDir, events: &UnitEvents) -> anyhow::Result<()> {
-    run.write_record(EVENTS, events)
-}
-
-/// What is done to a unit, in this order: stops, reloads, restarts, starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verb {
-    Stop,
-    Reload,
-    Restart,
-    Start,
-}
-
-impl Verb {
-    /// The systemctl verb.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Stop => "stop",
-            Verb::Reload => "reload",
-            Verb::Restart => "restart",
-            Verb::Start => "start",
-        }
-    }
-}
-
-/// One action on one unit, and (once run) how it went.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UnitAction {
-    pub unit: String,
-    /// The user whose manager runs it; none for the system's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    pub verb: Verb,
-    /// Why: its unit files changed, a process uses replaced files, newly wanted…
-    pub reasons: Vec<String>,
-    /// `None` until run (and in a dry run).
-    pub result: Option<ActionResult>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ActionResult {
-    pub ok: bool,
-    /// When it failed: what systemctl said, then `systemctl status` of the unit.
-    pub status: String,
-}
-
-/// A unit that needs a restart and is left alone, with why.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Skipped {
-    pub unit: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    pub reason: String,
-}
-
-/// A process that uses replaced files outside any system service: listed, never
-/// killed (a login session, a user's manager and their units, PID 1).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Left {
-    /// Its system unit (a scope, `user@UID.service`), or `-`.
-    pub unit: String,
-    pub pid: u32,
-    pub command: String,
-    pub files: Vec<String>,
-}
-
-/// The activation of a transition: what is (or, in a dry run, would be) done.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Activation {
-    pub dry_run: bool,
-    /// `systemctl daemon-reload` first: systemd has not loaded the changed files.
-    pub daemon_reload: bool,
-    /// `systemctl daemon-reexec` first (it reloads too): PID 1 runs replaced
-    /// files and the admin asked for it.
-    #[serde(default)]
-    pub daemon_reexec: bool,
-    pub actions: Vec<UnitAction>,
-    pub skipped: Vec<Skipped>,
-    pub left: Vec<Left>,
-}
-
-impl Activation {
-    /// The actions that failed.
-    pub fn failed(&self) -> impl Iterator<Item = &UnitAction> {
-        self.actions.iter().filter(|a| a.result.as_ref().is_some_and(|r| !r.ok))
-    }
-}
-
-/// Some unit actions failed; the transition itself stands (exit status 1).
-#[derive(Debug, thiserror::Error)]
-#[error("{} unit action(s) failed: {}", .0.len(), .0.join(", "))]
-pub struct Failed(pub Vec<String>);
-
-/// Why `--restart` cannot act on ROOT.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot restart units: systemd does not run {0} (--restart acts on the running system at /)")]
-pub struct NoSystemd(pub String);
-
-/// Checks, before anything changes, that units can be acted on at `root`.
-pub fn check(root: &Path) -> Result<(), NoSystemd> {
-    if crate::systemd::needs_restart::systemd_runs(root) {
-        Ok(())
-    } else {
-        Err(NoSystemd(root.display().to_string()))
-    }
-}
-
-/// The unit and target of a wants link `…/TARGET.wants/UNIT` (or `.requires/`)
-/// in a unit directory.
-fn wanted_link(path: &str) -> Option<(String, String)> {
-    for dir in UNIT_DIRS {
-        let Some(rest) = path.strip_prefix(dir) else { continue };
-        let (dep_dir, unit) = rest.split_once('/')?;
-        let target = dep_dir.strip_suffix(".wants").or_else(|| dep_dir.strip_suffix(".requires"))?;
-        if !unit.contains('/') && unit.contains('.') && target.contains('.') {
-            return Some((target.to_string(), unit.to_string()));
-        }
-    }
-    None
-}
-
-/// The unit a unit file is (`/usr/lib/systemd/system/foo.service` → `foo.service`),
-/// not a drop-in or a link in a `.wants/` directory.
-fn unit_file(path: &str) -> Option<&str> {
-    UNIT_DIRS.iter().find_map(|dir| path.strip_prefix(dir)).filter(|u| !u.contains('/'))
-}
-
-/// Sorts paths `changed` by a transition (absolute, as on the running system)
-/// into `events`: added wants links and removed unit files.
-pub fn record(events: &mut UnitEvents, added: &[String], removed: &[String]) {
-    for p in added {
-        if wanted_link(p).is_some() {
-            events.removed.remove(p);
-            events.wanted.insert(p.clone());
-        } else if unit_file(p).is_some() {
-            events.removed.remove(p);
-        }
-    }
-    for p in removed {
-        if unit_file(p).is_some() {
-            events.removed.insert(p.clone());
-        }
-        events.wanted.remove(p);
-    }
-}
-
-/// Whether `path` (absolute, under ROOT) names something, without following it.
-fn exists(root: &Path, path: &str) -> bool {
-    std::fs::symlink_metadata(root.join(path.trim_start_matches('/'))).is_ok()
-}
-
-/// Whether a unit's files say it must not be restarted by a change
-/// (`X-RestartIfChanged=false`), or reloaded instead (`X-ReloadIfChanged=true`):
-/// the last setting in the unit file, then its drop-ins, wins.
-fn opt_outs(props: &BTreeMap<String, String>) -> (bool, bool) {
-    let mut files: Vec<&str> = props.get("FragmentPath").map(String::as_str).into_iter().collect();
-    files.extend(props.get("DropInPaths").map(|d| d.split_whitespace().collect::<Vec<_>>()).unwrap_or_default());
-    let (mut restart, mut reload) = (true, false);
-    for f in files.into_iter().filter(|f| f.starts_with('/')) {
-        let Ok(text) = std::fs::read_to_string(f) else { continue };
-        for line in text.lines() {
-            let Some((k, v)) = line.split_once('=') else { continue };
-            match k.trim() {
-                "X-RestartIfChanged" => restart = crate::conf::boolean(v).unwrap_or(restart),
-                "X-ReloadIfChanged" => reload = crate::conf::boolean(v).unwrap_or(reload),
-                _ => {}
-            }
-        }
-    }
-    (restart, reload)
-}
-
-const PROPERTIES: [&str; 11] = [
-    "Id",
-    "LoadState",
-    "ActiveState",
-    "RefuseManualStop",
-    "RefuseManualStart",
-    "FragmentPath",
-    "DropInPaths",
-    "NeedDaemonReload",
-    "TriggeredBy",
-    "Triggers",
-    "Accept",
-];
-
-/// What systemd (and the unit's files) say of one unit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnitFacts {
-    pub active: bool,
-    pub masked: bool,
-    pub refuse_manual_stop: bool,
-    pub refuse_manual_start: bool,
-    pub need_daemon_reload: bool,
-    /// `X-RestartIfChanged=false`: never restarted by a change.
-    pub no_restart: bool,
-    /// `X-ReloadIfChanged=true`: reloaded instead of restarted.
-    pub reload: bool,
-    /// The units that start it (its sockets, timers, paths).
-    pub triggered_by: Vec<String>,
-    /// The units it starts (a socket's services).
-    pub triggers: Vec<String>,
-    /// A socket that spawns one service instance per connection (`Accept=yes`).
-    pub accept: bool,
-}
-
-impl UnitFacts {
-    fn of(props: &BTreeMap<String, String>) -> UnitFacts {
-        let get = |key: &str| props.get(key).map(String::as_str).unwrap_or("");
-        let (restart_ok, reload) = opt_outs(props);
-        UnitFacts {
-            active: matches!(get("ActiveState"), "active" | "reloading" | "activating"),
-            masked: get("LoadState") == "masked",
-            refuse_manual_stop: get("RefuseManualStop") == "yes",
-            refuse_manual_start: get("RefuseManualStart") == "yes",
-            need_daemon_reload: get("NeedDaemonReload") == "yes",
-            no_restart: !restart_ok,
-            reload,
-            triggered_by: get("TriggeredBy").split_whitespace().map(str::to_string).collect(),
-            triggers: get("Triggers").split_whitespace().map(str::to_string).collect(),
-            accept: get("Accept") == "yes",
-        }
-    }
-}
-
-/// Everything an activation is decided from, gathered by `gather`.
-#[derive(Debug, Clone, Default)]
-pub struct Facts {
-    /// Units newly wanted, with the targets that want them.
-    pub wanted: BTreeMap<String, Vec<String>>,
-    /// Units whose unit file went away from every unit directory.
-    pub removed: BTreeSet<String>,
-    /// Units that run an old definition or old code, with why.
-    pub restart: BTreeMap<String, Vec<String>>,
-    /// Units livefs failed to restart, reload or start before.
-    pub failed: BTreeSet<String>,
-    /// Processes outside system services: listed, never acted on.
-    pub left: Vec<Left>,
-    /// The replaced files PID 1 runs or maps (a changed manager).
-    pub manager: Vec<String>,
-    /// Active units of users' managers whose unit files changed, by user.
-    pub user_units: BTreeMap<String, Vec<String>>,
-    /// What systemd says of every unit above (a unit it does not know is absent).
-    pub units: BTreeMap<String, UnitFacts>,
-    /// The unit livefs itself runs in.
-    pub own: Option<String>,
-    /// The admin's policy (the units left alone; re-executing PID 1).
-    pub policy: Policy,
-    pub request: Request,
-}
-
-/// Gathers the facts about `restarts` (the report of what runs old code) and
-/// `events` (units wanted or removed since boot; `new_events` are this
-/// transition's, not on disk yet in a dry run): which paths still exist under
-/// ROOT, and what systemd says of every unit involved (asked at once).
-fn gather(root: &Path, restarts: &Restarts, events: &UnitEvents, new_events: &UnitEvents, request: Request) -> Facts {
-    let mut f =
-        Facts { failed: events.failed.clone(), user_units: restarts.user_units.clone(), request, ..Facts::default() };
-    for p in events.wanted.iter().filter(|p| exists(root, p)).chain(&new_events.wanted) {
-        if let Some((target, unit)) = wanted_link(p) {
-            f.wanted.entry(unit).or_default().push(target);
-        }
-    }
-    for p in events.removed.iter().filter(|p| !exists(root, p)).chain(&new_events.removed) {
-        let Some(unit) = unit_file(p) else { continue };
-        let elsewhere = UNIT_DIRS.iter().any(|d| {
-            let other = format!("{d}{unit}");
-            other != *p && !new_events.removed.contains(&other) && exists(root, &other)
-        });
-        if !elsewhere {
-            f.removed.insert(unit.to_string());
-        }
-    }
-    for u in &restarts.units {
-        f.restart.entry(u.clone()).or_default().push("its unit files changed".into());
-    }
-    for (unit, procs) in &restarts.processes {
-        let outside = unit == "-" || unit.ends_with(".scope") || unit.starts_with("user@");
-        for p in procs {
-            if p.pid == 1 {
-                f.manager.extend(p.files.iter().cloned());
-            } else if outside {
-                let p = p.clone();
-                f.left.push(Left { unit: unit.clone(), pid: p.pid, command: p.command, files: p.files });
-            } else {
-                let why = format!("{} (pid {}) uses replaced {}", p.command, p.pid, p.files.join(", "));
-                f.restart.entry(unit.clone()).or_default().push(why);
-            }
-        }
-    }
-    let targets: BTreeSet<&String> = f.wanted.values().flatten().collect();
-    let units: BTreeSet<String> =
-        f.restart.keys().chain(f.wanted.keys()).chain(&f.removed).chain(targets).chain(&f.failed).cloned().collect();
-    let units: Vec<String> = units.into_iter().collect();
-    let shown = needs_restart::show(&units, &PROPERTIES);
-    f.units = units.into_iter().zip(shown.iter().map(UnitFacts::of)).collect();
-    // The sockets of the services to restart, and the services of the sockets.
-    let related: BTreeSet<String> = f
-        .restart
-        .keys()
-        .filter_map(|u| f.units.get(u))
-        .flat_map(|u| u.triggered_by.iter().chain(&u.triggers))
-        .filter(|u| !f.units.contains_key(*u))
-        .cloned()
-        .collect();
-    let related: Vec<String> = related.into_iter().collect();
-    let shown = needs_restart::show(&related, &PROPERTIES);
-    f.units.extend(related.into_iter().zip(shown.iter().map(UnitFacts::of)));
-    f.own = needs_restart::unit_of(std::process::id());
-    f.policy = restart_policy::load(root);
-    f
-}
-
-/// What to do about `restarts` and the unit events (see `gather`).
-pub fn schedule(
-    root: &Path,
-    restarts: &Restarts,
-    events: &UnitEvents,
-    new_events: &UnitEvents,
-    request: Request,
-) -> Activation {
-    decide(gather(root, restarts, events, new_events, request))
-}
+use super::facts::{Facts, UnitFacts};
+use super::{Activation, Skipped, UnitAction, Verb};
+use crate::systemd::restart_policy;
 
 /// The activation the facts call for, as a boot would do it: stop active units
 /// whose unit file went away, reload or restart active units that run old code
@@ -401,6 +26,8 @@ pub fn decide(mut f: Facts) -> Activation {
     verdicts.extend(judge.changed());
     verdicts.extend(judge.to_start());
     verdicts.extend(judge.user_units());
+    let undone = judge.undo(&mut verdicts);
+    verdicts.extend(undone);
     let reexec = !f.manager.is_empty() && (f.request.daemon_reexec || f.policy.daemon_reexec);
     if !f.manager.is_empty() && !reexec {
         let why = format!(
@@ -551,6 +178,40 @@ impl Judge<'_> {
         verdicts
     }
 
+    /// Going back from an update: what it did to units, done the other way —
+    /// restarted (or reloaded) again so that they run the previous build,
+    /// stopped if it started them, started again if it stopped them (a
+    /// socket-activated service is left to its socket). A unit another verdict
+    /// acts on already gets the reason added; a unit's failed state is cleared
+    /// before it is acted on (see `execute`).
+    fn undo(&self, verdicts: &mut [Verdict]) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        for (name, did) in &self.f.undo {
+            let (verb, why) = match did {
+                Verb::Restart => (Verb::Restart, "the update rolled back restarted it: back to the previous build"),
+                Verb::Reload => (Verb::Reload, "the update rolled back reloaded it: reloaded again"),
+                Verb::Start => (Verb::Stop, "the update rolled back started it"),
+                Verb::Stop => (Verb::Start, "the update rolled back stopped it"),
+            };
+            let facts = self.unit(name);
+            let by_socket = facts.triggered_by.iter().any(|t| t.ends_with(".socket") && self.unit(t).active);
+            if (verb == Verb::Start && (by_socket || facts.active)) || (verb == Verb::Reload && !facts.active) {
+                continue;
+            }
+            let existing = verdicts.iter_mut().find_map(|v| match v {
+                Ok(a) if a.unit == *name && a.user.is_none() => Some(Some(a)),
+                Err(s) if s.unit == *name && s.user.is_none() => Some(None),
+                _ => None,
+            });
+            match existing {
+                Some(Some(action)) => action.reasons.push(why.to_string()),
+                Some(None) => {}
+                None => out.push(self.act(name, verb, vec![why.to_string()])),
+            }
+        }
+        out
+    }
+
     /// Users' units whose files changed: restarted only with `--user-units`.
     fn user_units(&self) -> Vec<Verdict> {
         let f = self.f;
@@ -614,117 +275,11 @@ fn refusal(
     None
 }
 
-/// Records in `events` which units' actions failed (the next `livefs restart`
-/// starts them) and forgets those that went through or run again.
-pub fn remember(events: &mut UnitEvents, a: &Activation) {
-    for action in a.actions.iter().filter(|a| a.user.is_none()) {
-        match &action.result {
-            Some(r) if !r.ok && action.verb != Verb::Stop => events.failed.insert(action.unit.clone()),
-            Some(_) => events.failed.remove(&action.unit),
-            None => false,
-        };
-    }
-}
-
-/// Runs the plan: `daemon-reexec` or `daemon-reload` if needed, then each action
-/// in order; a failed one is recorded with the unit's status and the others go
-/// on. `progress` sees the activation after each step (to keep it on disk).
-///
-/// A hangup does not stop it: restarting the network or sshd can end the SSH
-/// session that runs livefs, and an activation left half-way leaves services
-/// down. (Output to a closed terminal fails with EPIPE/EIO, and is not needed:
-/// the result is kept.)
-pub fn execute(a: &mut Activation, progress: &mut dyn FnMut(&Activation)) {
-    ignore_hangups();
-    let manager = if a.daemon_reexec { Some("daemon-reexec") } else { a.daemon_reload.then_some("daemon-reload") };
-    if let Some(verb) = manager {
-        // A failure shows in the actions that follow.
-        let _ = Command::new("systemctl").arg(verb).output();
-    }
-    progress(a);
-    for i in 0..a.actions.len() {
-        let action = &a.actions[i];
-        let systemctl = || needs_restart::systemctl_command(action.user.as_deref());
-        let out = systemctl().arg(action.verb.as_str()).arg("--").arg(&action.unit).output();
-        let result = match out {
-            Ok(o) if o.status.success() => ActionResult { ok: true, status: String::new() },
-            Ok(o) => {
-                let status = systemctl()
-                    .args(["status", "--no-pager", "--full", "--lines=10", "--"])
-                    .arg(&action.unit)
-                    .output()
-                    .map(|s| String::from_utf8_lossy(&s.stdout).into_owned())
-                    .unwrap_or_default();
-                ActionResult { ok: false, status: format!("{}{status}", String::from_utf8_lossy(&o.stderr)) }
-            }
-            Err(e) => ActionResult { ok: false, status: format!("cannot run systemctl: {e}") },
-        };
-        a.actions[i].result = Some(result);
-        progress(a);
-    }
-}
-
-/// SIGHUP ignored from here on, for this process and the systemctl it runs.
-fn ignore_hangups() {
-    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler and
-    // touches no memory; livefs installs no handler of its own for SIGHUP.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-    }
-}
-
-/// The activation of the last transition or `livefs restart` of this boot, as
-/// far as it went: `livefs status` shows it, so that the result of one whose
-/// terminal went away is known.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Progress {
-    /// The livefs process running it.
-    pub pid: u32,
-    /// All its actions ran.
-    pub finished: bool,
-    pub activation: Activation,
-}
-
-const PROGRESS: &str = "activation.json";
-
-/// The last activation's progress, if one ran in this boot.
-pub fn load_progress(run: &RunDir) -> anyhow::Result<Option<Progress>> {
-    run.read_record(PROGRESS)
-}
-
-pub fn save_progress(run: &RunDir, progress: &Progress) -> anyhow::Result<()> {
-    run.write_record(PROGRESS, progress)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wants_links_and_unit_files() {
-        assert_eq!(
-            wanted_link("/etc/systemd/system/multi-user.target.wants/lighttpd.service"),
-            Some(("multi-user.target".into(), "lighttpd.service".into()))
-        );
-        assert_eq!(
-            wanted_link("/usr/lib/systemd/system/sockets.target.requires/foo@1.socket"),
-            Some(("sockets.target".into(), "foo@1.socket".into()))
-        );
-        assert_eq!(wanted_link("/usr/lib/systemd/system/foo.service.d/x.conf"), None);
-        assert_eq!(wanted_link("/usr/lib/systemd/system/multi-user.target.wants"), None);
-        assert_eq!(unit_file("/usr/lib/systemd/system/foo.service"), Some("foo.service"));
-        assert_eq!(unit_file("/etc/systemd/system/multi-user.target.wants/foo.service"), None);
-        let mut e = UnitEvents::default();
-        let added = ["/etc/systemd/system/multi-user.target.wants/a.service".to_string()];
-        let removed =
-            ["/usr/lib/systemd/system/b.service".to_string(), "/usr/lib/systemd/system/b.service.d/x.conf".into()];
-        record(&mut e, &added, &removed);
-        assert_eq!(e.wanted.iter().collect::<Vec<_>>(), [&added[0]]);
-        assert_eq!(e.removed.iter().collect::<Vec<_>>(), [&removed[0]]);
-        // A reset removing the link and adding the unit back undoes both.
-        record(&mut e, &removed[..1], &added);
-        assert_eq!(e, UnitEvents::default());
-    }
+    use crate::systemd::activation::Request;
+    use std::collections::BTreeMap;
 
     #[test]
     fn refusals() {
@@ -933,20 +488,49 @@ mod tests {
         assert!(!decide(unchanged).daemon_reexec);
     }
 
+    /// Going back: what the rolled-back update did to each unit, done the
+    /// other way, once per unit, within the same rules.
     #[test]
-    fn opt_out_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let unit = dir.path().join("u.service");
-        let dropin = dir.path().join("x.conf");
-        std::fs::write(&unit, "[Unit]\nX-RestartIfChanged=false\n[Service]\nExecStart=/bin/true\n").unwrap();
-        std::fs::write(&dropin, "[Unit]\nX-ReloadIfChanged=yes\n").unwrap();
-        let props = BTreeMap::from([
-            ("FragmentPath".to_string(), unit.display().to_string()),
-            ("DropInPaths".to_string(), dropin.display().to_string()),
+    fn the_way_back_undoes_what_the_update_did_to_units() {
+        let active = UnitFacts { active: true, ..UnitFacts::default() };
+        let failed = UnitFacts::default();
+        let units = BTreeMap::from([
+            ("web.service".to_string(), failed.clone()),
+            ("app.service".to_string(), active.clone()),
+            ("cfg.service".to_string(), active.clone()),
+            ("new.service".to_string(), active.clone()),
+            ("gone.service".to_string(), failed.clone()),
+            ("sock.service".to_string(), UnitFacts { triggered_by: vec!["sock.socket".into()], ..failed.clone() }),
+            ("sock.socket".to_string(), active.clone()),
+            ("ssh.service".to_string(), active.clone()),
         ]);
-        assert_eq!(opt_outs(&props), (false, true));
-        std::fs::write(&dropin, "[Unit]\nX-RestartIfChanged=on\n").unwrap();
-        assert_eq!(opt_outs(&props), (true, false));
-        assert_eq!(opt_outs(&BTreeMap::new()), (true, false));
+        let undo = BTreeMap::from([
+            // The failing new build of web.service: restarted on the previous one.
+            ("web.service".to_string(), Verb::Restart),
+            ("app.service".to_string(), Verb::Restart),
+            ("cfg.service".to_string(), Verb::Reload),
+            ("new.service".to_string(), Verb::Start),
+            ("gone.service".to_string(), Verb::Stop),
+            ("sock.service".to_string(), Verb::Stop),
+            ("ssh.service".to_string(), Verb::Restart),
+        ]);
+        // app.service also runs replaced files: one action, both reasons.
+        let restart = BTreeMap::from([("app.service".to_string(), vec!["its unit files changed".to_string()])]);
+        let a = decide(Facts { units, undo, restart, ..Facts::default() });
+        let actions: Vec<(Verb, &str)> = a.actions.iter().map(|x| (x.verb, x.unit.as_str())).collect();
+        assert_eq!(
+            actions,
+            [
+                (Verb::Stop, "new.service"),
+                (Verb::Reload, "cfg.service"),
+                (Verb::Restart, "app.service"),
+                (Verb::Restart, "web.service"),
+                (Verb::Start, "gone.service"),
+            ]
+        );
+        let app = a.actions.iter().find(|x| x.unit == "app.service").unwrap();
+        assert_eq!(app.reasons.len(), 2, "{:?}", app.reasons);
+        // The left-alone list holds on the way back too.
+        assert!(a.skipped.iter().any(|s| s.unit == "ssh.service"), "{:?}", a.skipped);
     }
 }
