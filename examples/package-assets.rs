@@ -58,6 +58,9 @@ const PAGES: &[Page] = &[
             Example { what: "Show the plan, the strategy and the restarts it would need; change nothing:", command: "livefs apply --dry-run" },
             Example { what: "Apply a commit of the system repository that is not deployed:", command: "livefs apply --target fedora/x86_64/coreos/testing-devel" },
             Example { what: "Apply from automation, idempotently (exit status 0 and \"changed\": false when there is nothing to do):", command: "livefs apply --allow-replacement --json > result.json" },
+            Example { what: "Apply, restart, and roll back at once unless the web server stays up 30 s and answers (exit status 5 when rolled back):", command: "livefs apply --allow-replacement --restart --settle 30 --check 'curl -fsS http://localhost/health'" },
+            Example { what: "A health check of your own, run after every live update (and by greenboot at boot):", command: "install -D -m 755 my-probe.sh /etc/greenboot/check/required.d/50-my-probe.sh" },
+            Example { what: "Keep the update only if a new SSH connection confirms it within 2 minutes (deploy-rs's \"magic rollback\"):", command: "livefs apply --allow-replacement --restart --confirm-within 120 && ssh host livefs confirm" },
         ],
     },
     Page {
@@ -66,6 +69,23 @@ const PAGES: &[Page] = &[
         examples: &[
             Example { what: "Show what a reset would change:", command: "livefs reset --dry-run" },
             Example { what: "Bring /usr and /etc back to the booted commit:", command: "livefs reset" },
+        ],
+    },
+    Page {
+        name: "rollback",
+        system: true,
+        examples: &[
+            Example { what: "Undo the last apply: back to the previous live commit, or to the booted one:", command: "livefs rollback --restart" },
+            Example { what: "What a rollback would put back, changing nothing:", command: "livefs rollback --dry-run" },
+            Example { what: "When and why the last rollback happened:", command: "livefs status && journalctl MESSAGE_ID=9d32385a68d040ea8f3cfcbcb494ecd9" },
+        ],
+    },
+    Page {
+        name: "confirm",
+        system: true,
+        examples: &[
+            Example { what: "Keep the update an apply --confirm-within applied, from a new SSH connection:", command: "ssh root@host livefs confirm" },
+            Example { what: "The deadline and its timer:", command: "livefs status && systemctl list-timers 'livefs-confirm-*'" },
         ],
     },
     Page {
@@ -109,11 +129,12 @@ const PAGES: &[Page] = &[
 
 /// FILES: every path livefs reads or writes on a running system.
 const FILES: &[(&str, &str)] = &[
-    ("/run/livefs/", "The live state: state.json (booted, applying A to B, or live at B), the journal of /etc (etc-journal/), the records of replaced paths, unit files and layers, the triggers still to run, and the last activation's progress (activation.json). It is in /run, so a reboot clears it along with the live changes."),
-    ("/sysroot/ostree/deploy/OS/backing/DEPLOYMENT/livefs/usr.COMMIT.NONCE/", "A layer: the difference between the booted /usr and the target's, as hard links to the repository's objects and whiteouts. The read-only overlay on /usr stacks it over the deployment's /usr. Layers no mount uses are removed by the next apply or reset."),
+    ("/run/livefs/", "The live state: state.json (booted, applying A to B, live at B, or rolling back), the journal of /etc since boot (etc-journal/, what a reset puts back) and of the last apply (etc-undo/, what a rollback puts back), the way back of the last apply (way-back.json: the commit and layer before it, what it did to units, the confirmation it awaits) and the last rollback (rollback.json), the records of replaced paths, unit files and layers, the triggers still to run, and the last activation's progress (activation.json). It is in /run, so a reboot clears it along with the live changes."),
+    ("/sysroot/ostree/deploy/OS/backing/DEPLOYMENT/livefs/usr.COMMIT.NONCE/", "A layer: the difference between the booted /usr and the target's, as hard links to the repository's objects and whiteouts. The read-only overlay on /usr stacks it over the deployment's /usr. Layers no mount uses are removed by the next apply or reset, but the previous live commit's, kept for the way back of the last apply."),
+    ("/etc/greenboot/check/required.d/, wanted.d/, green.d/, red.d/ (and /usr/lib/greenboot/...)", "greenboot's health checks and scripts, which apply runs after a live update as greenboot runs them at boot: every required check must exit 0 (else the update is rolled back), a failed wanted check is a warning; green.d runs after a healthy update, red.d after a rollback. One set by file name, /etc winning; DISABLED_HEALTHCHECKS of /etc/greenboot/greenboot.conf skips checks by name."),
     ("/sysroot/ostree/repo/refs/heads/livefs/", "The refs livefs/live and livefs/inprogress, which keep the live and the in-progress commits from being pruned."),
     ("/etc/livefs/restart.conf, /etc/livefs/restart.conf.d/*.conf", "Read: units never restarted, stopped or reloaded on their own, added to the built-in list (the message bus, logind, journald, gettys, user managers, display managers, NetworkManager, wpa_supplicant, sshd) with LeaveAlone=UNIT... in a [Restart] section; an empty LeaveAlone= empties the list so far. DaemonReexec=yes: --restart re-executes a changed systemd manager (as --daemon-reexec asks)."),
-    ("/etc/livefs/auto.conf, /etc/livefs/auto.conf.d/*.conf", "Read by livefs auto: the policy of automatic runs, in an [Auto] section: MaxStrategy=live|soft-reboot|reboot (default live), AllowReplacement= (default no), Restart= (default yes). A value that does not parse gives its key the default, with a warning naming the file and line."),
+    ("/etc/livefs/auto.conf, /etc/livefs/auto.conf.d/*.conf", "Read by livefs auto: the policy of automatic runs, in an [Auto] section: MaxStrategy=live|soft-reboot|reboot (default live), AllowReplacement= (default no), Restart= (default yes), Check= (default yes: the health checks after the apply), Rollback= (default yes: an update that fails them is rolled back, and not applied again this boot), Settle= (seconds, default 10). A value that does not parse gives its key the default, with a warning naming the file and line."),
     ("/usr/lib/systemd/system/livefs-auto.path, livefs-auto.timer, livefs-auto.service", "The automatic runs: the path unit starts the service when /run/ostree/staged-deployment or /boot changes (a staged or an immediate deployment), and brings along the hourly timer; `systemctl enable --now livefs-auto.path` turns them on. The service runs livefs auto; a refused or failed run leaves it failed."),
     ("/run/livefs/auto.json", "The last automatic run: when, which deployment, how it ended, under which policy, what it left for the reboot (livefs status shows it)."),
     ("/run/reboot-required, /run/reboot-required.pkgs", "Written while something only a (soft) reboot delivers is left: by the live state, or a deployment an automatic run did not take live (one livefs: REASON line each); removed when moot, only if livefs wrote them."),
@@ -198,8 +219,8 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
     }
     let mut r = Roff::new();
     r.control("SH", ["EXIT STATUS"]);
-    let changes = page.system && !matches!(page.name, "status" | "restart");
-    let acts = matches!(page.name, "" | "apply" | "reset" | "restart" | "auto");
+    let changes = page.system && !matches!(page.name, "status" | "restart" | "confirm");
+    let acts = matches!(page.name, "" | "apply" | "reset" | "restart" | "auto" | "rollback" | "confirm");
     let ok = if page.name == "auto" {
         "Done: the pending deployment went live, there was nothing to do, or it was left for the next reboot because it needs more than MaxStrategy= allows (the reboot sentinel says why)."
     } else if changes {
@@ -228,12 +249,20 @@ fn render(w: &mut impl Write, sub: clap::Command, title: &str, page: &Page, top:
         };
         statuses.push((exit::POLICY, format!("{auto}Refused, nothing changed: by policy (the update replaces or removes existing files without --allow-replacement, or needs more than --max-strategy accepts; an interrupted transition must be finished first), or because livefs cannot or must not act on this host (not OSTree-booted; /usr is someone else's: an ostree hotfix, rpm-ostree's live state, a foreign overlay; a mount below /usr cannot be carried into the new tree), or run by another user than root.")));
     }
+    if matches!(page.name, "" | "apply" | "auto" | "confirm") {
+        let what = match page.name {
+            "confirm" => "Too late: the update was rolled back already, for want of this confirmation.",
+            _ => "The update was applied, failed its health checks (a unit that did not stay up, a required check), and was rolled back at once: /usr, /etc and the units are as before it (with --confirm-within: also when no livefs confirm came in time). Its report says what failed, what was undone and how long the way back took.",
+        };
+        statuses.push((exit::ROLLED_BACK, what.to_string()));
+    }
     if page.system {
         statuses.push((
             exit::BUSY,
             "Another livefs held the lock for longer than --lock-timeout: nothing changed, try again.".to_string(),
         ));
     }
+    statuses.sort_by_key(|(code, _)| *code);
     for (code, what) in statuses {
         r.control("TP", []).text([bold(code.to_string())]).text([roman(what)]);
     }

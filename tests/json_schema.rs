@@ -188,6 +188,11 @@ fn a_standard_validator_resolves_the_schemas() {
         L apply --allow-replacement --json > $OUT/apply.json
         L status --json > $OUT/status-live.json
         L restart --json > $OUT/restart-error.json || true
+        L confirm --json > $OUT/confirm.json
+        L rollback --dry-run --json > $OUT/rollback-dry.json
+        L rollback --json > $OUT/rollback.json
+        L rollback --json > $OUT/rollback-nothing.json
+        L apply --allow-replacement --check false --json > $OUT/apply-rolled-back.json || true
         L reset --json > $OUT/reset.json
         "#,
     );
@@ -206,7 +211,9 @@ fn a_standard_validator_resolves_the_schemas() {
     };
     for (schema, files) in [
         ("status", &["status.json", "status-live.json"][..]),
-        ("apply", &["apply-dry.json", "apply.json", "reset.json"][..]),
+        ("apply", &["apply-dry.json", "apply.json", "apply-rolled-back.json", "reset.json"][..]),
+        ("rollback", &["rollback-dry.json", "rollback.json", "rollback-nothing.json"][..]),
+        ("confirm", &["confirm.json"][..]),
         ("restart", &["restart-error.json"][..]),
         ("diff", &["diff.json"][..]),
         ("auto", &["auto-dry.json"][..]),
@@ -214,6 +221,9 @@ fn a_standard_validator_resolves_the_schemas() {
         let out = check(schema, files);
         assert!(out.status.success(), "{schema}: {}{}", stdout(&out), stderr(&out));
     }
+    assert_eq!(read_json(&sys.out.join("apply-rolled-back.json"))["kind"], "rolled_back");
+    assert_eq!(read_json(&sys.out.join("rollback-nothing.json"))["kind"], "no_rollback");
+    assert_eq!(read_json(&sys.out.join("confirm.json"))["changed"], false);
     let mut drifted = read_json(&sys.out.join("apply.json"));
     drifted["strategy"]["needs"] = Value::String("someday".into());
     std::fs::write(sys.out.join("drifted.json"), drifted.to_string()).unwrap();

@@ -11,11 +11,13 @@ use std::process::Command;
 use common::scratch;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const PAGES: [&str; 8] = [
+const PAGES: [&str; 10] = [
     "livefs",
     "livefs-status",
     "livefs-apply",
     "livefs-reset",
+    "livefs-rollback",
+    "livefs-confirm",
     "livefs-restart",
     "livefs-auto",
     "livefs-diff",

@@ -28,8 +28,11 @@ pub fn prepare(s: &Session, t: Transition) -> anyhow::Result<Prepared> {
         EtcMode::Merge => changes::strategy_of(&s.repo, &s.diffs, &s.host.system, t.to, reexec)?,
         EtcMode::Restore | EtcMode::Undo => Strategy::back(),
     };
-    let limits = Limits { allow_replacement: t.allow_replacement, max_strategy: t.max_strategy };
-    decide::within_limits(&strategy, changes::replacements(&plan), limits)?;
+    // The way back (a reset, a rollback, or an apply finishing one) is never refused by policy.
+    if t.etc == EtcMode::Merge {
+        let limits = Limits { allow_replacement: t.allow_replacement, max_strategy: t.max_strategy };
+        decide::within_limits(&strategy, changes::replacements(&plan), limits)?;
+    }
     if t.options.restart {
         crate::systemd::activation::check(root)?;
     }
