@@ -328,6 +328,139 @@ fn selinux_vm_enforcing_seed_flow() {
     assert_eq!(read(&o, "usr-labels-reset.txt"), read(&o, "usr-labels-booted.txt"), "reset: labels of /usr");
 }
 
+/// A journal entry of `journalctl -o verbose` output: its `NAME=value` fields.
+fn verbose_fields(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| l.contains('=')).map(str::to_string).collect()
+}
+
+/// Live updates that break something undo themselves, on a real boot
+/// (tests/vm/guest-rollback.sh): a broken nginx build, a failing greenboot
+/// required check, a failing wanted one (kept), `livefs rollback` to the
+/// previous live commit, `--confirm-within` unconfirmed (its session killed)
+/// and confirmed, and the automatic run of a broken staged deployment.
+#[test]
+fn debian_vm_rollbacks() {
+    let dir = run_vm("bookworm", &["guest-rollback.sh"]);
+    let o = dir.path().join("boot1/out");
+    let transcript = read(&o, "transcript.txt");
+    eprintln!("{transcript}");
+    let b = read(&dir.path().join("boot1"), "commit-b").trim().to_string();
+    let a = read(&dir.path().join("boot1"), "commit-a").trim().to_string();
+    let (apply, rollback, status) = (validator("apply"), validator("rollback"), validator("status"));
+    let json = |name: &str| read_json(&o.join(name));
+
+    // 1. The broken build: exit 5, rolled back, nginx serves the booted page again.
+    assert_eq!(read(&o, "broken.rc").trim(), "5", "{}", read(&o, "broken.err"));
+    let broken = json("broken.out");
+    assert_valid(&apply, "apply (rolled back)", &broken);
+    assert_eq!(broken["kind"], "rolled_back");
+    assert_eq!(
+        broken["rolled_back"]["failed_units"],
+        serde_json::json!(["nginx.service"]),
+        "{}",
+        broken["rolled_back"]
+    );
+    assert_eq!(broken["rolled_back"]["outcome"]["to"], a.as_str());
+    let took = broken["rolled_back"]["seconds"].as_f64().unwrap();
+    assert!(took < 30.0, "the way back took {took} s");
+    let before = read(&o, "nginx-before.txt");
+    assert!(before.contains("served by nginx, the booted build"), "{before}");
+    let after = read(&o, "nginx-after.txt");
+    assert!(after.contains("200 OK") && after.contains("served by nginx, the booted build"), "{after}");
+    assert_eq!(read(&o, "nginx-active-after").trim(), "active");
+    assert_eq!(read(&o, "nginx-binary-cmp").trim(), "0", "/usr/sbin/nginx is not the booted one");
+    let st = json("status-broken-json.out");
+    assert_valid(&status, "status", &st);
+    assert_eq!(st["state"]["state"], "booted");
+    assert_eq!(st["last_rollback"]["cause"], "failed_checks");
+    assert!(quiet_ok(&o, "status-broken").contains("Rolled back: "), "{}", read(&o, "status-broken.out"));
+    let journal = verbose_fields(&read(&o, "journal-broken.txt"));
+    for want in ["LIVEFS_EVENT=rolled_back", "LIVEFS_UNIT_FAILED=nginx.service", "LIVEFS_ROLLBACK_CAUSE=failed_checks"]
+    {
+        assert!(journal.iter().any(|f| f == want), "no {want} in {journal:#?}");
+    }
+    assert!(journal.iter().any(|f| f.starts_with("LIVEFS_FAILED_CHECK=nginx.service: ")), "{journal:#?}");
+
+    // 2. A failing required check: rolled back, red.d ran; 3. a wanted one: kept, green.d ran.
+    assert_eq!(read(&o, "required.rc").trim(), "5");
+    let required = json("required.out");
+    assert_eq!(required["health"]["required"][0]["name"], "/etc/greenboot/check/required.d/10-marker.sh");
+    assert_eq!(required["health"]["required"][0]["output"], "marker missing: unhealthy\n");
+    assert_eq!(required["health"]["scripts"][0]["name"], "/etc/greenboot/red.d/10-red.sh");
+    assert_eq!(read(&o, "required-program-gone").trim(), "1", "D's program is still there");
+    assert_eq!(read(&o, "wanted.rc").trim(), "0", "{}", read(&o, "wanted.err"));
+    assert!(read(&o, "wanted.err").contains("a wanted health check failed: /etc/greenboot/check/wanted.d/20-wanted.sh"));
+    assert_eq!(read(&o, "wanted-program.txt"), "new program of D\n");
+    assert_eq!(read(&o, "red.txt"), "red\n", "red.d after the rollback");
+    assert_eq!(read(&o, "green.txt"), "green\n", "green.d after the update kept");
+
+    // 4. livefs rollback from live E goes back to live B, not to the booted A.
+    let back = json("rollback-e.out");
+    assert_valid(&rollback, "rollback --json", &back);
+    assert_eq!((back["outcome"]["to"].as_str(), back["cause"].as_str()), (Some(b.as_str()), Some("by_hand")));
+    let st = json("status-after-rollback-json.out");
+    assert_eq!(st["state"], serde_json::json!({"state": "live", "commit": b}));
+    assert_eq!(read(&o, "rollback-program-gone").trim(), "1");
+    assert!(read(&o, "lighttpd-after-rollback.txt").contains("200 OK"), "B's lighttpd does not serve");
+
+    // 5. Unconfirmed, its session killed: systemd's timer rolled it back.
+    assert_eq!(read(&o, "confirm-apply.rc").trim(), "0", "{}", read(&o, "confirm-apply.err"));
+    let awaiting = quiet_ok(&o, "status-awaiting");
+    assert!(awaiting.contains("Confirm:     by "), "{awaiting}");
+    assert!(read(&o, "timers-awaiting.txt").contains("livefs-confirm-"), "{}", read(&o, "timers-awaiting.txt"));
+    let secs: f64 = read(&o, "unconfirmed-seconds").trim().parse().unwrap();
+    assert!((18.0..60.0).contains(&secs), "rolled back {secs} s after the apply");
+    let st = json("status-unconfirmed-json.out");
+    assert_eq!(st["state"], serde_json::json!({"state": "live", "commit": b}));
+    assert_eq!(
+        (st["last_rollback"]["cause"].as_str(), st["last_rollback"]["command"].as_str()),
+        (Some("unconfirmed"), Some("rollback"))
+    );
+    assert_eq!(read(&o, "unconfirmed-program-gone").trim(), "1");
+    assert_eq!(read(&o, "confirm-late.rc").trim(), "5", "a late confirmation: {}", read(&o, "confirm-late.err"));
+    let journal = verbose_fields(&read(&o, "journal-unconfirmed.txt"));
+    assert!(journal.iter().any(|f| f == "LIVEFS_ROLLBACK_CAUSE=unconfirmed"), "{journal:#?}");
+
+    // 6. Confirmed from another session: kept past the deadline, no timer left.
+    assert_eq!(read(&o, "confirm.rc").trim(), "0", "{}", read(&o, "confirm.err"));
+    assert_eq!(json("confirm.out")["changed"], true);
+    let st = json("status-confirmed-json.out");
+    assert_eq!(st["state"]["state"], "live");
+    assert!(st["way_back"]["confirm"].is_null(), "{}", st["way_back"]);
+    assert_eq!(read(&o, "confirmed-program.txt"), "program of F\n");
+    assert!(!read(&o, "timers-confirmed.txt").contains("livefs-confirm-"), "{}", read(&o, "timers-confirmed.txt"));
+
+    // 7. The automatic run: the broken staged deployment rolled back, the unit
+    // failed, the sentinel says why, not applied again on the next trigger.
+    let g = read(&o, "commit-g").trim().to_string();
+    let secs: f64 = read(&o, "auto-seconds").trim().parse().unwrap_or_else(|_| panic!("no run:\n{transcript}"));
+    assert!(secs < 120.0, "{secs}");
+    assert_eq!(read(&o, "auto-unit-state").trim(), "failed");
+    assert!(read(&o, "auto-failed-units.txt").contains("livefs-auto.service"));
+    assert!(read(&o, "auto-nginx-after.txt").contains("200 OK"), "{}", read(&o, "auto-nginx-after.txt"));
+    let st = json("status-auto-json.out");
+    assert_valid(&status, "status", &st);
+    assert_eq!(
+        (st["auto"]["ending"].as_str(), st["auto"]["kind"].as_str()),
+        (Some("rolled_back"), Some("rolled_back"))
+    );
+    assert_eq!(st["auto"]["target"], g.as_str());
+    let pkgs = read(&o, "auto-reboot-required.pkgs");
+    assert!(
+        pkgs.contains(&format!("livefs: deployment {} not applied live: it failed its health checks", &g[..12])),
+        "{pkgs}"
+    );
+    let again = json("status-auto-again-json.out");
+    assert_eq!(again["auto"]["repeated"], true, "{}", again["auto"]);
+    assert_eq!(read(&o, "auto-again-unit-state").trim(), "failed");
+    let entries: Vec<serde_json::Value> =
+        read(&o, "journal.json").lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let rolled: Vec<&serde_json::Value> = entries.iter().filter(|e| e["LIVEFS_EVENT"] == "rolled_back").collect();
+    // Cases 1 (twice: JSON, then text), 2, 4, 5 and 7.
+    assert_eq!(rolled.len(), 6, "a rolled_back entry per rollback: {rolled:#?}");
+    assert!(rolled.iter().any(|e| e["LIVEFS_COMMAND"] == "auto" && e["LIVEFS_TO"] == g.as_str()), "{rolled:#?}");
+}
+
 /// Unattended, on a real boot (tests/vm/guest-auto.sh): with livefs-auto.path
 /// enabled, a deployment `ostree admin deploy` makes, and one it stages, go live
 /// by themselves within 60 s, each logged with its MESSAGE_ID and fields; a
@@ -532,7 +665,8 @@ fn ansible(out: &Path, module: &str, args: &str, extra: &[&str]) -> (String, ser
 /// The collection's module over SSH against the real Debian 12 VM (sshd and
 /// python3 in the image, QEMU's user network forwarding 127.0.0.1:PORT to its
 /// port 22): facts, a checked apply (nothing changed), the apply, facts again,
-/// a reset, and a reset with nothing left to do.
+/// a reset, a reset with nothing left to do, and an apply with confirm_within
+/// confirmed over a new connection.
 #[test]
 fn debian_vm_ansible_over_ssh() {
     let dir = scratch();
@@ -595,6 +729,18 @@ fn debian_vm_ansible_over_ssh() {
         assert_eq!((st.as_str(), &reset1["state"]["state"]), ("CHANGED", &serde_json::json!("booted")), "{reset1}");
         let (st, reset2) = ansible(out, "livefs.livefs.livefs", &reset, &[]);
         assert_eq!(st, "SUCCESS", "a second reset changes nothing: {reset2}");
+        // confirm_within: applied, then confirmed over a new connection (the
+        // action plugin's), so the host's timer is stopped and the update stays.
+        let guarded = format!("{apply} confirm_within=300");
+        let (st, confirmed) = ansible(out, "livefs.livefs.livefs", &guarded, &[]);
+        assert_eq!(st, "CHANGED", "{confirmed}");
+        assert_eq!(confirmed["confirmed"], true, "{confirmed}");
+        assert!(confirmed["confirm"]["timer"].as_str().unwrap().starts_with("livefs-confirm-"), "{confirmed}");
+        let (_, info) = ansible(out, "livefs.livefs.livefs_info", exe, &[]);
+        assert_eq!(info["status"]["live"]["checksum"], pending.as_str());
+        assert!(info["status"]["way_back"]["confirm"].is_null(), "still awaiting a confirmation: {info}");
+        let (st, _) = ansible(out, "livefs.livefs.livefs", &reset, &[]);
+        assert_eq!(st, "CHANGED");
         apply_restart_over_a_killed_session(out, port);
     });
     std::fs::write(share.join("done"), b"").unwrap();

@@ -12,6 +12,7 @@ use crate::live::confirm::Confirmed;
 use crate::live::rollback::RolledBack;
 use crate::live::transition::Outcome;
 use crate::live::{Applied, RestartOutcome};
+use crate::repo::Checksum;
 use crate::systemd::activation::Activation;
 
 /// What happened.
@@ -43,14 +44,14 @@ pub const EVENTS: &[(Event, &str, &str, u8, &str)] = &[
 pub const FIELDS: &[(&str, &str)] = &[
     ("LIVEFS_EVENT", "applied, reset, restarted, refused, failed, rolled_back or confirmed"),
     ("LIVEFS_COMMAND", "apply, reset, restart, rollback, confirm or auto (an automatic run)"),
-    ("LIVEFS_FROM", "the commit /usr showed before (for rolled_back: the commit rolled back)"),
-    ("LIVEFS_TO", "the commit /usr shows after (for refused: the one not applied; for rolled_back: the one gone back to)"),
+    ("LIVEFS_FROM", "the commit /usr showed before (for rolled_back: before the update undone, and again after)"),
+    ("LIVEFS_TO", "the commit /usr shows after (for refused: the one not applied; for rolled_back: the update undone)"),
     ("LIVEFS_ADDED, LIVEFS_REPLACED, LIVEFS_REMOVED", "paths of /usr added, replaced, removed"),
     ("LIVEFS_ETC_CHANGED, LIVEFS_ETC_KEPT", "paths of /etc changed, and kept as the admin changed them"),
     ("LIVEFS_STRATEGY", "what the update needs to take effect whole: live, soft-reboot or reboot"),
     ("LIVEFS_REBOOT_FOR", "what only a (soft) reboot delivers, one field per reason"),
     ("LIVEFS_UNIT", "a unit stopped, reloaded, restarted or started, one field per unit"),
-    ("LIVEFS_UNIT_FAILED", "a unit whose action failed, one field per unit"),
+    ("LIVEFS_UNIT_FAILED", "a unit whose action failed (for rolled_back: a unit that failed its check), one field per unit"),
     ("LIVEFS_KIND", "refused and failed: the error's kind, as in --json errors (refused_replacement, busy, ...)"),
     ("LIVEFS_FAILED_CHECK", "rolled_back: a failed check or unit and why, one field per failure"),
     ("LIVEFS_ROLLBACK_CAUSE", "rolled_back: failed_checks, unconfirmed or by_hand"),
@@ -159,31 +160,52 @@ pub fn transition(o: &Outcome, verb: Verb, command: &str) -> Option<Entry> {
     Some(e)
 }
 
-/// An apply (`command`: how it was run): `applied` when it changed the system,
-/// then `rolled_back` when its checks (or a missing deadline) undid it.
+/// An apply (`command`: how it was run): `applied` when it changed the
+/// system; `rolled_back` instead when its checks (or a missing deadline) undid
+/// it: the fields of `applied` (the update undone), what failed, and the way back.
 pub fn applied(a: &Applied, command: &str) -> Vec<Entry> {
-    let mut out: Vec<Entry> = transition(&a.outcome, Verb::Apply, command).into_iter().collect();
-    if let Some(back) = &a.after.rolled_back {
-        out.extend(rolled_back(back, command));
+    let Some(back) = &a.after.rolled_back else {
+        return transition(&a.outcome, Verb::Apply, command).into_iter().collect();
+    };
+    let Some(mut e) = transition(&a.outcome, Verb::Apply, command) else { return Vec::new() };
+    // The unit that failed is the rollback's reason, not a failure of the command.
+    e.fields.retain(|(k, _)| *k != "LIVEFS_KIND");
+    let back_units = back.outcome.restart.iter().flat_map(|x| &x.actions).filter(|x| x.result.is_some());
+    for unit in back_units.map(|x| x.unit.as_str()).chain(back.failed_units.iter().map(String::as_str)) {
+        let name = if back.failed_units.iter().any(|u| u == unit) { "LIVEFS_UNIT_FAILED" } else { "LIVEFS_UNIT" };
+        if !e.fields.iter().any(|(k, v)| *k == name && v == unit) {
+            e.add(name, unit);
+        }
     }
-    out
+    vec![rollback_fields(e, back, (&a.outcome.to, &a.outcome.from))]
 }
 
-/// A rollback taken (by `command`): the way back's transition, why, and how long it took.
+/// `livefs rollback` (by hand, or the timer of an unconfirmed apply): the way
+/// back's transition; `LIVEFS_FROM`/`LIVEFS_TO` are the update undone's, as
+/// for a rolled-back apply.
 pub fn rolled_back(r: &RolledBack, command: &str) -> Option<Entry> {
     let o = &r.outcome;
-    if o.dry_run {
-        return None;
+    let mut e = transition(o, Verb::Rollback, command)?;
+    for (k, v) in e.fields.iter_mut() {
+        match *k {
+            "LIVEFS_FROM" => *v = o.to.to_hex(),
+            "LIVEFS_TO" => *v = o.from.to_hex(),
+            _ => {}
+        }
     }
-    let mut e =
-        transition(o, Verb::Rollback, command).unwrap_or_else(|| Entry::new(Event::RolledBack, command, String::new()));
+    Some(rollback_fields(e, r, (&o.from, &o.to)))
+}
+
+/// A `rolled_back` entry from `e`: why, what failed, how long the way back
+/// from `undone` to `back` took.
+fn rollback_fields(mut e: Entry, r: &RolledBack, (undone, back): (&Checksum, &Checksum)) -> Entry {
     e.event = Event::RolledBack;
-    e.message = format!("Rolled back {} -> {} in {:.2} s: {}", short(&o.from), short(&o.to), r.seconds, r.reason);
+    e.message = format!("Rolled back {} -> {} in {:.2} s: {}", short(undone), short(back), r.seconds, r.reason);
     let cause = serde_json::to_value(r.cause).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     e.add("LIVEFS_ROLLBACK_CAUSE", cause);
     e.add("LIVEFS_ROLLBACK_SECONDS", format!("{:.3}", r.seconds));
     r.failed.iter().for_each(|f| e.add("LIVEFS_FAILED_CHECK", f));
-    Some(e)
+    e
 }
 
 /// `livefs confirm` that kept an update.

@@ -101,7 +101,7 @@ pub fn rollback(paths: &Paths, req: &RollbackRequest) -> anyhow::Result<RolledBa
         }
         None => (Cause::ByHand, "livefs rollback".to_string()),
     };
-    rollback::run(&mut s, req.options, cause, reason, Vec::new(), "rollback")
+    rollback::run(&mut s, req.options, cause, reason, Default::default(), "rollback")
 }
 
 /// `livefs reset`: `/usr` back to the booted commit (finishing an interrupted

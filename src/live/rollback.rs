@@ -24,6 +24,8 @@ pub struct RolledBack {
     pub reason: String,
     /// What failed, one line each (failed checks).
     pub failed: Vec<String>,
+    /// The units whose checks failed.
+    pub failed_units: Vec<String>,
     /// How long the way back took, in seconds (from the decision to roll back
     /// to the last unit action).
     pub seconds: f64,
@@ -32,13 +34,14 @@ pub struct RolledBack {
 }
 
 /// Rolls back the last apply on the system `s` (locked), restarting units as
-/// `options` says; records the rollback (not in a dry run) for `livefs status`.
+/// `options` says, for `reason` (what failed, and which units); records the
+/// rollback (not in a dry run) for `livefs status`.
 pub fn run(
     s: &mut Session,
     options: Options,
     cause: Cause,
     reason: String,
-    failed: Vec<String>,
+    (failed, failed_units): (Vec<String>, Vec<String>),
     command: &str,
 ) -> anyhow::Result<RolledBack> {
     let start = Instant::now();
@@ -59,5 +62,5 @@ pub fn run(
             crate::messages::warn(format!("cannot record the rollback: {e:#}"));
         }
     }
-    Ok(RolledBack { cause, reason, failed, seconds, outcome: Box::new(outcome) })
+    Ok(RolledBack { cause, reason, failed, failed_units, seconds, outcome: Box::new(outcome) })
 }

@@ -7,12 +7,16 @@
 //!     ▲  ▲                  │  ▲                 │
 //!     │  │ reset done       │  │ apply again     │ apply C: Applying{B→C}
 //!     │  └──────────────────┘  └─ (interrupted:  │ reset:   Applying{B→booted}
-//!     │                           resumed)       │
+//!     │                           resumed)       │ rollback (or failed checks
+//!     │                                          │ after apply C, from Live{C}):
+//!     │                                          │ RollingBack{C→B} ──▶ Live{B}
 //!     └──────────────── reset done ◀─────────────┘
 //! ```
 //!
 //! *Booted*: `/usr` holds the booted commit. *Applying{from, to}*: an apply is in
-//! progress — found at start, it was interrupted. *Live{commit}*: `/usr` holds
+//! progress — found at start, it was interrupted. *RollingBack{from, to}*: the
+//! way back of the last apply (from its commit `from` to what `/usr` showed before
+//! it, `to`) is in progress — found at start, it was interrupted. *Live{commit}*: `/usr` holds
 //! `commit` — checked against what is mounted on `/usr` whenever it is read:
 //! `/run` survives a soft reboot, the overlay may not, and a *Live* state whose
 //! overlay is gone reads as *UsrLost{commit}* (see `session::reconcile`). The
@@ -29,17 +33,22 @@
 //! 2. Room for the records is reserved in `/run` (`reserve_records`), and the
 //!    layer is built off to the side (`build_layer`): a failure leaves the state
 //!    as it was, and at most an unused directory that the next run removes.
-//! 3. *Applying{from, to}* is written, and the refs `livefs/live` (= from) and
-//!    `livefs/inprogress` (= to) pin both commits, so `ostree prune` or an
-//!    undeploy cannot take the objects a resume or a reset needs (`record_applying`).
+//! 3. An apply records its way back first (`way_back.rs`: where `/usr` was, the
+//!    layer that showed it, kept; its `/etc` journal, empty), in place of the last
+//!    apply's. Then *Applying{from, to}* (a rollback: *RollingBack*) is written,
+//!    and the refs `livefs/live` (= from) and `livefs/inprogress` (= to) pin both
+//!    commits, so `ostree prune` or an undeploy cannot take the objects a resume
+//!    or a reset needs (`record_applying`).
 //! 4. `/usr` switches in one mount operation (see `host/overlay.rs`): before it
 //!    `/usr` shows `from`, after it `to`, never a mix (`switch_usr`).
-//! 5. `/etc` is merged path by path, each change journaled first
-//!    (`etc-journal/`); a path that cannot be changed is reported and left as it
-//!    was (contained, never aborting the rest) (`follow_etc`).
+//! 5. `/etc` is merged path by path, each change journaled first (in the boot's
+//!    `etc-journal/` and the apply's own `etc-undo/`); a path that cannot be
+//!    changed is reported and left as it was (contained, never aborting the
+//!    rest); a rollback puts `etc-undo/` back instead, then forgets it (`follow_etc`).
 //! 6. Pending triggers, replaced files and changed units are recorded (`record_effects`).
-//! 7. *Live{to}* (or *Booted*) is written; the triggers run (a failed one stays
-//!    pending, tried at most 3 times); stale refs and layers are removed (`finish`).
+//! 7. *Live{to}* (or *Booted*) is written (a rollback's way back is forgotten:
+//!    taken once); the triggers run (a failed one stays pending, tried at most 3
+//!    times); stale refs and layers are removed, but the way back's (`finish`).
 //!
 //! Ways out, from each state found at start:
 //! - *Booted*, *Live*: any apply or reset.
@@ -53,6 +62,11 @@
 //!   reset, and the state still becomes *Booted*. Only over an ostree transient
 //!   unlock (written file by file) does a reset finish the interrupted apply
 //!   first.
+//! - *RollingBack{from, to}*: `livefs rollback`, and `livefs apply` (without
+//!   `--target`, or with `to`), finish it: switching `/usr` to the kept layer (or
+//!   the booted `/usr`) and putting `etc-undo/` back are idempotent, and the
+//!   journal goes last. `livefs reset` goes back to booted from it as from an
+//!   interrupted apply.
 //! - A state file that does not parse makes `apply` refuse and say so; `reset`
 //!   goes back from it as from an interrupted apply. One of another boot is
 //!   ignored.

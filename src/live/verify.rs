@@ -59,8 +59,9 @@ pub fn after_apply(s: &mut Session, o: &Outcome, checks: &Checks, options: Optio
         match health::decide(h.verdict, req.rollback) {
             Decision::RollBack => {
                 let failed = h.failures();
+                let units = h.units.iter().filter(|u| u.ok == Some(false)).map(|u| u.unit.clone()).collect();
                 let reason = format!("failed its health checks: {}", failed.join("; "));
-                let back = rollback::run(s, options, Cause::FailedChecks, reason, failed, "apply")?;
+                let back = rollback::run(s, options, Cause::FailedChecks, reason, (failed, units), "apply")?;
                 h.scripts = health::after(&ctx, req, false);
                 after.health = Some(h);
                 after.rolled_back = Some(back);
@@ -81,7 +82,8 @@ pub fn after_apply(s: &mut Session, o: &Outcome, checks: &Checks, options: Optio
             // No deadline, no safety net: the update does not stay unguarded.
             Err(e) => {
                 let reason = format!("cannot arm the confirmation deadline: {e:#}");
-                let back = rollback::run(s, options, Cause::Unconfirmed, reason.clone(), vec![reason], "apply")?;
+                let failed = (vec![reason.clone()], Vec::new());
+                let back = rollback::run(s, options, Cause::Unconfirmed, reason, failed, "apply")?;
                 after.rolled_back = Some(back);
             }
         }

@@ -8,14 +8,17 @@
 # them, not measured); (a) again with X-ReloadIfChanged=yes on the unit
 # (lighttpd's graceful reload instead of a restart); a socket-activated lighttpd
 # (port 8081, its .socket unchanged, its binary changed) through `livefs apply
-# --restart`: every request counted; (b) `systemctl soft-reboot` into the new
+# --restart`: every request counted; a broken build (X: lighttpd exits 1)
+# through `livefs apply --restart`, rolled back by its failed health check: the
+# outage from the broken restart until the previous build serves again;
+# (b) `systemctl soft-reboot` into the new
 # deployment (ostree admin prepare-soft-reboot); (c) a reboot into it (poweroff,
 # then QEMU boots the new entry at once: no firmware). Probes on the host
 # (127.0.0.1, QEMU forwarding to the guest's ports 80 and 8081) send GET /
 # every 10 ms all along; downtime = time from the first failed request of each
 # outage to the next answered one, summed over the step.
 # Usage: LIVEFS=BINARY [ROUNDS=N] downtime.sh. Prints the table; the last lines are
-#   downtime: livefs X s, restart-floor F s, soft-reboot Y s, reboot Z s
+#   downtime: livefs X s, restart-floor F s, rolled-back B s, soft-reboot Y s, reboot Z s
 #   socket-activated: N failed of M requests
 set -euo pipefail
 : "${LIVEFS:?}"
@@ -69,6 +72,7 @@ echo "downtime: booting the forky VM (${ACCEL[1]}); the guest builds and deploys
 STEPS=()
 for i in $(seq "$ROUNDS"); do STEPS+=("live-$i" "back-$i" "floor-$i"); done
 for i in $(seq "$ROUNDS"); do STEPS+=("reload-$i" "reload-back-$i"); done
+for i in $(seq "$ROUNDS"); do STEPS+=("broken-$i"); done
 STEPS+=(sa)
 for step in "${STEPS[@]}"; do
     wait_for "ready-$step"
@@ -127,7 +131,7 @@ def row(prefix):
     downs = [phase(at[f"{prefix}-{i}"], ends[f"{prefix}-{i}"])[0] for i in range(1, rounds + 1)]
     walls = [at[f"{prefix}-{i}-done"] - at[f"{prefix}-{i}"] for i in range(1, rounds + 1)]
     return statistics.median(downs), min(downs), max(downs), statistics.median(walls), downs
-live, floor, reload = row("live"), row("floor"), row("reload")
+live, floor, reload, broken = row("live"), row("floor"), row("reload"), row("broken")
 soft = phase(at["soft-reboot"], at["reboot"])
 reboot = phase(at["reboot"], at["end"])
 sa = [ok for t, ok in sa_probes if at["sa"] <= t < ends["sa"]]
@@ -136,19 +140,26 @@ print(f"{n} requests on port 80, one every 10 ms; downtime = failed or refused r
 print(f"{rounds} rounds a row; median [min-max]; 'command' = how long the command ran")
 print(f"{'':34} {'downtime median':>16} {'range':>17} {'command':>9} {'vs floor':>9}")
 for name, r in [("livefs apply --restart", live), ("restart floor (systemctl restart)", floor),
-                ("livefs apply, X-ReloadIfChanged", reload)]:
+                ("livefs apply, X-ReloadIfChanged", reload), ("broken build, rolled back", broken)]:
     ratio = f"{r[0] / floor[0]:.2f}x" if floor[0] else "-"
     print(f"{name:34} {r[0]:15.3f}s {r[1]:7.3f}s-{r[2]:7.3f}s {r[3]:8.2f}s {ratio:>9}")
 for name, p in [("systemctl soft-reboot", soft), ("reboot", reboot)]:
     ratio = f"{p[0] / live[0]:.0f}x livefs" if live[0] else "-"
     print(f"{name:34} {p[0]:15.3f}s {'(one run)':>17} {p[1]:8.2f}s {ratio:>9}")
 print("every round (s): " + "; ".join(f"{k} " + " ".join(f"{d:.3f}" for d in r[4])
-                                   for k, r in [("livefs", live), ("floor", floor), ("reload", reload)]))
+                                   for k, r in [("livefs", live), ("floor", floor), ("reload", reload),
+                                                ("rolled-back", broken)]))
+# The way back as livefs measured it (the guest logs each rollback's seconds).
+import re
+backs = [m.group(1) for m in (re.search(r" broken-\d+: rolled_back in ([0-9.]+) s", l) for l in open(sys.argv[5])) if m]
+print(f"the broken build was rolled back (exit status 5) in {len(backs)} of {rounds} rounds; "
+      f"livefs's way back took {', '.join(backs)} s; rolled back vs floor: "
+      + (f"{broken[0] / floor[0]:.2f}x (goal: at most 2x)" if floor[0] else "-"))
 # Whether the reload ran the new build (the guest logs both binaries' digests).
 runs = [l.split()[-4].rstrip(",") == l.split()[-1] for l in open(sys.argv[5]) if "C's is" in l]
 print(f"after the reload, lighttpd runs the new build in {sum(runs)} of {len(runs)} rounds "
       "(a graceful reload that does not re-execute keeps the old code: livefs still lists it as needing a restart)")
-print(f"downtime: livefs {live[0]:.3f} s, restart-floor {floor[0]:.3f} s, soft-reboot {soft[0]:.3f} s, reboot {reboot[0]:.3f} s")
+print(f"downtime: livefs {live[0]:.3f} s, restart-floor {floor[0]:.3f} s, rolled-back {broken[0]:.3f} s, soft-reboot {soft[0]:.3f} s, reboot {reboot[0]:.3f} s")
 print(f"socket-activated: {sum(1 for ok in sa if not ok)} failed of {len(sa)} requests")
 PY
 rm -f "$OUT/disk.qcow2"

@@ -10,7 +10,9 @@
 #     unit's own restart); reload-N / reload-back-N the same with
 #     X-ReloadIfChanged=yes on lighttpd; sa: a socket-activated lighttpd on
 #     port 8081 (its .socket unchanged, its binary changed) through
-#     `livefs apply --restart`; then, on go-soft, prepare a soft reboot into C
+#     `livefs apply --restart`; broken-N: `livefs apply --restart` of X = B
+#     with a lighttpd build that exits 1, rolled back by its failed health
+#     check (exit status 5); then, on go-soft, prepare a soft reboot into C
 #     and soft-reboot;
 #   2 (after the soft reboot, C): on go-reboot, leave C's kernel command line
 #     for the host and power off (the host boots it: a reboot);
@@ -90,6 +92,13 @@ case $phase in
     rm -rf /var/tmp/c
     ostree admin deploy --os=debian debian/os >/dev/null
     log "C deployed: $(cat commit-c)"
+    # X: B with a broken build of lighttpd (it exits 1), on a branch of its own.
+    rm -rf /var/tmp/x
+    ostree checkout --repo=/sysroot/ostree/repo "$B" /var/tmp/x
+    printf '#!/bin/sh\necho "lighttpd: a broken build" >&2\nexit 1\n' >/var/tmp/x/usr/sbin/lighttpd
+    ostree commit --repo=/sysroot/ostree/repo -b livefs/broken --link-checkout-speedup \
+        --add-metadata-string=version=broken -s "a broken lighttpd" --tree=dir=/var/tmp/x >commit-x
+    rm -rf /var/tmp/x
     rounds=$(cat rounds)
     for i in $(seq "$rounds"); do
         step "live-$i" "$L" apply --allow-replacement --restart
@@ -116,6 +125,11 @@ UNIT
     done
     rm -r /etc/systemd/system/lighttpd.service.d
     systemctl daemon-reload
+    for i in $(seq "$rounds"); do
+        step "broken-$i" "$L" apply --target "$(cat commit-x)" --allow-replacement --restart
+        back=$(sed -n 's/^Rolled back: .* in \([0-9.]*\) s (.*/\1/p' "$O/broken-$i.out")
+        log "broken-$i: rolled_back in ${back:-?} s, lighttpd $(lighttpd_exe)"
+    done
     socket_activated
     step sa "$L" apply --allow-replacement --restart
     log "C live, lighttpd $(lighttpd_exe)"

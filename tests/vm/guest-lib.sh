@@ -12,9 +12,9 @@ run() {
     "$@" >"$O/$name.out" 2>"$O/$name.err"
     echo $? >"$O/$name.rc"
 }
-# The web server's page, over loopback.
+# The web server's page, over loopback (port $1, default 80).
 http_get() {
-    exec 3<>/dev/tcp/127.0.0.1/80 || return 1
+    exec 3<>/dev/tcp/127.0.0.1/"${1:-80}" || return 1
     printf 'GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
     cat <&3
     exec 3>&-

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds (once, cached) the two Debian root filesystems of a VM test:
 #   A = a bootable OSTree system (systemd, linux-image-amd64, dracut with ostree's
-#       module; on bookworm also sshd and python3, for Ansible over SSH, and the
-#       message bus with pam_systemd, for logind and users' managers);
+#       module; on bookworm also sshd and python3, for Ansible over SSH, the
+#       message bus with pam_systemd, for logind and users' managers, and nginx,
+#       not enabled, on port 8081, serving a page from /usr: the server the
+#       rollback scenario breaks);
 #   B = A + a web server: lighttpd (nginx on forky-selinux: Debian's lighttpd
 #       runs a script of /usr/share at start, which refpolicy's httpd_t may not).
 # RELEASE is bookworm (Debian 12: ostree 2022.7, no composefs) or forky (ostree
@@ -43,11 +45,11 @@ B=$CACHE/rootfs-b
 # release's cache is rebuilt.
 case $RELEASE in
 bookworm)
-    VERSION=5
+    VERSION=6
     script=()
     drivers="virtio_blk virtio_pci virtio_net ext4"
     # The message bus and pam_systemd: logind, sessions' scopes, users' managers.
-    extra="openssh-server python3 dbus libpam-systemd"
+    extra="openssh-server python3 dbus libpam-systemd nginx"
     ;;
 forky)
     VERSION=3
@@ -98,6 +100,18 @@ if [ "$(cat "$A.done" 2>/dev/null)" != "$VERSION" ]; then
         in_chroot "$A" semodule -n -i /tmp/livefs-vm-local.cil >"$CACHE/semodule.log" 2>&1 ||
             { tail -20 "$CACHE/semodule.log" >&2; exit 1; }
         rm "$A/tmp/livefs-vm-local.cil"
+    fi
+    if [ "$RELEASE" = bookworm ]; then
+        # nginx: started by the scenario that needs it, on a port of its own
+        # (B's lighttpd has 80), serving a page from /usr.
+        rm -f "$A/etc/systemd/system/multi-user.target.wants/nginx.service"
+        sed -i -e 's/listen 80 default_server;/listen 8081 default_server;/' \
+            -e 's/listen \[::\]:80 default_server;/listen [::]:8081 default_server;/' \
+            -e 's|^\(\s*root\) /var/www/html;|\1 /usr/share/livefs-demo/nginx;|' "$A/etc/nginx/sites-available/default"
+        grep -q 'listen 8081 default_server;' "$A/etc/nginx/sites-available/default"
+        grep -q 'root /usr/share/livefs-demo/nginx;' "$A/etc/nginx/sites-available/default"
+        mkdir -p "$A/usr/share/livefs-demo/nginx"
+        echo '<h1>served by nginx, the booted build</h1>' >"$A/usr/share/livefs-demo/nginx/index.html"
     fi
     kver=$(ls "$A/lib/modules")
     # A generic initramfs (not host-only: the VM is not this machine) with ostree's module.

@@ -204,6 +204,11 @@ mod tests {
             fixture!("restart", |out, j| restart(out, &parse(j))),
             fixture!("auto-left", |out, j| auto_run(out, &parse(j), "Automatic run:")),
             fixture!("auto-refused", |out, j| auto_run(out, &parse(j), "Automatic run:")),
+            fixture!("applied-rolled-back", |out, j| applied(out, &parse(j))),
+            fixture!("applied-dry", |out, j| applied(out, &parse(j))),
+            fixture!("rollback", |out, j| rolled_back(out, &parse(j))),
+            fixture!("status-way-back", |out, j| status(out, &parse(j))),
+            fixture!("status-damaged", |out, j| status(out, &parse(j))),
         ];
         let bless = std::env::var_os("LIVEFS_BLESS").is_some();
         let mut wrong = Vec::new();
@@ -238,5 +243,10 @@ mod tests {
         same::<RestartOutcome>(include_str!("../fixtures/restart.json"));
         same::<AutoRun>(include_str!("../fixtures/auto-left.json"));
         same::<AutoRun>(include_str!("../fixtures/auto-refused.json"));
+        same::<crate::live::Applied>(include_str!("../fixtures/applied-rolled-back.json"));
+        same::<crate::live::Applied>(include_str!("../fixtures/applied-dry.json"));
+        same::<crate::live::rollback::RolledBack>(include_str!("../fixtures/rollback.json"));
+        same::<Status>(include_str!("../fixtures/status-way-back.json"));
+        same::<Status>(include_str!("../fixtures/status-damaged.json"));
     }
 }

@@ -49,6 +49,8 @@ def run_livefs(module, *args):
 def fail_on_error(module, rc, doc, err):
     """Fails the module when livefs answered with an error document."""
     if isinstance(doc, dict) and 'error' in doc and 'kind' in doc:
-        module.fail_json(msg=doc['error'], kind=doc['kind'], rc=rc, stderr=err)
+        # A rolled-back update's document says what failed and what was undone.
+        extra = dict(outcome=doc) if len(doc) > 2 else {}
+        module.fail_json(msg=doc['error'], kind=doc['kind'], rc=rc, stderr=err, **extra)
     if rc != 0:
         module.fail_json(msg='livefs failed (exit status %d)' % rc, rc=rc, stderr=err, outcome=doc)

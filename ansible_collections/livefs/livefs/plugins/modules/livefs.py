@@ -20,6 +20,10 @@ description:
     and nothing changes. In diff mode the before and after commits and the paths of C(/usr) are shown.
   - An update that needs more than O(max_strategy) (a soft reboot, a reboot) is refused before anything
     changes; the result then says what it needs. Use RV(needs_reboot) to reboot only the hosts that need it.
+  - After an update, livefs checks its health (the units it acted on, greenboot's checks, O(checks)); an
+    update that fails them is rolled back at once and the task fails with kind C(rolled_back).
+  - With O(confirm_within), the update is rolled back by the host itself unless confirmed in time; the
+    module confirms it over a new connection (proof that the host is still reachable), as deploy-rs does.
 version_added: 0.1.0
 author: livefs developers (@livefs)
 options:
@@ -29,8 +33,11 @@ options:
       - V(reset) brings C(/usr) and C(/etc) back to the booted commit.
       - V(restarted) restarts, reloads, stops and starts units as a boot would, for what earlier live updates
         of this boot changed.
+      - V(rolled_back) undoes the last live update (C(livefs rollback)), back to the previous live commit, or
+        to the booted one.
+      - V(confirmed) keeps an update applied with O(confirm_within) (C(livefs confirm)).
     type: str
-    choices: [live, reset, restarted]
+    choices: [live, reset, restarted, rolled_back, confirmed]
     default: live
   target:
     description:
@@ -55,6 +62,31 @@ options:
     type: str
     choices: [live, soft-reboot, reboot]
     default: reboot
+  checks:
+    description:
+      - More required health checks after the update (C(--check)), shell commands that must exit 0, or the
+        update is rolled back.
+    type: list
+    elements: str
+    default: []
+  settle:
+    description:
+      - How long, in seconds, the units the update acted on must stay up (C(--settle)).
+    type: int
+    default: 10
+  rollback:
+    description:
+      - Roll an update that fails its health checks back. With V(false) it is kept and the task fails with
+        kind C(check_failed).
+    type: bool
+    default: true
+  confirm_within:
+    description:
+      - Seconds within which the update must be confirmed, or the host rolls it back by itself (a systemd timer,
+        whatever happens to the connection). The module confirms it over a new connection once the apply
+        returned; if the host cannot be reached, the task fails and the host rolls back at the deadline.
+      - Only with O(state=live), and not in check mode.
+    type: int
 extends_documentation_fragment:
   - livefs.livefs.livefs
 attributes:
@@ -86,6 +118,19 @@ EXAMPLES = r'''
 - name: Only updates that go live whole
   livefs.livefs.livefs:
     max_strategy: live
+
+- name: Apply, and keep it only if the host is still reachable over a new connection within 2 minutes
+  livefs.livefs.livefs:
+    allow_replacement: true
+    restart: true
+    confirm_within: 120
+    checks:
+      - curl -fsS http://localhost/health
+
+- name: Undo the last live update
+  livefs.livefs.livefs:
+    state: rolled_back
+    restart: true
 
 - name: Go back to the booted commit
   livefs.livefs.livefs:
@@ -145,9 +190,26 @@ etc:
   type: list
   elements: dict
 kind:
-  description: Why livefs failed (or V(no_pending) when nothing was pending).
-  returned: on failure, and when nothing was pending
+  description: Why livefs failed (V(rolled_back) when the update failed its health checks and was rolled back),
+    or V(no_pending) when nothing was pending, V(no_rollback) when nothing was left to roll back.
+  returned: on failure, and when there was nothing to do
   type: str
+health:
+  description: The health checks after the update (units, greenboot's checks, O(checks)) and their verdict.
+  returned: when O(state=live) and the update changed the host
+  type: dict
+confirm:
+  description: The confirmation awaited (O(confirm_within)), with its deadline and the host's timer.
+  returned: when O(confirm_within) is set
+  type: dict
+confirmed:
+  description: Whether the update was confirmed over a new connection.
+  returned: when O(confirm_within) is set
+  type: bool
+rolled_back:
+  description: The rollback taken (O(state=rolled_back)), or the one a failed health check led to.
+  returned: when a rollback was taken
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -187,16 +249,25 @@ def diff_of(outcome):
     }
 
 
+def live_args(p):
+    """livefs apply's arguments for the module's parameters."""
+    args = ['apply', '--max-strategy', p['max_strategy'], '--settle', str(p['settle'])]
+    if p['target']:
+        args += ['--target', p['target']]
+    if p['allow_replacement']:
+        args.append('--allow-replacement')
+    for check in p['checks']:
+        args += ['--check', check]
+    if not p['rollback']:
+        args.append('--no-rollback')
+    if p['confirm_within']:
+        args += ['--confirm-within', str(p['confirm_within'])]
+    return args
+
+
 def transition(module, result):
     p = module.params
-    if p['state'] == 'live':
-        args = ['apply', '--max-strategy', p['max_strategy']]
-        if p['target']:
-            args += ['--target', p['target']]
-        if p['allow_replacement']:
-            args.append('--allow-replacement')
-    else:
-        args = ['reset']
+    args = live_args(p) if p['state'] == 'live' else ['reset']
     if p['restart']:
         args.append('--restart')
     if module.check_mode:
@@ -219,8 +290,37 @@ def transition(module, result):
     )
     if doc.get('restart'):
         result['restarted'] = doc['restart'].get('actions', [])
+    for key in ('health', 'confirm'):
+        if doc.get(key):
+            result[key] = doc[key]
     if module._diff and result['changed']:
         result['diff'] = diff_of(doc)
+
+
+def rolled_back(module, result):
+    args = ['rollback'] + (['--restart'] if module.params['restart'] else [])
+    if module.check_mode:
+        args.append('--dry-run')
+    rc, doc, err = run_livefs(module, *args)
+    if doc.get('kind') == 'no_rollback' and 'error' not in doc:
+        result.update(changed=False, kind='no_rollback', msg=doc.get('reason'))
+        return
+    fail_on_error(module, rc, doc, err)
+    outcome = doc['outcome']
+    result.update(
+        rolled_back=doc,
+        changed=not module.check_mode or bool(outcome.get('plan') or outcome.get('etc_restored')),
+        state=outcome['state'],
+        needs_restart=outcome.get('restarts', {}),
+    )
+    if outcome.get('restart'):
+        result['restarted'] = outcome['restart'].get('actions', [])
+
+
+def confirmed(module, result):
+    rc, doc, err = run_livefs(module, 'confirm')
+    fail_on_error(module, rc, doc, err)
+    result.update(changed=doc['changed'], confirmed=doc['changed'], outcome=doc)
 
 
 def restarted(module, result):
@@ -238,21 +338,26 @@ def restarted(module, result):
 
 def main():
     argument_spec = dict(
-        state=dict(type='str', default='live', choices=['live', 'reset', 'restarted']),
+        state=dict(type='str', default='live', choices=['live', 'reset', 'restarted', 'rolled_back', 'confirmed']),
         target=dict(type='str'),
         allow_replacement=dict(type='bool', default=False),
         restart=dict(type='bool', default=False),
         max_strategy=dict(type='str', default='reboot', choices=['live', 'soft-reboot', 'reboot']),
+        checks=dict(type='list', elements='str', default=[]),
+        settle=dict(type='int', default=10),
+        rollback=dict(type='bool', default=True),
+        confirm_within=dict(type='int'),
     )
     argument_spec.update(COMMON_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if module.params['target'] and module.params['state'] != 'live':
-        module.fail_json(msg='target is only for state=live')
+    for option in ('target', 'confirm_within'):
+        if module.params[option] and module.params['state'] != 'live':
+            module.fail_json(msg='%s is only for state=live' % option)
+    if module.params['confirm_within'] and module.check_mode:
+        module.fail_json(msg='confirm_within cannot be checked: a dry run applies nothing to confirm')
     result = dict(changed=False, needs_reboot=False, soft_reboot_capable=False)
-    if module.params['state'] == 'restarted':
-        restarted(module, result)
-    else:
-        transition(module, result)
+    actions = dict(restarted=restarted, rolled_back=rolled_back, confirmed=confirmed)
+    actions.get(module.params['state'], transition)(module, result)
     module.exit_json(**result)
 
 
