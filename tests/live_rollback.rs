@@ -188,7 +188,7 @@ fn failed_checks_roll_back_and_wanted_ones_warn() {
     assert!(t.contains("Health:      FAILED: /etc/greenboot/check/required.d/20-probe.sh: exit status 1"), "{t}");
     assert!(t.contains(&format!("Rolled back: {} -> {} in ", &v2[..12], &sys.booted[..12])), "{t}");
     assert!(
-        text("rolled.err").contains("livefs: error: the update failed its health checks"),
+        text("rolled.err").contains("livefs: error: the update was rolled back: it failed its health checks"),
         "{}",
         text("rolled.err")
     );

@@ -346,7 +346,7 @@ fn applied_output(json: bool, a: &crate::live::Applied) -> anyhow::Result<()> {
 /// Why an apply's checks failed it, and the kind: rolled back, or kept (`--no-rollback`).
 fn health_failure(a: &crate::live::Applied) -> Option<(String, Kind)> {
     if let Some(back) = &a.after.rolled_back {
-        return Some((format!("the update {} and was rolled back", back.reason), Kind::RolledBack));
+        return Some((format!("the update was rolled back: it {}", back.reason), Kind::RolledBack));
     }
     let h = a.after.health.as_ref().filter(|h| h.verdict == crate::health::Verdict::Failed)?;
     Some((

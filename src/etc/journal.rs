@@ -303,13 +303,19 @@ pub fn restore(run: &RunDir, etc: BorrowedFd<'_>) -> anyhow::Result<Restored> {
     let index = journal.load()?;
     let (out, keep) = put_back(&journal, etc, &index);
     forget_undo(run)?;
+    keep_only(run, journal, BOOT, &keep)?;
+    Ok(out)
+}
+
+/// Leaves in journal `name` only the entries `keep` (what could not be put
+/// back, for the next try); none: the journal goes.
+fn keep_only(run: &RunDir, journal: Journal, name: &str, keep: &[JournalEntry]) -> anyhow::Result<()> {
     if keep.is_empty() {
         drop(journal);
-        run.remove(BOOT)?;
+        run.remove(name)
     } else {
-        journal.save(&keep)?;
+        journal.save(keep)
     }
-    Ok(out)
 }
 
 /// Undoes the last apply in `/etc`: every path its journal holds is put back as
@@ -334,12 +340,7 @@ pub fn undo(run: &RunDir, etc: BorrowedFd<'_>) -> anyhow::Result<Restored> {
             boot.save(&boot_index)?;
         }
     }
-    if keep.is_empty() {
-        drop(journal);
-        run.remove(UNDO)?;
-    } else {
-        journal.save(&keep)?;
-    }
+    keep_only(run, journal, UNDO, &keep)?;
     Ok(out)
 }
 

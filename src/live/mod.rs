@@ -75,7 +75,7 @@ pub fn apply(paths: &Paths, req: &ApplyRequest) -> anyhow::Result<Applied> {
     let outcome = run_step(&mut s, Command::Apply { target }, limits, req.options)?;
     let after = match finishing_rollback {
         true => After::default(),
-        false => verify::after_apply(&mut s, &outcome, &req.checks, req.options)?,
+        false => verify::after_apply(&mut s, &outcome, &req.checks, req.options, "apply")?,
     };
     Ok(Applied { outcome, after })
 }

@@ -39,10 +39,17 @@ fn watched(o: &Outcome) -> Vec<Watched> {
     health::units::to_watch(a, socket_of)
 }
 
-/// Checks the system `s` after the apply that gave `o`, and keeps, warns or
-/// rolls back as the verdict and `checks` say. Nothing is checked when the
-/// apply changed nothing; a dry run says what would be checked.
-pub fn after_apply(s: &mut Session, o: &Outcome, checks: &Checks, options: Options) -> anyhow::Result<After> {
+/// Checks the system `s` after the apply that gave `o` (run by `command`:
+/// `apply`, `auto`), and keeps, warns or rolls back as the verdict and `checks`
+/// say. Nothing is checked when the apply changed nothing; a dry run says what
+/// would be checked.
+pub fn after_apply(
+    s: &mut Session,
+    o: &Outcome,
+    checks: &Checks,
+    options: Options,
+    command: &str,
+) -> anyhow::Result<After> {
     let mut after = After::default();
     let req = &checks.health;
     let root = s.host.paths.root.clone();
@@ -61,7 +68,7 @@ pub fn after_apply(s: &mut Session, o: &Outcome, checks: &Checks, options: Optio
                 let failed = h.failures();
                 let units = h.units.iter().filter(|u| u.ok == Some(false)).map(|u| u.unit.clone()).collect();
                 let reason = format!("failed its health checks: {}", failed.join("; "));
-                let back = rollback::run(s, options, Cause::FailedChecks, reason, (failed, units), "apply")?;
+                let back = rollback::run(s, options, Cause::FailedChecks, reason, (failed, units), command)?;
                 h.scripts = health::after(&ctx, req, false);
                 after.health = Some(h);
                 after.rolled_back = Some(back);
@@ -83,7 +90,7 @@ pub fn after_apply(s: &mut Session, o: &Outcome, checks: &Checks, options: Optio
             Err(e) => {
                 let reason = format!("cannot arm the confirmation deadline: {e:#}");
                 let failed = (vec![reason.clone()], Vec::new());
-                let back = rollback::run(s, options, Cause::Unconfirmed, reason, failed, "apply")?;
+                let back = rollback::run(s, options, Cause::Unconfirmed, reason, failed, command)?;
                 after.rolled_back = Some(back);
             }
         }

@@ -10,16 +10,6 @@
 #      -> not applied, livefs-auto.service failed
 # Each step's times and outputs land in out/; transcript.txt tells the story.
 . /run/livefs-vm/guest-lib.sh
-T=$O/transcript.txt
-say() { echo "$*" >>"$T"; }
-shown() {
-    say "# $*"
-    "$@" >>"$T" 2>&1
-    say "(exit status $?)"
-}
-now() { date +%s.%N; }
-# $1 - $2, in seconds with one decimal.
-minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f\n", a - b }'; }
 # Waits (at most 60 s) until the automatic run recorded a run for commit $1 and
 # its service is no longer running; prints the seconds since $2.
 wait_auto() {

@@ -5,6 +5,18 @@ cd /run/livefs-vm
 O=$PWD/out
 L=$PWD/livefs
 A=$(cat commit-a)
+# The story of a scenario, for people: transcript.txt, each command shown with
+# its output and exit status.
+T=$O/transcript.txt
+say() { echo "$*" >>"$T"; }
+shown() {
+    say "# $*"
+    "$@" >>"$T" 2>&1
+    say "(exit status $?)"
+}
+now() { date +%s.%N; }
+# $1 - $2, in seconds with one decimal.
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f\n", a - b }'; }
 # Runs a command; its stdout, stderr and exit status land in out/NAME.{out,err,rc}.
 run() {
     local name=$1

@@ -13,22 +13,13 @@
 #      and does not apply it again on the next trigger.
 . /run/livefs-vm/guest-lib.sh
 B=$(cat commit-b)
-T=$O/transcript.txt
-say() { echo "$*" >>"$T"; }
-shown() {
-    say "# $*"
-    "$@" >>"$T" 2>&1
-    say "(exit status $?)"
-}
-now() { date +%s.%N; }
-minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f\n", a - b }'; }
 REPO=/ostree/repo
 W=/var/tmp/livefs-rollback
 mkdir -p "$W"
 # A commit: $1 (the parent) with the files of directory $2 on top; version $3.
 commit_on() {
     ostree commit --repo=$REPO -b livefs-rollback/os --tree=ref="$1" --tree=dir="$2" \
-        --add-metadata-string=version="$3" -s "livefs rollback VM $3" --owner-uid=0 --owner-gid=0
+        --add-metadata-string=version="$3" -s "livefs rollback VM $3"
 }
 # A program $2 that prints $3, in directory $1.
 program() {
@@ -72,7 +63,7 @@ printf 'echo green >> /run/livefs-green\n' >$G/green.d/10-green.sh
 printf 'test -e /run/livefs-vm-healthy || { echo "marker missing: unhealthy"; exit 1; }\n' \
     >$G/check/required.d/10-marker.sh
 D=$(program "$W/d" livefs-vm-new "new program of D"; commit_on "$A" "$W/d" 4)
-run required "$L" apply --target "$D" --json
+run required "$L" apply --allow-replacement --target "$D" --json
 cp /run/livefs-red "$O/red.txt"
 shown cat /run/livefs-red
 test -e /usr/bin/livefs-vm-new; echo $? >"$O/required-program-gone"
@@ -81,7 +72,7 @@ run status-required-json "$L" status --json
 say "## 3. a wanted greenboot check fails: kept, with a warning; green.d runs"
 rm $G/check/required.d/10-marker.sh
 printf 'echo "a wanted check is unhappy"; exit 1\n' >$G/check/wanted.d/20-wanted.sh
-run wanted "$L" apply --target "$D"
+run wanted "$L" apply --allow-replacement --target "$D"
 cp /run/livefs-green "$O/green.txt"
 shown cat "$O/wanted.out" "$O/wanted.err" /run/livefs-green
 /usr/bin/livefs-vm-new >"$O/wanted-program.txt" 2>&1

@@ -154,7 +154,7 @@ pub fn run(
     let result = super::run_step(&mut s, Command::Apply { target: None }, policy.limits(), options);
     let checks = Checks { health: policy.checks(), confirm_within: None };
     let after = match &result {
-        Ok(o) => super::verify::after_apply(&mut s, o, &checks, options)?,
+        Ok(o) => super::verify::after_apply(&mut s, o, &checks, options, "auto")?,
         Err(_) => After::default(),
     };
     let mut run = AutoRun {

@@ -117,6 +117,13 @@ pub fn of(assignments: &[Assignment]) -> Policy {
             ))
         };
         let yes_no = |b: bool| if b { "yes" } else { "no" };
+        // A boolean key: its value, or (said) its default.
+        let flag = |default: bool| {
+            conf::boolean(&a.value).unwrap_or_else(|| {
+                bad("a boolean", yes_no(default));
+                default
+            })
+        };
         match a.key.as_str() {
             "MaxStrategy" => {
                 p.max_strategy = tier(&a.value).unwrap_or_else(|| {
@@ -124,30 +131,10 @@ pub fn of(assignments: &[Assignment]) -> Policy {
                     defaults.max_strategy
                 })
             }
-            "AllowReplacement" => {
-                p.allow_replacement = conf::boolean(&a.value).unwrap_or_else(|| {
-                    bad("a boolean", yes_no(defaults.allow_replacement));
-                    defaults.allow_replacement
-                })
-            }
-            "Restart" => {
-                p.restart = conf::boolean(&a.value).unwrap_or_else(|| {
-                    bad("a boolean", yes_no(defaults.restart));
-                    defaults.restart
-                })
-            }
-            "Check" => {
-                p.check = conf::boolean(&a.value).unwrap_or_else(|| {
-                    bad("a boolean", yes_no(defaults.check));
-                    defaults.check
-                })
-            }
-            "Rollback" => {
-                p.rollback = conf::boolean(&a.value).unwrap_or_else(|| {
-                    bad("a boolean", yes_no(defaults.rollback));
-                    defaults.rollback
-                })
-            }
+            "AllowReplacement" => p.allow_replacement = flag(defaults.allow_replacement),
+            "Restart" => p.restart = flag(defaults.restart),
+            "Check" => p.check = flag(defaults.check),
+            "Rollback" => p.rollback = flag(defaults.rollback),
             "Settle" => {
                 p.settle = seconds(&a.value).unwrap_or_else(|| {
                     bad("a number of seconds", &defaults.settle.to_string());

@@ -265,18 +265,28 @@ def live_args(p):
     return args
 
 
-def transition(module, result):
-    p = module.params
-    args = live_args(p) if p['state'] == 'live' else ['reset']
-    if p['restart']:
+def run_changing(module, result, args, nothing):
+    """Runs livefs ARGS (--restart, --dry-run as the module's parameters say);
+    returns its document, or None when livefs had nothing to do (kind NOTHING),
+    which the result then says. Fails the module on an error."""
+    if module.params['restart']:
         args.append('--restart')
     if module.check_mode:
         args.append('--dry-run')
     rc, doc, err = run_livefs(module, *args)
-    if doc.get('kind') == 'no_pending' and 'error' not in doc:
-        result.update(changed=False, kind='no_pending', msg=doc.get('reason'))
-        return
+    if doc.get('kind') == nothing and 'error' not in doc:
+        result.update(changed=False, kind=nothing, msg=doc.get('reason'))
+        return None
     fail_on_error(module, rc, doc, err)
+    return doc
+
+
+def transition(module, result):
+    p = module.params
+    args = live_args(p) if p['state'] == 'live' else ['reset']
+    doc = run_changing(module, result, args, 'no_pending')
+    if doc is None:
+        return
     strategy = doc.get('strategy', {})
     result.update(
         outcome=doc,
@@ -298,14 +308,9 @@ def transition(module, result):
 
 
 def rolled_back(module, result):
-    args = ['rollback'] + (['--restart'] if module.params['restart'] else [])
-    if module.check_mode:
-        args.append('--dry-run')
-    rc, doc, err = run_livefs(module, *args)
-    if doc.get('kind') == 'no_rollback' and 'error' not in doc:
-        result.update(changed=False, kind='no_rollback', msg=doc.get('reason'))
+    doc = run_changing(module, result, ['rollback'], 'no_rollback')
+    if doc is None:
         return
-    fail_on_error(module, rc, doc, err)
     outcome = doc['outcome']
     result.update(
         rolled_back=doc,
