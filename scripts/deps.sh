@@ -148,6 +148,34 @@ PY
     fi
 }
 
+# composefs-rs's tools, from crates.io, built once and cached beside the VM
+# images (LIVEFS_COMPOSEFS_TOOLS overrides where): cfsctl (without its default
+# features: OCI, containers-storage, FUSE are not needed to make repositories
+# and images, mount them and compute kernel arguments) makes the composefs
+# repositories and images the tests read, as bootc's native backend does;
+# composefs-setup-root is the initramfs side of the VM test's composefs boot.
+# They link libssl (its headers and pkg-config to build).
+LIVEFS_COMPOSEFS_VERSION=0.9.4
+LIVEFS_COMPOSEFS_TOOLS=${LIVEFS_COMPOSEFS_TOOLS:-/var/cache/livefs-test/composefs-$LIVEFS_COMPOSEFS_VERSION}
+livefs_composefs_tools() {
+    local bin=$LIVEFS_COMPOSEFS_TOOLS/bin crate
+    for crate in composefs-ctl:cfsctl composefs-setup-root:composefs-setup-root; do
+        [ -x "$bin/${crate#*:}" ] && continue
+        livefs_need pkg-config pkg-config
+        [ -e /usr/include/openssl/ssl.h ] || livefs_apt_install libssl-dev
+        [ -e /usr/include/openssl/ssl.h ] || { echo "livefs: libssl-dev's headers are missing" >&2; exit 1; }
+        echo "livefs: building ${crate%%:*} $LIVEFS_COMPOSEFS_VERSION from crates.io into $LIVEFS_COMPOSEFS_TOOLS (once)" >&2
+        CARGO_TARGET_DIR=$LIVEFS_COMPOSEFS_TOOLS/target cargo install -q "${crate%%:*}" \
+            --version "$LIVEFS_COMPOSEFS_VERSION" --locked --no-default-features --root "$LIVEFS_COMPOSEFS_TOOLS" ||
+            { echo "livefs: cargo install ${crate%%:*} failed" >&2; exit 1; }
+    done
+    rm -rf "$LIVEFS_COMPOSEFS_TOOLS/target"
+    for c in cfsctl composefs-setup-root; do
+        [ -x "$bin/$c" ] || { echo "livefs: $c is missing after installing (in $bin)" >&2; exit 1; }
+    done
+    export LIVEFS_CFSCTL=$bin/cfsctl LIVEFS_COMPOSEFS_SETUP_ROOT=$bin/composefs-setup-root
+}
+
 # The build every script ships, tests and measures: on a glibc host, livefs is
 # linked statically (static-pie). It then starts in 1.0 ms instead of 1.4 (no
 # dynamic loading of libc and libgcc_s; a third of a `livefs diff`), and keeps

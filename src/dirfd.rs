@@ -128,6 +128,17 @@ pub fn read(dir: BorrowedFd<'_>, rel: &str) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Reads a whole file at `rel` beneath `dir`, following symlinks that stay
+/// beneath it (a composefs repository's `images/HEX` → `../objects/XX/REST`),
+/// never one that leaves it.
+pub fn read_following(dir: BorrowedFd<'_>, rel: &str) -> std::io::Result<Vec<u8>> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let fd = openat2(dir, rel, flags, ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS)?;
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut out)?;
+    Ok(out)
+}
+
 /// A file of `dir`, not following a symlink; `None` when it does not exist.
 pub fn read_optional(dir: BorrowedFd<'_>, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
     match read(dir, name) {

@@ -161,7 +161,7 @@ fn hostile_and_malformed_trees() {
     // A dirmeta that is not a directory is refused by the reader.
     let bad_meta = craft::store(&repo, "dirmeta", &craft::dirmeta(0, 0, 0o100644), None);
     let r = livefs::repo::Repo::open(&repo).unwrap();
-    let err = format!("{:#}", r.read_dirmeta(livefs::repo::Checksum(bad_meta)).unwrap_err());
+    let err = format!("{:#}", r.read_dirmeta(livefs::repo::Checksum::sha256(bad_meta)).unwrap_err());
     assert!(err.contains("is malformed: dirmeta mode is not a directory"), "{err}");
     let junk = craft::store(&repo, "commit", b"\x00\x01\x02", None);
     craft::set_ref(&repo, "junk", &junk);

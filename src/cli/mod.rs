@@ -474,7 +474,7 @@ mod tests {
 
     #[test]
     fn errors_map_to_kinds_and_exit_statuses() {
-        let c = Checksum([0xc0; 32]);
+        let c = Checksum::sha256([0xc0; 32]);
         let io = || anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EACCES));
         let uncarriable = || Uncarriable { path: "/usr/local".into(), why: "no /usr/local".into() };
         let busy = || crate::host::rundir::Busy { lock: "/run/livefs/lock".into(), waited: 60 };

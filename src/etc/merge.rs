@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn each_path_is_decided_from_what_etc_holds() {
-        let c = |b| Checksum([b; 32]);
+        let c = |b| Checksum::sha256([b; 32]);
         let (f1, f2) = (NodeKind::File(c(1)), NodeKind::File(c(2)));
         let (d1, d2) = (NodeKind::Dir { tree: c(3), meta: c(4) }, NodeKind::Dir { tree: c(3), meta: c(5) });
         let here = |parent, as_target, as_source| Found::Here { parent, as_target, as_source };

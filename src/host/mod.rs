@@ -62,26 +62,34 @@ impl Host {
     /// (waiting up to `wait` for another livefs, [`rundir::Busy`] after), then
     /// reads the deployments, the mount table and how `/usr` is mounted.
     pub fn lock(paths: &Paths, wait: std::time::Duration) -> anyhow::Result<Host> {
-        // Not an OSTree host: refused before anything (the records directory) is created.
-        booted::BootRecord::read(&paths.root)?;
+        // Not an OSTree host: refused before anything (the records directory) is
+        // created. The record is the initramfs's, written once a boot: read once.
+        let boot = booted::BootRecord::read(&paths.root)?;
         let root = crate::dirfd::open_dir_path(&paths.root)?;
         let run = RunDir::new(root.as_fd(), &paths.root)?;
         let lock = run.lock(wait)?;
         // A mount table read before the lock may predate another livefs's switch.
         mounts::changed();
-        Host::load(paths, root, run, Some(lock))
+        Host::load(paths, boot, root, run, Some(lock))
     }
 
     /// Opens the host to read it (`status`), without the lock: it may change
     /// under a reader, who changes nothing.
     pub fn read_only(paths: &Paths) -> anyhow::Result<Host> {
+        let boot = booted::BootRecord::read(&paths.root)?;
         let root = crate::dirfd::open_dir_path(&paths.root)?;
         let run = RunDir::new(root.as_fd(), &paths.root)?;
-        Host::load(paths, root, run, None)
+        Host::load(paths, boot, root, run, None)
     }
 
-    fn load(paths: &Paths, root: OwnedFd, run: RunDir, lock: Option<rundir::Lock>) -> anyhow::Result<Host> {
-        let system = System::load(&paths.root, &paths.sysroot)?;
+    fn load(
+        paths: &Paths,
+        boot: booted::BootRecord,
+        root: OwnedFd,
+        run: RunDir,
+        lock: Option<rundir::Lock>,
+    ) -> anyhow::Result<Host> {
+        let system = System::load(&paths.root, &paths.sysroot, boot)?;
         let usr = UsrState::detect(&paths.root, &system.booted.path)?;
         Ok(Host { paths: paths.clone(), root, run, system, usr, etc: OnceCell::new(), lock })
     }

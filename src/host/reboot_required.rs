@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn the_lines_say_what_the_live_state_and_the_pending_deployment_leave() {
-        let commit = Checksum([0xab; 32]);
+        let commit = Checksum::sha256([0xab; 32]);
         let record = Record {
             live: vec!["the C library".into()],
             pending: Some(Left { commit, reasons: vec!["a new kernel (6.1.0-99)".into()] }),

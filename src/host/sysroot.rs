@@ -96,10 +96,9 @@ pub enum SystemError {
 }
 
 impl System {
-    /// Reads the deployments under `sysroot` and identifies those of `root`,
-    /// holding ostree's sysroot lock while reading.
-    pub fn load(root: &Path, sysroot: &Path) -> anyhow::Result<System> {
-        let boot = BootRecord::read(root)?;
+    /// Reads the deployments under `sysroot` and identifies those of `root`
+    /// (which booted as `boot` says), holding ostree's sysroot lock while reading.
+    pub fn load(root: &Path, sysroot: &Path, boot: BootRecord) -> anyhow::Result<System> {
         // One spelling of every path under the sysroot (layers are matched against
         // the overlays' lowerdir= by path).
         let sysroot =

@@ -68,13 +68,13 @@ pub enum EtcMode {
 }
 
 /// The step a command takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Take `/usr` from `from` to `to` and `/etc` along (`etc`). `finish_first`:
     /// an interrupted transition to complete before (over a write-through
     /// unlock, where `/usr` may show a mix). `resumed`: the step is (or
     /// completes) an interrupted one.
-    Transition { from: Checksum, to: Checksum, etc: EtcMode, finish_first: Option<Finish>, resumed: bool },
+    Transition { from: Checksum, to: Checksum, etc: EtcMode, finish_first: Option<Box<Finish>>, resumed: bool },
     /// Act on units as a boot would (`livefs restart`).
     Activate,
 }
@@ -214,7 +214,7 @@ fn apply(target: Option<Checksum>, f: &Facts) -> Result<Step, Refusal> {
 }
 
 /// `/usr` from `from` back to `to`, `/etc` undone from the last apply's journal.
-fn undo(from: Checksum, to: Checksum, finish_first: Option<Finish>, resumed: bool) -> Step {
+fn undo(from: Checksum, to: Checksum, finish_first: Option<Box<Finish>>, resumed: bool) -> Step {
     Step::Transition { from, to, etc: EtcMode::Undo, finish_first, resumed }
 }
 
@@ -230,7 +230,7 @@ fn rollback(dry_run: bool, f: &Facts) -> Result<Step, Refusal> {
         // over a write-through unlock it may be a mix: the apply is finished first.
         LiveState::Applying { from, to } if way_back == Some((from, to)) => match (f.write_through, dry_run) {
             (false, _) => Ok(undo(to, from, None, true)),
-            (true, false) => Ok(undo(to, from, Some(Finish { from, to, etc: EtcMode::Merge }), true)),
+            (true, false) => Ok(undo(to, from, Some(Box::new(Finish { from, to, etc: EtcMode::Merge })), true)),
             (true, true) => Err(Refusal::InterruptedDryRun),
         },
         LiveState::Applying { to, .. } if to == f.booted => Err(Refusal::InterruptedReset),
@@ -253,9 +253,11 @@ fn reset(dry_run: bool, f: &Facts) -> Result<Step, Refusal> {
         // /usr shows one whole tree: going back needs no forward step, and /etc
         // comes back from its journal.
         LiveState::Applying { to, .. } | LiveState::RollingBack { to, .. } if !f.write_through => back(to, None, false),
-        LiveState::Applying { from, to } if !dry_run => back(to, Some(Finish { from, to, etc: EtcMode::Merge }), true),
+        LiveState::Applying { from, to } if !dry_run => {
+            back(to, Some(Box::new(Finish { from, to, etc: EtcMode::Merge })), true)
+        }
         LiveState::RollingBack { from, to } if !dry_run => {
-            back(to, Some(Finish { from, to, etc: EtcMode::Undo }), true)
+            back(to, Some(Box::new(Finish { from, to, etc: EtcMode::Undo })), true)
         }
         LiveState::Applying { .. } | LiveState::RollingBack { .. } => return Err(Refusal::InterruptedDryRun),
     })
@@ -267,7 +269,7 @@ mod tests {
 
     #[test]
     fn every_state_and_command() {
-        let c = |b| Checksum([b; 32]);
+        let c = |b| Checksum::sha256([b; 32]);
         let (booted, b, t, p) = (c(0xa0), c(0xb0), c(0xc0), c(0xd0));
         let (booted_st, live, lost) =
             (LiveState::Booted, LiveState::Live { commit: b }, LiveState::UsrLost { commit: b });
@@ -293,7 +295,7 @@ mod tests {
         let undo = |from, to, finish_first, resumed| {
             Ok(Step::Transition { from, to, etc: EtcMode::Undo, finish_first, resumed })
         };
-        let finish = |from, to, etc| Some(Finish { from, to, etc });
+        let finish = |from, to, etc| Some(Box::new(Finish { from, to, etc }));
         let apply = |target| Command::Apply { target };
         let reset = Command::Reset { dry_run: false };
         let reset_dry = Command::Reset { dry_run: true };

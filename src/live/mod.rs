@@ -118,7 +118,7 @@ fn run_step(s: &mut Session, command: Command, limits: Limits, options: Options)
     let Step::Transition { from, to, etc, finish_first, resumed } = decide::decide(command, &s.facts())? else {
         anyhow::bail!("{command:?} decided no transition");
     };
-    if let Some(decide::Finish { from, to, etc }) = finish_first {
+    if let Some(decide::Finish { from, to, etc }) = finish_first.map(|f| *f) {
         let finish = Options { no_triggers: true, ..Options::default() };
         let t = Transition { from, to, etc, allow_replacement: true, max_strategy: Tier::Reboot, options: finish };
         transition::run(s, t).map_err(|e| e.context("cannot finish the interrupted transition first"))?;

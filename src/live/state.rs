@@ -197,7 +197,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("run")).unwrap();
         let s = RunDir::new(crate::dirfd::open_dir_path(dir.path()).unwrap().as_fd(), dir.path()).unwrap();
         assert_eq!(load(&s, "a.0").unwrap(), LiveState::Booted);
-        let (a, b) = (Checksum([1; 32]), Checksum([2; 32]));
+        let (a, b) = (Checksum::sha256([1; 32]), Checksum::sha256([2; 32]));
         save(&s, "a.0", LiveState::Applying { from: a, to: b }).unwrap();
         assert_eq!(load(&s, "a.0").unwrap(), LiveState::Applying { from: a, to: b });
         assert_eq!(load(&s, "b.0").unwrap(), LiveState::Booted, "a state of another boot is stale");

@@ -260,7 +260,7 @@ mod tests {
     use crate::tree::diff::{Modified, Node, NodeKind};
 
     fn diff(modified: &[&str], added: &[&str]) -> Diff {
-        let file = NodeKind::File(Checksum([1; 32]));
+        let file = NodeKind::File(Checksum::sha256([1; 32]));
         let m = |p: &&str| Modified { path: p.to_string(), from: file, to: file };
         let n = |p: &&str| Node { path: p.to_string(), kind: file };
         Diff { modified: modified.iter().map(m).collect(), added: added.iter().map(n).collect(), ..Default::default() }

@@ -6,6 +6,7 @@
 //! the object, never wrong output.
 
 pub mod checksum;
+pub mod composefs;
 pub mod objects;
 mod refs;
 
@@ -34,6 +35,9 @@ pub enum RepoMode {
     BareUserOnly,
     /// Files are `.filez`: a metadata header then a raw deflate stream.
     Archive,
+    /// A composefs repository (bootc's native backend): images, whose objects
+    /// livefs makes as it reads them (see [`composefs`]).
+    Composefs,
 }
 
 impl RepoMode {
@@ -99,13 +103,30 @@ pub struct Repo {
     /// File metadata already read: planning, checking and writing a file all need
     /// it, and reading it costs several syscalls.
     file_meta_cache: std::sync::Mutex<std::collections::HashMap<Checksum, FileMeta>>,
+    /// A composefs repository's images and the objects made from them.
+    store: Option<composefs::Store>,
 }
 
 impl Repo {
-    /// Opens the repository at `path`, reading its `config`.
+    /// Opens the repository at `path`, reading its `config` (an OSTree
+    /// repository) or its `meta.json` (a composefs one).
     pub fn open(path: &Path) -> anyhow::Result<Repo> {
         let dir = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("cannot open repository {}", path.display()))?;
+        if composefs::is_store(path) {
+            let store = composefs::Store::open(path)?;
+            let objects = crate::dirfd::open_dir(dir.as_fd(), "objects")
+                .with_context(|| format!("cannot open {}/objects", path.display()))?;
+            let mode = RepoMode::Composefs;
+            return Ok(Repo {
+                path: path.to_path_buf(),
+                dir,
+                objects,
+                mode,
+                file_meta_cache: Default::default(),
+                store: Some(store),
+            });
+        }
         let config = match crate::dirfd::read(dir.as_fd(), "config") {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -130,7 +151,15 @@ impl Repo {
         };
         let objects = crate::dirfd::open_dir(dir.as_fd(), "objects")
             .with_context(|| format!("cannot open {}/objects", path.display()))?;
-        Ok(Repo { path: path.to_path_buf(), dir, objects, mode, file_meta_cache: Default::default() })
+        Ok(Repo { path: path.to_path_buf(), dir, objects, mode, file_meta_cache: Default::default(), store: None })
+    }
+
+    /// Whether file objects are named by the SHA-256 of their content (OSTree):
+    /// then a checkout checks what it writes against the name. A composefs
+    /// image's content is its repository's objects, which overlayfs checks
+    /// against their fs-verity digest where the repository enforces it.
+    pub fn names_content(&self) -> bool {
+        self.store.is_none()
     }
 
     pub fn path(&self) -> &Path {
@@ -159,13 +188,14 @@ impl Repo {
 
     /// Whether `state/CHECKSUM.commitpartial` marks this commit as incomplete.
     pub fn is_partial(&self, commit: Checksum) -> bool {
-        rustix::fs::accessat(
-            &self.dir,
-            format!("state/{commit}.commitpartial"),
-            rustix::fs::Access::EXISTS,
-            rustix::fs::AtFlags::empty(),
-        )
-        .is_ok()
+        self.store.is_none()
+            && rustix::fs::accessat(
+                &self.dir,
+                format!("state/{commit}.commitpartial"),
+                rustix::fs::Access::EXISTS,
+                rustix::fs::AtFlags::empty(),
+            )
+            .is_ok()
     }
 
     fn missing(&self, name: ObjectName) -> anyhow::Error {
@@ -187,7 +217,7 @@ impl Repo {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(self.missing(name)),
             Err(e) => return Err(e).with_context(|| format!("cannot read object {name}")),
         };
-        let actual = Checksum(Sha256::digest(&data).into());
+        let actual = Checksum::sha256(Sha256::digest(&data).into());
         if actual != checksum {
             return Err(RepoError::Corrupt(name, actual).into());
         }
@@ -195,16 +225,25 @@ impl Repo {
     }
 
     pub fn read_commit(&self, checksum: Checksum) -> anyhow::Result<Commit> {
+        if let Some(store) = &self.store {
+            return store.commit(checksum);
+        }
         let data = self.read_verified(checksum, ObjectType::Commit)?;
         Commit::parse(&data).map_err(|e| RepoError::Malformed(self.name(checksum, ObjectType::Commit), e).into())
     }
 
     pub fn read_dirtree(&self, checksum: Checksum) -> anyhow::Result<DirTree> {
+        if let Some(store) = &self.store {
+            return store.dirtree(checksum);
+        }
         let data = self.read_verified(checksum, ObjectType::DirTree)?;
         DirTree::parse(data).map_err(|e| RepoError::Malformed(self.name(checksum, ObjectType::DirTree), e).into())
     }
 
     pub fn read_dirmeta(&self, checksum: Checksum) -> anyhow::Result<DirMeta> {
+        if let Some(store) = &self.store {
+            return store.dirmeta(checksum);
+        }
         let data = self.read_verified(checksum, ObjectType::DirMeta)?;
         DirMeta::parse(&data).map_err(|e| RepoError::Malformed(self.name(checksum, ObjectType::DirMeta), e).into())
     }
@@ -222,6 +261,9 @@ impl Repo {
     }
 
     fn load_file_meta(&self, checksum: Checksum) -> anyhow::Result<FileMeta> {
+        if let Some(store) = &self.store {
+            return Ok(store.file(checksum)?.0);
+        }
         let name = self.name(checksum, ObjectType::File);
         let rel = Self::rel_path(&name);
         let malformed = |e: ObjectError| -> anyhow::Error { RepoError::Malformed(name, e).into() };
@@ -280,6 +322,7 @@ impl Repo {
                     read_archive_header(&mut File::from(fd)).with_context(|| format!("cannot read object {name}"))?;
                 objects::parse_archive_header(&header).map_err(malformed)?.0
             }
+            RepoMode::Composefs => unreachable!("read from the store above"),
         };
         meta.check_mode().map_err(malformed)?;
         Ok(meta)
@@ -287,6 +330,15 @@ impl Repo {
 
     /// Opens a file object for checkout: its metadata and a stream of its content.
     pub fn open_file(&self, checksum: Checksum) -> anyhow::Result<(FileMeta, Content)> {
+        if let Some(store) = &self.store {
+            let (meta, source) = store.file(checksum)?;
+            let content = match source {
+                composefs::Source::Inline(b) => Content::Inline(std::io::Cursor::new(b)),
+                composefs::Source::Object(rel) => Content::Raw(store.open_object(&rel)?),
+                composefs::Source::None => Content::Symlink,
+            };
+            return Ok((meta, content));
+        }
         let meta = self.read_file_meta(checksum)?;
         if meta.is_symlink() {
             return Ok((meta, Content::Symlink));
@@ -344,8 +396,12 @@ impl Repo {
         }
     }
 
-    /// Full checksums of the commit objects whose hex name starts with `prefix`.
+    /// Full checksums of the commit objects whose hex name starts with `prefix`
+    /// (a composefs repository's: of its images).
     pub fn commits_with_prefix(&self, prefix: &str) -> anyhow::Result<Vec<Checksum>> {
+        if let Some(store) = &self.store {
+            return Ok(store.images()?.into_iter().filter(|c| c.to_hex().starts_with(prefix)).collect());
+        }
         let mut out = Vec::new();
         let dirs: Vec<String> = if prefix.len() >= 2 {
             vec![prefix[..2].to_string()]
@@ -379,17 +435,28 @@ impl Repo {
     /// a ref (`NAME`, `REMOTE:NAME`, or a path under `refs/remotes` or `refs/mirrors`),
     /// any of those followed by `^` (the parent; repeatable).
     pub fn resolve_rev(&self, rev: &str) -> anyhow::Result<Checksum> {
-        refs::resolve(self, rev)
+        match &self.store {
+            Some(store) => store.resolve(rev),
+            None => refs::resolve(self, rev),
+        }
     }
 
-    /// Points the local ref `name` at `target` (`None` deletes it).
+    /// Points the local ref `name` at `target` (`None` deletes it). A composefs
+    /// repository's images are kept by its own refs (the deployments'): there
+    /// is nothing for livefs to pin.
     pub fn set_ref(&self, name: &str, target: Option<Checksum>) -> anyhow::Result<()> {
-        refs::set(self, name, target)
+        match self.store {
+            Some(_) => Ok(()),
+            None => refs::set(self, name, target),
+        }
     }
 
     /// All refs, as (name, checksum): local refs by name, remote ones as `REMOTE:NAME`.
     pub fn list_refs(&self) -> anyhow::Result<Vec<(String, Checksum)>> {
-        refs::list(self)
+        match self.store {
+            Some(_) => Ok(Vec::new()),
+            None => refs::list(self),
+        }
     }
 }
 
@@ -400,6 +467,8 @@ pub enum Content {
     Raw(File),
     /// Archive mode: the inflated stream.
     Deflate(Box<flate2::read::DeflateDecoder<std::io::BufReader<File>>>),
+    /// A composefs image's small file: its bytes, from the image.
+    Inline(std::io::Cursor<Vec<u8>>),
     /// Symlinks have no content; the target is in the metadata.
     Symlink,
 }

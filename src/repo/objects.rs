@@ -223,6 +223,44 @@ impl DirTree {
         Ok(tree)
     }
 
+    /// A dirtree of entries already known (a composefs image's directory): the
+    /// names checked as [`DirTree::parse`] checks them, sorted, and unique
+    /// across files and directories.
+    pub fn from_sorted(files: Vec<(String, Checksum)>, dirs: Vec<(String, Checksum, Checksum)>) -> Result<DirTree> {
+        let mut bytes = Vec::new();
+        let mut range = |name: &str| -> Result<Range<u32>> {
+            validate_name(name.as_bytes())?;
+            let start = bytes.len();
+            bytes.extend_from_slice(name.as_bytes());
+            let end = u32::try_from(bytes.len()).map_err(|_| ObjectError::Invalid("dirtree larger than 4 GiB"))?;
+            Ok(start as u32..end)
+        };
+        let mut f = Vec::with_capacity(files.len());
+        for (name, c) in &files {
+            f.push((range(name)?, *c));
+        }
+        let mut d = Vec::with_capacity(dirs.len());
+        for (name, t, m) in &dirs {
+            d.push((range(name)?, *t, *m));
+        }
+        let tree = DirTree { bytes, files: f, dirs: d };
+        for pair in tree.files().collect::<Vec<_>>().windows(2) {
+            if pair[0].name >= pair[1].name {
+                return Err(ObjectError::Unsorted(pair[1].name.to_string()));
+            }
+        }
+        for pair in tree.dirs().collect::<Vec<_>>().windows(2) {
+            if pair[0].name >= pair[1].name {
+                return Err(ObjectError::Unsorted(pair[1].name.to_string()));
+            }
+        }
+        let mut seek = tree.seek();
+        if let Some(dup) = tree.files().find(|f| seek.dir(f.name).is_some()) {
+            return Err(ObjectError::BadName(format!("{} (both a file and a directory)", dup.name)));
+        }
+        Ok(tree)
+    }
+
     /// A name's bytes: binary searches compare these (UTF-8 byte order is `str`
     /// order) without re-validating UTF-8 at every step.
     fn name_bytes(&self, r: &Range<u32>) -> &[u8] {

@@ -70,7 +70,7 @@ pub fn write_file(repo: &Repo, dir: BorrowedFd<'_>, name: &str, checksum: Checks
     let mut hasher = Sha256::new();
     hasher.update(content_checksum_header(&meta));
     if let FileKind::Symlink { target } = &meta.kind {
-        if Checksum(hasher.finalize().into()) != checksum {
+        if repo.names_content() && Checksum::sha256(hasher.finalize().into()) != checksum {
             bail!("file object {checksum} does not match its checksum");
         }
         rustix::fs::symlinkat(target.as_str(), dir, name).with_context(|| format!("cannot create symlink {name}"))?;
@@ -105,7 +105,8 @@ pub fn write_file(repo: &Repo, dir: BorrowedFd<'_>, name: &str, checksum: Checks
         }
     };
     fault::mutation();
-    if Checksum(hasher.finalize().into()) != checksum || written != meta.size() {
+    let named = !repo.names_content() || Checksum::sha256(hasher.finalize().into()) == checksum;
+    if !named || written != meta.size() {
         let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
         bail!("file object {checksum} does not match its checksum (while writing {name})");
     }
@@ -182,6 +183,7 @@ fn copy_content(content: Content, out: &mut File, hasher: &mut Sha256, size: u64
             Ok(total)
         }
         Content::Deflate(mut src) => stream(&mut *src, out, hasher, &mut buf),
+        Content::Inline(mut src) => stream(&mut src, out, hasher, &mut buf),
         Content::Symlink => Ok(0),
     }
 }
@@ -311,18 +313,7 @@ pub fn matches(
                     if compare && crate::xattrs::of_fd(fd.as_fd())? != meta.xattrs {
                         return Ok(false);
                     }
-                    let mut h = Sha256::new();
-                    h.update(content_checksum_header(&meta));
-                    let mut f = File::from(fd);
-                    let mut buf = buffer(*size);
-                    loop {
-                        let n = f.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                    }
-                    Ok(Checksum(h.finalize().into()) == *c)
+                    same_content(repo, *c, &meta, File::from(fd))
                 }
                 _ => Ok(false),
             }
@@ -338,6 +329,57 @@ pub fn matches(
             tree_matches(repo, fd.as_fd(), *tree, xattrs)
         }
     }
+}
+
+/// Whether `live` holds the content of file object `c` (of metadata `meta`):
+/// its name is the SHA-256 of the content (OSTree), or, in a composefs image,
+/// the content is compared with the image's bytes or its object.
+fn same_content(repo: &Repo, c: Checksum, meta: &FileMeta, mut live: File) -> anyhow::Result<bool> {
+    let mut buf = buffer(meta.size());
+    if !repo.names_content() {
+        let (_, content) = repo.open_file(c)?;
+        let mut theirs: Box<dyn Read> = match content {
+            Content::Raw(f) => Box::new(f),
+            Content::Inline(b) => Box::new(b),
+            Content::Deflate(d) => d,
+            Content::Symlink => return Ok(false),
+        };
+        let mut other = buffer(meta.size());
+        loop {
+            let n = read_full(&mut live, &mut buf)?;
+            let m = read_full(&mut *theirs, &mut other[..buf.len()])?;
+            if n != m || buf[..n] != other[..m] {
+                return Ok(false);
+            }
+            if n == 0 {
+                return Ok(true);
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(content_checksum_header(meta));
+    loop {
+        let n = live.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Checksum::sha256(h.finalize().into()) == c)
+}
+
+/// Reads until `buf` is full or the stream ends; how much was read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Whether the directory `fd` holds exactly the entries of `tree`, recursively.

@@ -326,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_decision_is_not_taken_twice_for_the_same_deployment_and_policy() {
-        let (c, d) = (Checksum([0xcc; 32]), Checksum([0xdd; 32]));
+        let (c, d) = (Checksum::sha256([0xcc; 32]), Checksum::sha256([0xdd; 32]));
         let run = |ending, target| AutoRun {
             at: crate::clock::rfc3339(0),
             ending,

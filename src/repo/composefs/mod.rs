@@ -1,0 +1,341 @@
+//! A composefs repository, as bootc's native backend keeps one in
+//! `/sysroot/composefs`: `meta.json`, `objects/XX/REST` (file contents and the
+//! EROFS images, plain files), `images/HEX` (→ its object) and
+//! `images/refs/NAME`. An image is one version of the OS: livefs reads it as it
+//! reads an OSTree commit, through the same objects — commits, dirtrees,
+//! dirmetas and file objects — made from the image ([`erofs`]) when it is first
+//! asked for, so that the diff, the plan, the `/etc` merge and the strategy
+//! work on either backend unchanged. The image's name (its fs-verity digest,
+//! SHA-512 by default) names its commit; the objects made from it are named by
+//! the SHA-256 of what they hold (a file object: its metadata and its
+//! content's object, or its inline bytes), so equal subtrees of two images have
+//! equal names and the diff skips them.
+
+pub mod erofs;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context};
+use sha2::{Digest, Sha256};
+
+use super::objects::{self, Commit, DirMeta, DirTree, FileKind, FileMeta};
+use super::Checksum;
+
+/// Where a file object's content is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// In the image (a small file).
+    Inline(Vec<u8>),
+    /// The repository's object `objects/XX/REST` (relative path).
+    Object(String),
+    /// A symlink: no content.
+    None,
+}
+
+/// An object made from an image.
+#[derive(Debug, Clone)]
+enum Made {
+    Commit(Commit),
+    DirTree(DirTree),
+    DirMeta(DirMeta),
+    File(FileMeta, Source),
+}
+
+/// An open composefs repository.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    dir: OwnedFd,
+    /// The digest algorithm of its objects and images (`fsverity-sha512-12`).
+    pub algorithm: String,
+    /// The objects made from the images read so far, by name.
+    made: std::sync::RwLock<HashMap<Checksum, Made>>,
+}
+
+/// Whether `path` holds a composefs repository (its `meta.json`).
+pub fn is_store(path: &Path) -> bool {
+    path.join("meta.json").is_file() && !path.join("config").exists()
+}
+
+impl Store {
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let dir = crate::dirfd::open_dir_path(path)?;
+        let meta = crate::dirfd::read(dir.as_fd(), "meta.json")
+            .with_context(|| format!("{} is not a composefs repository: it has no meta.json", path.display()))?;
+        let meta: serde_json::Value =
+            serde_json::from_slice(&meta).with_context(|| format!("{}/meta.json is not JSON", path.display()))?;
+        let version = meta["version"].as_u64().unwrap_or(0);
+        ensure!(version == 1, "{}/meta.json: repository version {version}, livefs reads version 1", path.display());
+        let algorithm = meta["algorithm"].as_str().unwrap_or("fsverity-sha512-12").to_string();
+        ensure!(
+            algorithm.starts_with("fsverity-sha512-") || algorithm.starts_with("fsverity-sha256-"),
+            "{}/meta.json: unknown algorithm {algorithm}",
+            path.display()
+        );
+        Ok(Store { path: path.to_path_buf(), dir, algorithm, made: Default::default() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The names of the images the repository holds.
+    pub fn images(&self) -> anyhow::Result<Vec<Checksum>> {
+        let dir = self.path.join("images");
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            if let Some(c) = e.file_name().to_str().and_then(|n| n.parse::<Checksum>().ok()) {
+                out.push(c);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// An image by full name, unique prefix, or ref (`images/refs/NAME`).
+    pub fn resolve(&self, rev: &str) -> anyhow::Result<Checksum> {
+        if let Ok(c) = rev.parse::<Checksum>() {
+            return Ok(c);
+        }
+        let hex = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+        if hex(rev) {
+            let found: Vec<Checksum> = self.images()?.into_iter().filter(|c| c.to_hex().starts_with(rev)).collect();
+            match found.len() {
+                0 => {}
+                1 => return Ok(found[0]),
+                n => return Err(super::RepoError::AmbiguousRev(rev.to_string(), n).into()),
+            }
+        }
+        let valid = rev.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        if !valid {
+            return Err(super::RepoError::InvalidRef(rev.to_string()).into());
+        }
+        let link = self.path.join("images/refs").join(rev);
+        match std::fs::read_link(&link) {
+            Ok(target) => {
+                let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.parse().with_context(|| format!("ref {} names no image", link.display()))
+            }
+            Err(_) => Err(super::RepoError::RefNotFound(rev.to_string()).into()),
+        }
+    }
+
+    /// The bytes of image `id`.
+    fn image_bytes(&self, id: Checksum) -> anyhow::Result<Vec<u8>> {
+        let rel = format!("images/{id}");
+        match crate::dirfd::read_following(self.dir.as_fd(), &rel) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(super::RepoError::MissingObject(super::ObjectName { checksum: id, ext: "image" }, false).into())
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read image {id}")),
+        }
+    }
+
+    /// Makes the objects of image `id` (once), and returns its commit.
+    pub fn commit(&self, id: Checksum) -> anyhow::Result<Commit> {
+        if let Some(Made::Commit(c)) = self.made().get(&id) {
+            return Ok(c.clone());
+        }
+        let bytes = self.image_bytes(id)?;
+        let image = erofs::Image::open(&bytes).with_context(|| format!("image {id} is malformed"))?;
+        let mut made = HashMap::new();
+        let (root_tree, root_meta) =
+            make_dir(&image, image.root(), "", &mut made).with_context(|| format!("in image {id}"))?;
+        let version = os_version(self, &made, root_tree);
+        let commit = Commit {
+            parent: None,
+            subject: format!("composefs image {}", &id.to_hex()[..12]),
+            body: String::new(),
+            timestamp: 0,
+            root_tree,
+            root_meta,
+            metadata: version.map(|v| ("version".to_string(), objects::MetaValue::String(v))).into_iter().collect(),
+        };
+        made.insert(id, Made::Commit(commit.clone()));
+        self.made.write().unwrap_or_else(|e| e.into_inner()).extend(made);
+        Ok(commit)
+    }
+
+    fn made(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Checksum, Made>> {
+        self.made.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, c: Checksum, what: &'static str) -> anyhow::Result<Made> {
+        self.made()
+            .get(&c)
+            .cloned()
+            .ok_or_else(|| super::RepoError::MissingObject(super::ObjectName { checksum: c, ext: what }, false).into())
+    }
+
+    pub fn dirtree(&self, c: Checksum) -> anyhow::Result<DirTree> {
+        match self.get(c, "dirtree")? {
+            Made::DirTree(t) => Ok(t),
+            _ => bail!("object {c} is not a dirtree"),
+        }
+    }
+
+    pub fn dirmeta(&self, c: Checksum) -> anyhow::Result<DirMeta> {
+        match self.get(c, "dirmeta")? {
+            Made::DirMeta(m) => Ok(m),
+            _ => bail!("object {c} is not a dirmeta"),
+        }
+    }
+
+    pub fn file(&self, c: Checksum) -> anyhow::Result<(FileMeta, Source)> {
+        match self.get(c, "file")? {
+            Made::File(m, s) => Ok((m, s)),
+            _ => bail!("object {c} is not a file"),
+        }
+    }
+
+    /// Opens the object `rel` (`XX/REST`) of `objects/`.
+    pub fn open_object(&self, rel: &str) -> anyhow::Result<std::fs::File> {
+        let path = format!("objects/{rel}");
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW;
+        let fd = crate::dirfd::openat2(self.dir.as_fd(), &path, flags, rustix::fs::ResolveFlags::BENEATH);
+        Ok(std::fs::File::from(fd.with_context(|| format!("cannot open {}/{path}", self.path.display()))?))
+    }
+}
+
+/// The `VERSION_ID` (or `VERSION`) of the image's `usr/lib/os-release`: what
+/// `status` shows as its version.
+fn os_version(store: &Store, made: &HashMap<Checksum, Made>, root: Checksum) -> Option<String> {
+    let mut tree = root;
+    for part in ["usr", "lib"] {
+        let Made::DirTree(t) = made.get(&tree)? else { return None };
+        tree = t.find_dir(part)?.tree;
+    }
+    let Made::DirTree(t) = made.get(&tree)? else { return None };
+    let Made::File(_, source) = made.get(&t.find_file("os-release")?.checksum)? else { return None };
+    let text = match source {
+        Source::Inline(b) => String::from_utf8_lossy(b).into_owned(),
+        Source::Object(rel) => std::io::read_to_string(store.open_object(rel).ok()?).ok()?,
+        Source::None => return None,
+    };
+    let value = |key: &str| {
+        text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(|v| v.trim_matches('"').to_string())
+    };
+    value("VERSION_ID").or_else(|| value("VERSION"))
+}
+
+/// The name of an object made from `bytes`, of kind `tag`.
+fn name_of(tag: &str, bytes: &[u8]) -> Checksum {
+    let mut h = Sha256::new();
+    h.update(tag.as_bytes());
+    h.update([0]);
+    h.update(bytes);
+    Checksum::sha256(h.finalize().into())
+}
+
+/// Makes the dirtree and dirmeta of directory `nid` (at `path`) and of all it
+/// holds; returns their names.
+fn make_dir(
+    image: &erofs::Image,
+    nid: u64,
+    path: &str,
+    made: &mut HashMap<Checksum, Made>,
+) -> anyhow::Result<(Checksum, Checksum)> {
+    let inode = image.inode(nid)?;
+    let meta = DirMeta {
+        uid: inode.uid,
+        gid: inode.gid,
+        mode: inode.mode,
+        xattrs: erofs::file_xattrs(&image.xattrs(&inode)?),
+    };
+    let meta_name = name_of("dirmeta", &[&objects::serialize_xattrs(&meta.xattrs)[..], &meta_key(&meta)].concat());
+    made.insert(meta_name, Made::DirMeta(meta));
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    let mut entries = image.entries(&inode)?;
+    // OSTree's order: bytewise by name.
+    entries.sort();
+    for (name, child) in entries {
+        let name = objects::validate_name(&name).map_err(|e| anyhow::anyhow!("{path}/: {e}"))?.to_string();
+        let child_path = format!("{path}/{name}");
+        let node = image.inode(child)?;
+        erofs::check_type(&node, &child_path)?;
+        if node.mode & erofs::S_IFMT == erofs::S_IFDIR {
+            let (tree, meta) = make_dir(image, child, &child_path, made)?;
+            dirs.push((name, tree, meta));
+        } else {
+            files.push((name, make_file(image, &node, &child_path, made)?));
+        }
+    }
+    let mut key = Vec::new();
+    for (name, c) in &files {
+        key.extend_from_slice(name.as_bytes());
+        key.push(0);
+        key.extend_from_slice(c.as_bytes());
+    }
+    key.push(b'/');
+    for (name, t, m) in &dirs {
+        key.extend_from_slice(name.as_bytes());
+        key.push(0);
+        key.extend_from_slice(t.as_bytes());
+        key.extend_from_slice(m.as_bytes());
+    }
+    let tree = DirTree::from_sorted(files, dirs).map_err(|e| anyhow::anyhow!("{path}/: {e}"))?;
+    let tree_name = name_of("dirtree", &key);
+    made.insert(tree_name, Made::DirTree(tree));
+    Ok((tree_name, meta_name))
+}
+
+fn meta_key(m: &DirMeta) -> Vec<u8> {
+    [m.uid.to_be_bytes(), m.gid.to_be_bytes(), m.mode.to_be_bytes()].concat()
+}
+
+/// Makes the file object of `node` (at `path`): its metadata, and where its
+/// content is; returns its name.
+fn make_file(
+    image: &erofs::Image,
+    node: &erofs::Inode,
+    path: &str,
+    made: &mut HashMap<Checksum, Made>,
+) -> anyhow::Result<Checksum> {
+    let raw = image.xattrs(node)?;
+    let xattrs = erofs::file_xattrs(&raw);
+    let (kind, source) = if node.mode & erofs::S_IFMT == erofs::S_IFLNK {
+        let target = objects::utf8_target(&image.data(node)?).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        (FileKind::Symlink { target }, Source::None)
+    } else if erofs::is_external(node) {
+        let (redirect, _) = erofs::external(&raw).with_context(|| format!("{path}: external, but no redirect"))?;
+        let rel = redirect.trim_start_matches('/').to_string();
+        ensure!(valid_object_path(&rel), "{path}: its redirect {redirect:?} names no object");
+        (FileKind::Regular { size: node.size }, Source::Object(rel))
+    } else {
+        (FileKind::Regular { size: node.size }, Source::Inline(image.data(node)?))
+    };
+    let meta = FileMeta { kind, uid: node.uid, gid: node.gid, mode: node.mode, xattrs };
+    let mut key = objects::content_checksum_header(&meta);
+    match &source {
+        Source::Inline(b) => key.extend_from_slice(b),
+        Source::Object(rel) => key.extend_from_slice(format!("object:{rel}").as_bytes()),
+        Source::None => {}
+    }
+    let name = name_of("file", &key);
+    made.insert(name, Made::File(meta, source));
+    Ok(name)
+}
+
+/// `XX/REST`, hex only: an object's path can never leave `objects/`.
+fn valid_object_path(rel: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_hexdigit());
+    matches!(rel.split_once('/'), Some((a, b)) if a.len() == 2 && hex(a) && hex(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_stay_in_objects() {
+        assert!(valid_object_path("ab/cdef0123"));
+        for bad in ["../etc/shadow", "ab/../../x", "abc/def", "ab/", "/ab/cd", "ab/cd/ef"] {
+            assert!(!valid_object_path(bad), "{bad}");
+        }
+    }
+}
