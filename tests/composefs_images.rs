@@ -12,22 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::composefs::{cfsctl, run};
 use common::*;
-
-/// composefs-rs's `cfsctl` (built by scripts/deps.sh's `livefs_composefs_tools`).
-fn cfsctl() -> PathBuf {
-    let path = std::env::var_os("LIVEFS_CFSCTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/livefs-test/composefs-0.9.4/bin/cfsctl"));
-    assert!(path.exists(), "{} is missing: run scripts/test (scripts/deps.sh livefs_composefs_tools)", path.display());
-    path
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", stdout(&out), stderr(&out));
-    stdout(&out)
-}
 
 /// A composefs repository at `dir/cfs` (no fs-verity on this machine: `--insecure`).
 fn init(dir: &Path) -> PathBuf {

@@ -162,30 +162,38 @@ fn composefs_transient_etc_is_reported() {
     assert_eq!(read(&sys, "new.conf"), "new\n");
 }
 
-/// bootc's native composefs backend has no /run/ostree-booted and no
-/// deployments: a one-line refusal that names it. A plain non-OSTree root is
-/// told it is not OSTree-booted.
+/// A root with no /run/ostree-booted and no composefs= on its kernel command
+/// line is told it is neither; bootc's native composefs backend is recognised by
+/// its `composefs=` argument, and what is wrong with it named in one line
+/// (a malformed image name; an image with no deployment state), nothing changed.
 #[test]
-fn bootc_native_composefs_is_refused_by_name() {
+fn neither_ostree_nor_composefs_booted_is_named() {
     let (sys, _) = with_update();
-    let out = sys.run(
+    let hex = "7c".repeat(64);
+    let out = sys.run(&format!(
         r#"
         rm $R/run/ostree-booted
         if L status 2> $OUT/plain.err; then exit 1; fi
         mount -t tmpfs tmpfs $R/proc
         echo "BOOT_IMAGE=/vmlinuz composefs=7c1f0d2e rw" > $R/proc/cmdline
-        if L status 2> $OUT/bootc.err; then exit 1; fi
-        if L apply 2> $OUT/bootc-apply.err; then exit 1; fi
-        "#,
-    );
+        if L status 2> $OUT/short.err; then exit 1; fi
+        echo "BOOT_IMAGE=/vmlinuz composefs=?{hex} rw" > $R/proc/cmdline
+        if L apply 2> $OUT/stateless.err; then exit 1; fi
+        findmnt -n -o FSTYPE $R/usr | wc -l > $OUT/mounts
+        "#
+    ));
     ok(&out);
     let plain = read(&sys, "plain.err");
-    assert!(plain.contains("is not an OSTree-booted system"), "{plain}");
-    for name in ["bootc.err", "bootc-apply.err"] {
-        let err = read(&sys, name);
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains("bootc's native composefs backend"), "{err}");
-    }
+    assert!(
+        plain.contains("is neither OSTree-booted") && plain.contains("nor booted from a composefs image"),
+        "{plain}"
+    );
+    let err = read(&sys, "short.err");
+    assert!(err.contains("composefs=7c1f0d2e on the kernel command line") && err.contains("names no image"), "{err}");
+    let err = read(&sys, "stateless.err");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("the booted image {hex} has no state in")), "{err}");
+    assert_eq!(read(&sys, "mounts").trim(), "1", "/usr was changed");
 }
 
 /// A malformed `/run/ostree-booted` is named; nothing changes.

@@ -399,10 +399,7 @@ fn not_booted_and_no_pending() {
     assert!(out.starts_with("Nothing to do: nothing to apply: no pending deployment"), "{out}");
     assert_eq!(read_json(&sys.out.join("nopending.json"))["changed"], false);
     let err = std::fs::read_to_string(sys.out.join("notbooted.err")).unwrap();
-    assert!(
-        err.contains("is not an OSTree-booted system") && err.contains("run/ostree-booted does not exist"),
-        "{err}"
-    );
+    assert!(err.contains("is neither OSTree-booted") && err.contains("run/ostree-booted does not exist"), "{err}");
 }
 
 /// After a reboot the state in /run is gone: livefs sees a booted system again

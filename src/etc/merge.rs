@@ -13,12 +13,14 @@ use crate::repo::{Checksum, Repo};
 use crate::tree::checkout::{self, XattrCheck};
 use crate::tree::diff::{Diff, NodeKind, TreeRoot};
 
-/// The tree of `usr/etc` in a commit (an empty tree if the commit has none).
+/// The tree of `/etc`'s defaults in a commit (`usr/etc`, or `etc` in a
+/// composefs image; `None` if the commit has none).
 fn usr_etc(repo: &Repo, commit: Checksum) -> anyhow::Result<Option<TreeRoot>> {
     let c = repo.read_commit(commit).with_context(|| format!("cannot read commit {commit}"))?;
-    let usr = TreeRoot::of_subpath(repo, &c, "/usr")?;
-    let t = repo.read_dirtree(usr.tree)?;
-    Ok(t.find_dir("etc").map(|d| TreeRoot { tree: d.tree, meta: d.meta }))
+    let (parent, name) = repo.etc_defaults().rsplit_once('/').unwrap_or(("", "etc"));
+    let parent = TreeRoot::of_subpath(repo, &c, parent)?;
+    let t = repo.read_dirtree(parent.tree)?;
+    Ok(t.find_dir(name).map(|d| TreeRoot { tree: d.tree, meta: d.meta }))
 }
 
 /// What the live `/etc` holds where the update changes a path.

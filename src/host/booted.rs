@@ -1,5 +1,10 @@
 //! How the running system booted: `ROOT/run/ostree-booted`, which
-//! ostree-prepare-root writes in the initramfs.
+//! ostree-prepare-root writes in the initramfs — or, on bootc's native
+//! composefs backend (no OSTree), the composefs image ROOT is mounted from:
+//! the mount source `composefs:HEX` (`transient:composefs=HEX` for a transient
+//! root), which a soft reboot into another image changes, else the kernel
+//! command line's `composefs=HEX` (`composefs=?HEX` where fs-verity is not
+//! enforced).
 //!
 //! Up to ostree 2023.5 the file is empty. Since 2023.6 it is a GVariant `a{sv}`
 //! in native byte order; since 2024.2 it always names the deployment directory
@@ -13,10 +18,32 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::gvariant::{self as gv, Error as GvError};
+use crate::repo::Checksum;
 
-/// The facts `/run/ostree-booted` records. An empty file records none of them.
+/// Which kind of image-based system this is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// OSTree deployments (rpm-ostree, bootc's default backend, plain ostree).
+    #[default]
+    Ostree,
+    /// bootc's native composefs backend: images of a composefs repository.
+    Composefs,
+}
+
+/// The facts `/run/ostree-booted` records (an empty file records none of
+/// them), or, on bootc's native composefs backend, what the root's mount says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootRecord {
+    /// The backend: OSTree deployments, or a composefs repository's images.
+    #[serde(default)]
+    pub backend: Backend,
+    /// The composefs image booted (bootc's native backend): its name, and
+    /// whether its fs-verity is enforced (`composefs=HEX`, not `composefs=?HEX`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Checksum>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verity: bool,
     /// `(st_dev, st_ino)` of the booted deployment's directory.
     #[serde(skip)]
     pub backing_root: Option<(u64, u64)>,
@@ -34,13 +61,11 @@ pub struct BootRecord {
 /// Why a root is not one livefs can serve.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("{root} is not an OSTree-booted system ({record} does not exist)")]
-    NotBooted { root: String, record: String },
     #[error(
-        "{0} boots with bootc's native composefs backend (composefs= on the kernel command line, no \
-         /run/ostree-booted): it has no OSTree deployments, which livefs needs"
+        "{root} is neither OSTree-booted ({record} does not exist) nor booted from a composefs image (no \
+         composefs= on its kernel command line)"
     )]
-    BootcComposefs(String),
+    NotBooted { root: String, record: String },
 }
 
 impl BootRecord {
@@ -50,11 +75,10 @@ impl BootRecord {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
-                let name = root.display().to_string();
-                if cmdline.split_whitespace().any(|a| a.starts_with("composefs=")) {
-                    return Err(BootError::BootcComposefs(name).into());
+                if let Some(record) = composefs_boot_record(root)? {
+                    return Ok(record);
                 }
+                let name = root.display().to_string();
                 return Err(BootError::NotBooted { root: name, record: path.display().to_string() }.into());
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -96,9 +120,62 @@ impl BootRecord {
     }
 }
 
+/// An image name as the kernel command line or a mount source writes it:
+/// `HEX` or `?HEX` (fs-verity not enforced). Returns it and whether fs-verity is.
+pub fn parse_image(value: &str) -> Option<(Checksum, bool)> {
+    let (hex, verity) = match value.strip_prefix('?') {
+        Some(rest) => (rest, false),
+        None => (value, true),
+    };
+    hex.parse().ok().map(|c| (c, verity))
+}
+
+/// The image ROOT's mount comes from, by its source (`composefs:HEX`,
+/// `transient:composefs=HEX`).
+fn mounted_image(root: &Path) -> Option<Checksum> {
+    let root = std::fs::canonicalize(root).ok()?;
+    let mounts = crate::host::mounts::mounts().ok()?;
+    let m = mounts.iter().rfind(|m| m.mount_point == root)?;
+    let hex = m.source.strip_prefix("composefs:").or_else(|| m.source.strip_prefix("transient:composefs="))?;
+    parse_image(hex).map(|(c, _)| c)
+}
+
+/// The boot record of a root booted from a composefs image, if it is one: the
+/// image its mount comes from, else the one of its kernel command line.
+pub fn composefs_boot_record(root: &Path) -> anyhow::Result<Option<BootRecord>> {
+    let cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
+    let karg = cmdline.split_whitespace().find_map(|a| a.strip_prefix("composefs="));
+    let from_cmdline = match karg {
+        Some(v) => Some(parse_image(v).with_context(|| {
+            format!("composefs={v} on the kernel command line of {} names no image", root.display())
+        })?),
+        None => None,
+    };
+    let image = match (mounted_image(root), from_cmdline) {
+        // A soft reboot into another image keeps the command line: the mount says.
+        (Some(mounted), verity) => Some((mounted, verity.is_some_and(|(_, v)| v))),
+        (None, from_cmdline) => from_cmdline,
+    };
+    Ok(image.map(|(image, verity)| BootRecord {
+        backend: Backend::Composefs,
+        image: Some(image),
+        verity,
+        composefs: true,
+        ..BootRecord::default()
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_names_from_the_command_line_and_mounts() {
+        let hex = "ab".repeat(64);
+        assert_eq!(parse_image(&hex).map(|(_, v)| v), Some(true));
+        assert_eq!(parse_image(&format!("?{hex}")).map(|(_, v)| v), Some(false));
+        assert_eq!(parse_image("7c1f0d2e"), None);
+    }
 
     /// The single-key file as ostree-prepare-root writes it (55 bytes; the key's
     /// end at 26, the entry's at 54).
@@ -120,12 +197,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = BootRecord::read(dir.path()).unwrap_err().to_string();
         let want = format!("({}/run/ostree-booted does not exist)", dir.path().display());
-        assert!(err.ends_with(&want), "{err}");
+        assert!(err.contains(&want), "{err}");
         let err = BootRecord::read(Path::new("/nonexistent-root/")).unwrap_err().to_string();
         assert!(err.contains("(/nonexistent-root/run/ostree-booted does not exist)"), "{err}");
-        if !Path::new("/run/ostree-booted").exists() {
+        if !Path::new("/run/ostree-booted").exists() && composefs_boot_record(Path::new("/")).unwrap().is_none() {
             let err = BootRecord::read(Path::new("/")).unwrap_err().to_string();
-            assert_eq!(err, "/ is not an OSTree-booted system (/run/ostree-booted does not exist)");
+            assert!(err.starts_with("/ is neither OSTree-booted (/run/ostree-booted does not exist) nor"), "{err}");
         }
     }
 

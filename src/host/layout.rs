@@ -1,4 +1,4 @@
-//! Where things are on an OSTree host: every location livefs reads or writes,
+//! Where things are on an OSTree (or bootc composefs) host: every location livefs reads or writes,
 //! spelled once. Paths are relative to ROOT (the running system's root) or to
 //! the sysroot (the physical root, `ROOT/sysroot` normally).
 
@@ -26,6 +26,11 @@ pub const REPO: &str = "ostree/repo";
 pub const SYSROOT_LOCK: &str = "ostree/lock";
 /// The deployments of every OS (`SYSROOT/…`).
 pub const DEPLOY: &str = "ostree/deploy";
+/// bootc's native composefs backend: its repository and the deployments'
+/// state directories (`SYSROOT/…`), the staged deployment's record (`ROOT/…`).
+pub const COMPOSEFS_REPO: &str = "composefs";
+pub const COMPOSEFS_STATE: &str = "state/deploy";
+pub const COMPOSEFS_STAGED: &str = "run/composefs/staged-deployment";
 
 /// ostree's run-time state of the deployment `id` (`CHECKSUM.SERIAL`, `ROOT/…`):
 /// its unlock flag, rpm-ostree's live stamp.

@@ -7,6 +7,8 @@
 //! once it holds livefs's lock; `status` through [`Host::read_only`].
 
 pub mod booted;
+pub mod composefs;
+pub mod image;
 pub mod layout;
 pub mod mounts;
 pub mod overlay;
@@ -89,7 +91,10 @@ impl Host {
         run: RunDir,
         lock: Option<rundir::Lock>,
     ) -> anyhow::Result<Host> {
-        let system = System::load(&paths.root, &paths.sysroot, boot)?;
+        let system = match boot.backend {
+            booted::Backend::Ostree => System::load(&paths.root, &paths.sysroot, boot)?,
+            booted::Backend::Composefs => composefs::load(&paths.root, &paths.sysroot, boot)?,
+        };
         let usr = UsrState::detect(&paths.root, &system.booted.path)?;
         Ok(Host { paths: paths.clone(), root, run, system, usr, etc: OnceCell::new(), lock })
     }

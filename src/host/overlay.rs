@@ -36,7 +36,7 @@ use crate::host::mounts::MountInfo;
 use crate::host::submounts::Submounts;
 use crate::host::sysroot::Deployment;
 use crate::host::Host;
-use crate::repo::{Repo, RepoMode};
+use crate::repo::{Checksum, Repo, RepoMode};
 
 /// Layer directory names: `usr.TARGET12.NONCE`.
 const LAYER_PREFIX: &str = "usr.";
@@ -44,6 +44,9 @@ const LAYER_PREFIX: &str = "usr.";
 /// (The `lowerdir=` option cannot: fsconfig(2) takes at most 256 bytes, so the
 /// layers are passed as `/proc/self/fd/N` paths.)
 const SOURCE_PREFIX: &str = "livefs:";
+/// The mount source of a composefs image's `/usr` livefs mounted
+/// (bootc's native composefs backend): `livefs:image.HEX`.
+pub const IMAGE_SOURCE_PREFIX: &str = "livefs:image.";
 
 /// How `ROOT/usr` is mounted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +57,9 @@ pub enum UsrState {
     /// livefs's read-only overlay of the layer named `layer` (in [`layers_dir`])
     /// over the deployment's `usr`.
     Livefs { layer: String },
+    /// bootc's native composefs backend: `/usr` of the composefs image `image`,
+    /// mounted by livefs (read-only, every file with the image's metadata).
+    LivefsImage { image: Checksum },
     /// `ostree admin unlock --transient` (or rpm-ostree usroverlay): written
     /// through, file by file.
     OstreeTransient { upper: Option<PathBuf>, read_only: bool },
@@ -86,6 +92,9 @@ impl UsrState {
         if let Some(layer) = livefs_layer(m) {
             return UsrState::Livefs { layer };
         }
+        if let Some(image) = m.source.strip_prefix(IMAGE_SOURCE_PREFIX).and_then(|h| h.parse().ok()) {
+            return UsrState::LivefsImage { image };
+        }
         let upper = m.super_options.split(',').find_map(|o| o.strip_prefix("upperdir=")).map(PathBuf::from);
         let read_only = m.options.split(',').any(|o| o == "ro");
         let name = upper
@@ -102,6 +111,13 @@ impl UsrState {
             (Some(upper), _) if upper.ends_with(".usr-ovl-upper") => UsrState::Hotfix,
             (upper, _) => UsrState::Other { description: format!("overlay with upperdir {upper:?}") },
         }
+    }
+}
+
+impl UsrState {
+    /// Whether `/usr` shows a tree livefs mounted (a layer, an image).
+    pub fn is_livefs(&self) -> bool {
+        matches!(self, UsrState::Livefs { .. } | UsrState::LivefsImage { .. })
     }
 }
 
@@ -244,42 +260,55 @@ fn new_overlay(layer: &Path, lower: &Path) -> anyhow::Result<OwnedFd> {
 /// flag so `ostree admin status` shows the unlock. Returns the new state of `/usr`.
 pub fn switch(host: &Host, layer: &Path, carried: &mut Submounts) -> anyhow::Result<UsrState> {
     host.ensure_locked()?;
-    let usr = host.paths.root.join("usr");
     let lower = host.system.booted.path.join("usr");
     let mnt = new_overlay(layer, &lower)?;
-    carried.attach_detached(mnt.as_fd())?;
-    let attach = |flags: MoveMountFlags| {
-        let r = rustix::mount::move_mount(mnt.as_fd(), "", CWD, &usr, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | flags);
-        crate::host::mounts::changed();
-        r
-    };
-    if let UsrState::Livefs { .. } = host.usr {
-        match attach(MoveMountFlags::MOVE_MOUNT_BENEATH) {
-            Ok(()) => {
-                fault::mutation();
-                carried.attach(mnt.as_fd())?;
-                let detached = rustix::mount::unmount(&usr, UnmountFlags::DETACH);
-                crate::host::mounts::changed();
-                detached.with_context(|| format!("cannot detach the previous overlay of {}", usr.display()))?;
-            }
-            // Before Linux 6.5: stack the new tree on top of the old one.
-            Err(Errno::INVAL) => attach(MoveMountFlags::empty())?,
-            Err(e) => return Err(e).with_context(|| format!("cannot attach the overlay beneath {}", usr.display())),
-        }
-    } else {
-        attach(MoveMountFlags::empty()).with_context(|| format!("cannot attach the overlay on {}", usr.display()))?;
-    }
-    fault::mutation();
-    carried.attach(mnt.as_fd())?;
+    attach_usr(host, mnt.as_fd(), carried)?;
     unlock_flag(host, true)?;
     let layer = layer.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(UsrState::Livefs { layer })
+}
+
+/// Puts the detached tree `mnt` on `ROOT/usr` in one mount operation, with the
+/// mounts below `/usr` (`carried`) attached in it: beneath a tree of livefs's
+/// (which is then detached), else on top of the booted `/usr`.
+pub fn attach_usr(host: &Host, mnt: BorrowedFd<'_>, carried: &mut Submounts) -> anyhow::Result<()> {
+    host.ensure_locked()?;
+    let usr = host.paths.root.join("usr");
+    carried.attach_detached(mnt)?;
+    let attach = |flags: MoveMountFlags| {
+        let r = rustix::mount::move_mount(mnt, "", CWD, &usr, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | flags);
+        crate::host::mounts::changed();
+        r
+    };
+    if host.usr.is_livefs() {
+        match attach(MoveMountFlags::MOVE_MOUNT_BENEATH) {
+            Ok(()) => {
+                fault::mutation();
+                carried.attach(mnt)?;
+                let detached = rustix::mount::unmount(&usr, UnmountFlags::DETACH);
+                crate::host::mounts::changed();
+                detached.with_context(|| format!("cannot detach the previous tree of {}", usr.display()))?;
+            }
+            // Before Linux 6.5: stack the new tree on top of the old one.
+            Err(Errno::INVAL) => attach(MoveMountFlags::empty())?,
+            Err(e) => return Err(e).with_context(|| format!("cannot attach the new tree beneath {}", usr.display())),
+        }
+    } else {
+        attach(MoveMountFlags::empty()).with_context(|| format!("cannot attach the new tree on {}", usr.display()))?;
+    }
+    fault::mutation();
+    carried.attach(mnt)?;
+    Ok(())
 }
 
 /// Writes (or removes) ostree's `unlocked-transient` flag of the booted
 /// deployment (in its `run/ostree/deployment-state/`) beneath ROOT, never
 /// following a symlink.
 fn unlock_flag(host: &Host, present: bool) -> anyhow::Result<()> {
+    // bootc's native composefs backend has no ostree deployment state.
+    if host.system.booted.is_image() {
+        return Ok(());
+    }
     let rel = host.system.booted.state_dir();
     let what = || format!("{}/{rel}/unlocked-transient", host.paths.root.display());
     if present {
@@ -312,8 +341,8 @@ pub fn forget_unlock(host: &Host) -> anyhow::Result<()> {
 pub fn detach(host: &Host, carried: &mut Submounts) -> anyhow::Result<UsrState> {
     host.ensure_locked()?;
     let usr = host.paths.root.join("usr");
-    // Stacked overlays (kernels before 6.5) are detached one by one.
-    while let UsrState::Livefs { .. } = host.usr_now()? {
+    // Stacked trees (kernels before 6.5) are detached one by one.
+    while host.usr_now()?.is_livefs() {
         let detached = rustix::mount::unmount(&usr, UnmountFlags::DETACH);
         crate::host::mounts::changed();
         detached.with_context(|| format!("cannot detach the overlay of {}", usr.display()))?;

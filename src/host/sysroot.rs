@@ -25,7 +25,7 @@ use anyhow::{bail, Context};
 use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
 use serde::Serialize;
 
-use crate::host::booted::BootRecord;
+use crate::host::booted::{Backend, BootRecord};
 use crate::host::layout;
 use crate::host::staged;
 use crate::repo::{Checksum, Repo};
@@ -44,12 +44,29 @@ pub struct Deployment {
     pub kargs: Option<String>,
     #[serde(skip)]
     dev_ino: (u64, u64),
+    /// A composefs image with its state directory (bootc's native backend),
+    /// not an OSTree deployment.
+    #[serde(skip)]
+    image: bool,
 }
 
 impl Deployment {
-    /// `CHECKSUM.SERIAL`, as ostree names the directory.
+    /// The deployment of composefs image `checksum`, its state in `path`.
+    pub fn image(osname: &str, checksum: Checksum, path: PathBuf) -> Deployment {
+        Deployment { osname: osname.into(), checksum, serial: 0, path, kargs: None, dev_ino: (0, 0), image: true }
+    }
+
+    /// `CHECKSUM.SERIAL`, as ostree names the directory; an image's name.
     pub fn id(&self) -> String {
+        if self.image {
+            return self.checksum.to_hex();
+        }
         format!("{}.{}", self.checksum, self.serial)
+    }
+
+    /// Whether this is a composefs image's deployment (bootc's native backend).
+    pub fn is_image(&self) -> bool {
+        self.image
     }
 
     /// ostree's run-time state of this deployment (`ROOT/…`).
@@ -96,8 +113,32 @@ pub enum SystemError {
 }
 
 impl System {
-    /// Reads the deployments under `sysroot` and identifies those of `root`
-    /// (which booted as `boot` says), holding ostree's sysroot lock while reading.
+    /// A system of the given deployments (bootc's native backend: no other
+    /// stateroot, no `ostree admin prepare-soft-reboot`).
+    pub fn new(
+        root: &Path,
+        sysroot: &Path,
+        deployments: Vec<Deployment>,
+        booted: Deployment,
+        pending: Option<Deployment>,
+        pending_error: Option<String>,
+        boot: BootRecord,
+    ) -> System {
+        System {
+            root: root.to_path_buf(),
+            sysroot: sysroot.to_path_buf(),
+            deployments,
+            booted,
+            pending,
+            next_boot_elsewhere: None,
+            pending_error,
+            boot,
+            next_root: None,
+        }
+    }
+
+    /// Reads the OSTree deployments under `sysroot` and identifies those of
+    /// `root` (which booted as `boot` says), holding ostree's sysroot lock.
     pub fn load(root: &Path, sysroot: &Path, boot: BootRecord) -> anyhow::Result<System> {
         // One spelling of every path under the sysroot (layers are matched against
         // the overlays' lowerdir= by path).
@@ -150,16 +191,24 @@ impl System {
     }
 
     /// Takes ostree's sysroot lock (released on drop): what livefs pins under it
-    /// cannot be undeployed and pruned by `ostree admin` in between.
-    pub fn lock(&self) -> anyhow::Result<SysrootLock> {
+    /// cannot be undeployed and pruned by `ostree admin` in between. bootc's
+    /// composefs backend has no such lock: its garbage collection keeps what a
+    /// ref names, and livefs's pins are refs.
+    pub fn lock(&self) -> anyhow::Result<Option<SysrootLock>> {
+        if self.boot.backend == Backend::Composefs {
+            return Ok(None);
+        }
         let fd = rustix::fs::open(&self.sysroot, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .with_context(|| format!("cannot open sysroot {}", self.sysroot.display()))?;
-        SysrootLock::acquire(&fd, &self.sysroot)
+        SysrootLock::acquire(&fd, &self.sysroot).map(Some)
     }
 
-    /// The system's repository.
+    /// The system's repository: OSTree's, or the composefs repository.
     pub fn repo(&self) -> anyhow::Result<Repo> {
-        Repo::open(&self.sysroot.join(layout::REPO))
+        match self.boot.backend {
+            Backend::Ostree => Repo::open(&self.sysroot.join(layout::REPO)),
+            Backend::Composefs => Repo::open(&self.sysroot.join(layout::COMPOSEFS_REPO)),
+        }
     }
 }
 
@@ -289,6 +338,7 @@ fn list_deployments(sysroot: &Path) -> anyhow::Result<Vec<Deployment>> {
                 path: e.path(),
                 kargs: None,
                 dev_ino: (st.st_dev, st.st_ino),
+                image: false,
             });
         }
     }
@@ -373,6 +423,7 @@ mod tests {
             path: PathBuf::from(format!("/d/{osname}/{byte}")),
             kargs: None,
             dev_ino: (1, byte.into()),
+            image: false,
         }
     }
 

@@ -217,6 +217,7 @@ pub fn strategy_of(
         target_soft_reboot_target,
         daemon_reexec,
         labels: (labelled(repo, system.booted.checksum)?, labelled(repo, to)?),
+        whole_images: repo.store().is_some(),
     }))
 }
 

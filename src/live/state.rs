@@ -183,7 +183,10 @@ pub fn sync_refs(repo: &Repo, state: LiveState) -> anyhow::Result<()> {
 }
 
 fn is_read_only(e: &anyhow::Error) -> bool {
-    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.raw_os_error() == Some(libc::EROFS))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(libc::EROFS))
+            || c.downcast_ref::<rustix::io::Errno>() == Some(&rustix::io::Errno::ROFS)
+    })
 }
 
 #[cfg(test)]

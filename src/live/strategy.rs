@@ -121,6 +121,9 @@ pub struct Facts<'a> {
     /// Whether the booted commit's `/usr` and the target's carry SELinux labels
     /// (a labelled booted commit: an SELinux host).
     pub labels: (bool, bool),
+    /// `/usr` is switched to the target's whole (bootc's native composefs
+    /// backend mounts the image itself): nothing of the booted tree can be kept.
+    pub whole_images: bool,
 }
 
 /// On an SELinux host (the booted commit is labelled), what no live apply may
@@ -142,6 +145,21 @@ fn never_live(labels: (bool, bool), policy_changed: bool) -> Vec<String> {
         );
     }
     out
+}
+
+/// Where `/usr` is switched whole, what of the running kernel's modules the
+/// target changes or removes: live, `modprobe` of the running kernel would
+/// load the target's (or nothing), so only a boot takes it.
+fn running_modules_lost(diff: &Diff, release: &str) -> Option<String> {
+    let dir = format!("/lib/modules/{release}");
+    let under = |p: &str| p == dir || p.strip_prefix(&dir).is_some_and(|r| r.starts_with('/'));
+    let lost = diff.modified.iter().map(|m| &m.path).chain(diff.removed.iter().map(|n| &n.path)).any(|p| under(p));
+    lost.then(|| {
+        format!(
+            "the running kernel's modules (/usr{dir}) change, and on this backend /usr is switched to the target's \
+             image whole: none of the booted tree can be kept"
+        )
+    })
 }
 
 /// Why a change of the `/usr` path `path` needs everything restarted, if it
@@ -203,7 +221,10 @@ pub fn of(f: &Facts) -> Strategy {
         v.sort();
         v.dedup();
     }
-    let never_live = never_live(f.labels, policy_changed);
+    let mut never_live = never_live(f.labels, policy_changed);
+    if f.whole_images {
+        never_live.extend(running_modules_lost(f.diff, f.release));
+    }
     reboot_for.extend(never_live.iter().filter(|r| !r.starts_with("a changed SELinux policy")).cloned());
     let needs = match (reboot_for.is_empty(), soft_reboot_for.is_empty(), blockers.is_empty()) {
         (false, _, _) => Tier::Reboot,
@@ -278,6 +299,7 @@ mod tests {
                 target_soft_reboot_target: target_sr,
                 daemon_reexec: false,
                 labels: (false, false),
+                whole_images: false,
             }
         }
         let plain = diff(&["/bin/hello"], &["/share/newpkg/data"]);
@@ -321,5 +343,39 @@ mod tests {
         let s = of(&kargs);
         assert_eq!((s.needs, s.reboot_for.len()), (Tier::Reboot, 1), "{s:?}");
         assert!(Tier::Live < Tier::SoftReboot && Tier::SoftReboot < Tier::Reboot);
+    }
+
+    /// Where `/usr` is switched whole (a composefs image), a target that
+    /// changes or removes the running kernel's modules never goes live; one
+    /// that only adds another kernel's does, with a reboot for the kernel.
+    #[test]
+    fn whole_images_cannot_keep_the_running_modules() {
+        let running = "/lib/modules/6.1.0-13-amd64";
+        let changed = diff(&[&format!("{running}/kernel/fs/x.ko")], &[]);
+        let mut removed = diff(&[], &["/lib/modules/6.1.0-15-amd64/vmlinuz"]);
+        removed.removed.push(Node { path: running.into(), kind: NodeKind::File(Checksum::sha256([1; 32])) });
+        let added = diff(&[], &["/lib/modules/6.1.0-15-amd64/vmlinuz"]);
+        let near = diff(&["/lib/modules/6.1.0-13-amd64x/a.ko"], &[]);
+        let cases: [(&Diff, bool, usize); 5] =
+            [(&changed, true, 1), (&removed, true, 1), (&added, true, 0), (&near, true, 0), (&changed, false, 0)];
+        for (d, whole, never) in cases {
+            let f = Facts {
+                diff: d,
+                release: "6.1.0-13-amd64",
+                booted_kargs: None,
+                target_kargs: None,
+                composefs: true,
+                target_soft_reboot_target: true,
+                daemon_reexec: false,
+                labels: (false, false),
+                whole_images: whole,
+            };
+            let s = of(&f);
+            assert_eq!(s.never_live.len(), never, "{:?} {:?}", d.modified, d.removed);
+            if never > 0 {
+                assert_eq!(s.needs, Tier::Reboot);
+                assert!(s.never_live[0].starts_with("the running kernel's modules (/usr/lib/modules/6.1.0-13-amd64)"));
+            }
+        }
     }
 }

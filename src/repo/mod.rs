@@ -166,6 +166,21 @@ impl Repo {
         &self.path
     }
 
+    /// Where a version keeps the defaults `/etc` is merged from: OSTree moves
+    /// them to `/usr/etc` at commit time; a composefs image (bootc's native
+    /// backend, made from a container image) has them in `/etc`.
+    pub fn etc_defaults(&self) -> &'static str {
+        match self.store {
+            Some(_) => "/etc",
+            None => "/usr/etc",
+        }
+    }
+
+    /// The composefs repository, when this is one.
+    pub fn store(&self) -> Option<&composefs::Store> {
+        self.store.as_ref()
+    }
+
     pub fn mode(&self) -> RepoMode {
         self.mode
     }
@@ -441,12 +456,11 @@ impl Repo {
         }
     }
 
-    /// Points the local ref `name` at `target` (`None` deletes it). A composefs
-    /// repository's images are kept by its own refs (the deployments'): there
-    /// is nothing for livefs to pin.
+    /// Points the local ref `name` at `target` (`None` deletes it): in a
+    /// composefs repository, `images/refs/NAME` (a garbage collection root).
     pub fn set_ref(&self, name: &str, target: Option<Checksum>) -> anyhow::Result<()> {
-        match self.store {
-            Some(_) => Ok(()),
+        match &self.store {
+            Some(store) => store.set_ref(name, target),
             None => refs::set(self, name, target),
         }
     }

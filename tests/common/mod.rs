@@ -220,6 +220,7 @@ pub fn interop_repo(mode: &str) -> InteropRepo {
     InteropRepo { dir, repo, a, b }
 }
 
+pub mod composefs;
 pub mod gvariant;
 pub mod schema;
 pub mod system;

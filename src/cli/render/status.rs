@@ -118,6 +118,9 @@ fn usr(u: &UsrState) -> String {
     match u {
         UsrState::Locked => "read-only, not unlocked".to_string(),
         UsrState::Livefs { .. } => "transient overlay (livefs), read-only".to_string(),
+        UsrState::LivefsImage { image } => {
+            format!("composefs image {} mounted by livefs, read-only", &image.to_hex()[..12])
+        }
         UsrState::OstreeTransient { read_only, .. } => {
             format!("ostree transient unlock, {}", if *read_only { "read-only" } else { "writable" })
         }

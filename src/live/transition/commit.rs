@@ -26,7 +26,7 @@ use crate::tree::plan::Plan;
 pub fn commit(s: &mut Session, p: Prepared) -> anyhow::Result<Outcome> {
     let Prepared { t, plan, usr, changed, triggers: mut to_run, added, removed, mut outcome } = p;
     reserve_records(s, t.etc)?;
-    let built = build_layer(s, &t, &usr)?;
+    let built = build(s, &t, &usr)?;
     record_applying(s, &t)?;
     switch_usr(s, &plan, usr, built, &mut outcome)?;
     follow_etc(s, &t, &mut outcome)?;
@@ -48,15 +48,33 @@ fn reserve_records(s: &Session, etc: EtcMode) -> anyhow::Result<()> {
     }
 }
 
-/// Builds the layer off to the side, before anything is recorded: a build that
-/// fails (no space, a missing object) leaves the state as it was, and a
-/// directory no mount uses, which the next run removes.
-fn build_layer(s: &Session, t: &Transition, usr: &UsrChange) -> anyhow::Result<Option<(PathBuf, LayerStats)>> {
-    let UsrChange::Layer { plan, site, kept: None, .. } = usr else { return Ok(None) };
-    let target = crate::live::changes::usr_root(&s.repo, t.to)?;
-    let (path, fd) = site.new_layer(&t.to.to_hex())?;
-    let stats = crate::tree::layer::build(&s.repo, site.objects(), target, plan, fd.as_fd())?;
-    Ok(Some((path, stats)))
+/// What `/usr` switches to, made ready before anything is recorded.
+enum Built {
+    Nothing,
+    /// A new layer, and what it holds.
+    Layer(PathBuf, LayerStats),
+    /// The target image's `/usr`, mounted and not attached anywhere.
+    Image(std::os::fd::OwnedFd),
+}
+
+/// Builds the layer off to the side (or mounts the target image, detached),
+/// before anything is recorded: a build that fails (no space, a missing
+/// object, an image the kernel refuses) leaves the state as it was, and at most
+/// a directory no mount uses, which the next run removes.
+fn build(s: &Session, t: &Transition, usr: &UsrChange) -> anyhow::Result<Built> {
+    match usr {
+        UsrChange::Layer { plan, site, kept: None, .. } => {
+            let target = crate::live::changes::usr_root(&s.repo, t.to)?;
+            let (path, fd) = site.new_layer(&t.to.to_hex())?;
+            let stats = crate::tree::layer::build(&s.repo, site.objects(), target, plan, fd.as_fd())?;
+            Ok(Built::Layer(path, stats))
+        }
+        UsrChange::Image { image, .. } => {
+            let store = s.repo.store().context("an image switch without a composefs repository")?;
+            Ok(Built::Image(crate::host::image::mount_usr(store, *image, s.host.system.boot.verity)?))
+        }
+        _ => Ok(Built::Nothing),
+    }
 }
 
 /// Records *Applying* (a rollback: *RollingBack*), pinned under ostree's
@@ -106,13 +124,7 @@ fn record_applying(s: &mut Session, t: &Transition) -> anyhow::Result<()> {
 
 /// Switches `/usr`: to the layer built, back to the booted tree, or file by
 /// file through an ostree transient unlock.
-fn switch_usr(
-    s: &mut Session,
-    plan: &Plan,
-    usr: UsrChange,
-    built: Option<(PathBuf, LayerStats)>,
-    outcome: &mut Outcome,
-) -> anyhow::Result<()> {
+fn switch_usr(s: &mut Session, plan: &Plan, usr: UsrChange, built: Built, outcome: &mut Outcome) -> anyhow::Result<()> {
     crate::fault::stop_point("switch");
     match usr {
         UsrChange::WriteThrough { status } => {
@@ -122,13 +134,17 @@ fn switch_usr(
             }
         }
         UsrChange::Keep => {}
+        UsrChange::Image { image, mut carried } => {
+            let Built::Image(mnt) = built else { anyhow::bail!("the image was not mounted") };
+            s.host.usr = crate::host::image::switch(&s.host, mnt, image, &mut carried)?;
+        }
         UsrChange::Detach { mut carried } => s.host.usr = overlay::detach(&s.host, &mut carried)?,
         UsrChange::Layer { mut carried, kept, .. } => {
             // The way back's layer, kept: no new layer, nothing written.
             let (path, stats) = match (kept, built) {
                 (Some(path), _) => (path, None),
-                (None, Some((path, stats))) => (path, Some(stats)),
-                (None, None) => anyhow::bail!("the layer was not built"),
+                (None, Built::Layer(path, stats)) => (path, Some(stats)),
+                (None, _) => anyhow::bail!("the layer was not built"),
             };
             s.host.usr = overlay::switch(&s.host, &path, &mut carried)?;
             let dev = rustix::fs::stat(s.host.paths.root.join("usr"))?.st_dev;

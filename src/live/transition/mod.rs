@@ -4,10 +4,11 @@
 //! reserve room for the records, build the layer, record *Applying*, switch
 //! `/usr`, follow with `/etc`, record the effects, finish.
 //!
-//! `/usr` changes in one of two ways (`UsrChange`). Normally a layer booted →
+//! `/usr` changes in one of three ways (`UsrChange`). Normally a layer booted →
 //! target is built off to the side and `/usr` switched to it in one mount
 //! operation (or, for the booted commit, livefs's overlay detached), so `/usr`
-//! is always exactly one of the two trees. Over an ostree transient unlock,
+//! is always exactly one of the two trees. On bootc's native composefs backend
+//! the target image itself is mounted and `/usr` switched to its `/usr`. Over an ostree transient unlock,
 //! whose upper holds the admin's own changes, the difference is written through
 //! it file by file.
 
@@ -112,6 +113,10 @@ enum UsrChange {
     /// mounts below `/usr` across; or, going back, switch to the layer `kept`
     /// for the way back, built already.
     Layer { plan: Plan, site: LayerSite, carried: Submounts, kept: Option<std::path::PathBuf> },
+    /// Mount the target composefs image's `/usr` and switch `/usr` to it
+    /// (bootc's native backend: nothing to build), carrying the mounts below
+    /// `/usr` across.
+    Image { image: Checksum, carried: Submounts },
     /// Back to the booted `/usr`: detach livefs's overlay, carrying the mounts
     /// below `/usr` across.
     Detach { carried: Submounts },

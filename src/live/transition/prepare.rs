@@ -95,7 +95,10 @@ fn usr_change(s: &Session, t: &Transition, plan: &plan::Plan) -> anyhow::Result<
         }
         _ if t.to == booted => UsrChange::Detach { carried: carried_to(s, t.to)? },
         // Already showing the target (an apply run again): nothing to switch.
-        UsrState::Livefs { .. } if t.from == t.to && s.state == (LiveState::Live { commit: t.to }) => UsrChange::Keep,
+        ref usr if usr.is_livefs() && t.from == t.to && s.state == (LiveState::Live { commit: t.to }) => {
+            UsrChange::Keep
+        }
+        _ if s.repo.store().is_some() => UsrChange::Image { image: t.to, carried: carried_to(s, t.to)? },
         _ => {
             // The layer always goes booted → target; from the booted commit that
             // is the plan checked above (the policy only refuses, never filters).

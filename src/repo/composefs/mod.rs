@@ -135,6 +135,58 @@ impl Store {
         }
     }
 
+    /// Points `images/refs/NAME` at image `target` (`None`: removes it), as
+    /// cfsctl links a ref: relative, to `images/HEX`. The refs are the roots
+    /// `cfsctl gc` (and bootc's garbage collection) keep: what livefs shows
+    /// live stays in the repository while it does.
+    pub fn set_ref(&self, name: &str, target: Option<Checksum>) -> anyhow::Result<()> {
+        let (parent, leaf) = crate::dirfd::split_path(name);
+        let valid = name.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        ensure!(valid && !leaf.is_empty(), "{name} is not a valid ref name");
+        let rel = if parent.is_empty() { "images/refs".to_string() } else { format!("images/refs/{parent}") };
+        let what = || format!("cannot update ref {}/images/refs/{name}", self.path.display());
+        let Some(target) = target else {
+            let dir = match crate::dirfd::open_dir(self.dir.as_fd(), &rel) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NOENT) => return Ok(()),
+                Err(e) => return Err(e).with_context(what),
+            };
+            return match rustix::fs::unlinkat(&dir, leaf, rustix::fs::AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(e).with_context(what),
+            };
+        };
+        let dir = crate::dirfd::make_dirs(self.dir.as_fd(), &rel, 0o755).with_context(what)?;
+        let up = "../".repeat(rel.matches('/').count());
+        let tmp = format!(".{leaf}.tmp");
+        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), rustix::fs::AtFlags::empty());
+        rustix::fs::symlinkat(format!("{up}{target}").as_str(), &dir, tmp.as_str()).with_context(what)?;
+        rustix::fs::renameat(&dir, tmp.as_str(), &dir, leaf).with_context(what)?;
+        crate::fault::mutation();
+        Ok(())
+    }
+
+    /// Image `id`'s file, opened read-only beneath the repository (its
+    /// `images/` link followed, never out of it): what a mount of it reads.
+    pub fn open_image(&self, id: Checksum) -> anyhow::Result<OwnedFd> {
+        let rel = format!("images/{id}");
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
+        let resolve = rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+        match crate::dirfd::openat2(self.dir.as_fd(), &rel, flags, resolve) {
+            Ok(fd) => Ok(fd),
+            Err(rustix::io::Errno::NOENT) => {
+                Err(super::RepoError::MissingObject(super::ObjectName { checksum: id, ext: "image" }, false).into())
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot open {}/{rel}", self.path.display())),
+        }
+    }
+
+    /// The repository's `objects/`: the data-only lower of an image's mount.
+    pub fn objects_dir(&self) -> anyhow::Result<OwnedFd> {
+        crate::dirfd::open_dir(self.dir.as_fd(), "objects")
+            .with_context(|| format!("cannot open {}/objects", self.path.display()))
+    }
+
     /// Makes the objects of image `id` (once), and returns its commit.
     pub fn commit(&self, id: Checksum) -> anyhow::Result<Commit> {
         if let Some(Made::Commit(c)) = self.made().get(&id) {
