@@ -254,7 +254,17 @@ pub fn report(
     }
     // Paths as processes see them: ROOT-prefixed when ROOT is not /.
     let prefix = if root == Path::new("/") { String::new() } else { root.display().to_string() };
-    let mounted: HashSet<u64> = crate::host::mounts::mounts().unwrap_or_default().iter().map(|m| m.dev).collect();
+    let mounts = crate::host::mounts::mounts().unwrap_or_default();
+    let mounted: HashSet<u64> = mounts.iter().map(|m| m.dev).collect();
+    // /usr of a composefs image (bootc's composefs backend): its inode numbers
+    // are the image's own, equal across images for a file in the same place,
+    // so a file is the same only with the same device too.
+    let usr = root.join("usr");
+    let images = mounts
+        .iter()
+        .rfind(|m| m.mount_point == usr)
+        .is_some_and(|m| m.source.starts_with(crate::host::overlay::IMAGE_SOURCE_PREFIX));
+    let seen = Seen { mounted: &mounted, images };
     let unreadable = processes.unreadable();
     if unreadable > 0 {
         crate::messages::warn(format!(
@@ -263,7 +273,7 @@ pub fn report(
         ));
     }
     for p in processes.list() {
-        let files = stale_files(p, &prefix, replaced, pending, &mounted);
+        let files = stale_files(p, &prefix, replaced, pending, &seen);
         if files.is_empty() {
             continue;
         }
@@ -397,14 +407,28 @@ pub fn devices_in_use() -> HashSet<u64> {
 /// A file of a `/usr` overlay livefs switched away from (detached) shows a path
 /// relative to that `/usr` (`/libexec/foo`) on a device no longer mounted here: it
 /// is stale when `/usr/libexec/foo` was replaced.
+/// What the mounts say about the files processes map.
+struct Seen<'a> {
+    /// The devices of every mount (a mapped file on another is of a detached tree).
+    mounted: &'a HashSet<u64>,
+    /// `/usr` is a composefs image's: a file is the same only on the same device.
+    images: bool,
+}
+
 fn stale_files(
     p: &Process,
     prefix: &str,
     replaced: &HashSet<String>,
     pending: &HashSet<String>,
-    mounted: &HashSet<u64>,
+    seen: &Seen,
 ) -> Vec<String> {
     let mut out = BTreeSet::new();
+    let mounted = seen.mounted;
+    let now = |p: &str| std::fs::symlink_metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let same = |now: Option<(u64, u64)>, inode: Option<u64>, dev: Option<u64>| match (now, inode) {
+        (Some((d, i)), Some(inode)) => i == inode && (!seen.images || dev == Some(d)),
+        _ => false,
+    };
     // Judged by inode: a path that still names the mapped inode is current (even
     // if its name happens to end in " (deleted)"); otherwise the kernel's
     // " (deleted)" suffix is taken off to find which replaced path it was.
@@ -415,8 +439,7 @@ fn stale_files(
         if detached && replaced.contains(&in_usr) {
             // Replaced by an earlier switch, but maybe the same object again in
             // this /usr (both layers link one repository object): then current.
-            let now = std::fs::symlink_metadata(format!("{prefix}{in_usr}")).map(|m| m.ino()).ok();
-            if inode.is_none() || now != inode {
+            if !same(now(&format!("{prefix}{in_usr}")), inode, dev) {
                 out.insert(in_usr);
             }
             return;
@@ -428,9 +451,7 @@ fn stale_files(
         // Only a replaced path is looked at on disk: the cost follows the
         // update, not every file every process maps.
         let Some(rel) = path.strip_prefix(prefix).filter(|rel| replaced.contains(*rel)) else { return };
-        let same =
-            |p: &str| inode.is_some() && std::fs::symlink_metadata(p).map(|m| Some(m.ino()) == inode).unwrap_or(false);
-        if !same(raw) {
+        if !same(now(raw), inode, dev) {
             out.insert(rel.to_string());
         }
     };

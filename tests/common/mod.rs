@@ -224,6 +224,7 @@ pub mod composefs;
 pub mod gvariant;
 pub mod schema;
 pub mod system;
+pub mod vm;
 
 /// A minimal GVariant encoder for crafting objects that `ostree` would never write
 /// (hostile names, malformed framing), so the reader's refusals can be tested.

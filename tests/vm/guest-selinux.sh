@@ -28,7 +28,9 @@ labels "$DB/etc" >"$O/etc-labels-target.txt"
 # The /etc paths the apply added or updated, checked against the policy as
 # `restorecon -n` checks them (matchpathcon -V: restorecon itself, in
 # setfiles_t, may not write to this scenario's files).
-awk '/"path": / { p = $2 } /"action": "(added|updated)"/ { gsub(/[",]/, "", p); print "/etc" p }' \
+# (Each of /etc's paths is an object of its own: its "path" and "action", in either order.)
+awk '/\{/ { p = ""; a = "" } /"path": / { p = $2 } /"action": / { a = $2 }
+    /\}/ { if (p != "" && a ~ /"(added|updated)"/) { gsub(/[",]/, "", p); print "/etc" p }; p = ""; a = "" }' \
     "$O/apply.out" >"$O/etc-changed.txt"
 xargs -r matchpathcon -V <"$O/etc-changed.txt" | grep -v ' verified\.$' >"$O/restorecon-etc.txt"
 tail -c +"$audit_from" $AUDIT | grep -E '^type=(AVC|USER_AVC|SELINUX_ERR) ' >"$O/denials-apply.txt"

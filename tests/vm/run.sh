@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The VM tests of a real boot: a Debian OSTree system (image.sh) booted with
+# The VM tests of a real boot: a Debian OSTree system (image.sh; or bootc's
+# native composefs backend, image-bootc.sh) booted with
 # QEMU (direct kernel boot of version 1's boot entry; KVM when a usable one is
 # loaded, else TCG), systemd as PID 1, ostree-prepare-root in the initramfs.
 # The host talks to the guest through a 9p share: the guest's agent unit runs
@@ -22,6 +23,9 @@
 #      reboot, a forbidden replacement fails the unit; the journal has each;
 #   2. guest-auto2.sh: the reboot starts the last deployment (the boot entry the
 #      first boot named in next-cmdline), nothing is live.
+#   forky-bootc (bootc's native composefs backend: no OSTree, image-bootc.sh):
+#   1. guest-bootc.sh: the seed flow, a rollback of a broken build, the
+#      automatic run, then a soft reboot; 2. guest-bootc2.sh: after a reboot.
 #   bookworm, ssh: guest-ssh.sh brings up the network and sshd and waits while the
 #   host drives it with Ansible over SSH (SSH_PORT: the host's forward to port 22).
 # Usage: OUT=DIR LIVEFS=BINARY [SSH_PORT=N] run.sh RELEASE SCRIPT... Results land in $OUT/boot1, ….
@@ -32,9 +36,15 @@ RELEASE=${1:?usage: run.sh RELEASE SCRIPT...}
 shift
 case $RELEASE in
 bookworm) CACHE=${LIVEFS_TEST_CACHE:-/var/cache/livefs-test}/vm ;;
+# bootc's native composefs backend, of forky's trees.
+forky-bootc) CACHE=${LIVEFS_TEST_CACHE:-/var/cache/livefs-test}/vm-forky ;;
 *) CACHE=${LIVEFS_TEST_CACHE:-/var/cache/livefs-test}/vm-$RELEASE ;;
 esac
-IMG=$(bash "$HERE/image.sh" "$CACHE" "$RELEASE" | tail -n 1)
+if [ "$RELEASE" = forky-bootc ]; then
+    IMG=$(bash "$HERE/image-bootc.sh" "$CACHE" | tail -n 1)
+else
+    IMG=$(bash "$HERE/image.sh" "$CACHE" "$RELEASE" | tail -n 1)
+fi
 
 if [ -e /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
     ACCEL=(-machine q35,accel=kvm -cpu host)
@@ -61,6 +71,9 @@ boot() {
     chmod 755 "$share/scenario.sh"
     cp "$IMG/commit-a" "$share/commit-a"
     cp "$IMG/commit-b" "$share/commit-b"
+    for f in commit-c manifest-a manifest-b; do
+        [ ! -e "$IMG/$f" ] || cp "$IMG/$f" "$share/$f"
+    done
     start=$(date +%s)
     timeout 900 qemu-system-x86_64 -nodefaults -no-user-config "${ACCEL[@]}" -smp 2 -m 2048 \
         -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.img" \

@@ -62,7 +62,16 @@ pub fn short(c: &Checksum) -> String {
 pub(super) fn commit(c: &CommitInfo) -> String {
     let version = c.version.as_deref().map(|v| format!(" version {v}")).unwrap_or_default();
     let subject = if c.subject.is_empty() { String::new() } else { format!(" \"{}\"", c.subject) };
-    let deployment = c.deployment.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+    // An image's deployment is named by the image (bootc's composefs backend): shown short.
+    let full = c.checksum.to_hex();
+    let deployment = c
+        .deployment
+        .as_deref()
+        .map(|d| match d.strip_suffix(full.as_str()) {
+            Some(os) => format!(" ({os}{})", short(&c.checksum)),
+            None => format!(" ({d})"),
+        })
+        .unwrap_or_default();
     let problem = c.problem.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default();
     format!("{}{version}{subject}{deployment}{problem}", short(&c.checksum))
 }
@@ -209,6 +218,7 @@ mod tests {
             fixture!("rollback", |out, j| rolled_back(out, &parse(j))),
             fixture!("status-way-back", |out, j| status(out, &parse(j))),
             fixture!("status-damaged", |out, j| status(out, &parse(j))),
+            fixture!("status-composefs", |out, j| status(out, &parse(j))),
         ];
         let bless = std::env::var_os("LIVEFS_BLESS").is_some();
         let mut wrong = Vec::new();
@@ -248,5 +258,6 @@ mod tests {
         same::<crate::live::rollback::RolledBack>(include_str!("../fixtures/rollback.json"));
         same::<Status>(include_str!("../fixtures/status-way-back.json"));
         same::<Status>(include_str!("../fixtures/status-damaged.json"));
+        same::<Status>(include_str!("../fixtures/status-composefs.json"));
     }
 }

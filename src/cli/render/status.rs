@@ -4,6 +4,7 @@ use std::io::{self, Write};
 
 use super::transition::{restarts, strategy};
 use super::{commit, of_user, short};
+use crate::host::booted::Backend;
 use crate::host::overlay::UsrState;
 use crate::live::auto::AutoRun;
 use crate::live::state::LiveState;
@@ -132,8 +133,11 @@ fn usr(u: &UsrState) -> String {
 /// How the host booted, what it will soft-reboot into, rpm-ostree's live state.
 fn host_facts(out: &mut impl Write, st: &Status) -> io::Result<()> {
     let b = &st.boot;
+    let native = b.backend == Backend::Composefs;
     let boot: Vec<&str> = [
-        (b.composefs, "composefs"),
+        (native && b.verity, "bootc's native composefs backend (fs-verity enforced)"),
+        (native && !b.verity, "bootc's native composefs backend (fs-verity not enforced)"),
+        (b.composefs && !native, "composefs"),
         (b.sysroot_ro, "read-only /sysroot"),
         (b.transient_etc.is_some(), "transient /etc (changes last until reboot)"),
         (b.root_transient, "transient /"),

@@ -200,7 +200,7 @@ impl Store {
         let version = os_version(self, &made, root_tree);
         let commit = Commit {
             parent: None,
-            subject: format!("composefs image {}", &id.to_hex()[..12]),
+            subject: String::new(),
             body: String::new(),
             timestamp: 0,
             root_tree,

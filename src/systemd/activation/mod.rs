@@ -267,8 +267,15 @@ pub fn execute(a: &mut Activation, progress: &mut dyn FnMut(&Activation)) {
             let _ = systemctl().args(["reset-failed", "--"]).arg(&action.unit).output();
         }
         let out = systemctl().arg(action.verb.as_str()).arg("--").arg(&action.unit).output();
+        // A stop is done when nothing of the unit runs: one whose file went away
+        // with the update undone ("not loaded") has nothing left to stop.
+        let stopped = || {
+            let state = systemctl().args(["show", "-P", "ActiveState", "--"]).arg(&action.unit).output();
+            state.is_ok_and(|s| matches!(String::from_utf8_lossy(&s.stdout).trim(), "inactive" | "failed"))
+        };
         let result = match out {
             Ok(o) if o.status.success() => ActionResult { ok: true, status: String::new() },
+            Ok(_) if action.verb == Verb::Stop && stopped() => ActionResult { ok: true, status: String::new() },
             Ok(o) => {
                 let status = systemctl()
                     .args(["status", "--no-pager", "--full", "--lines=10", "--"])
