@@ -47,6 +47,7 @@ const PAGES: &[Page] = &[
         examples: &[
             Example { what: "Show the booted, pending and live commits:", command: "livefs status" },
             Example { what: "Ask whether the pending deployment can go live (docs/schema/status.schema.json):", command: "livefs status --json | jq .strategy" },
+            Example { what: "Which backend this host boots: ostree, or bootc's native composefs (its image named too):", command: "livefs status --json | jq .boot" },
         ],
     },
     Page {

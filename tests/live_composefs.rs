@@ -104,3 +104,105 @@ fn status_apply_and_reset_on_a_composefs_host() {
         schema::assert_valid(&apply, n, &read_json(&sys.out.join(n)));
     }
 }
+
+/// Image to image (B live, then C: `/usr` switched beneath, the old image's
+/// mount detached), `livefs rollback` back to B (one mount, nothing built), a
+/// `/usr` mount gone (as after a soft reboot that dropped it: usr-lost, brought
+/// back by apply), and a target that changes the running kernel's modules:
+/// never live on this backend (an image switches whole), nothing changed.
+#[test]
+fn image_to_image_rollback_lost_usr_and_kernel_modules() {
+    let (mut sys, v2) = CfsSystem::with_update();
+    write(&sys.tree.join("usr/bin/third"), b"#!/bin/sh\necho third\n");
+    chmod(&sys.tree.join("usr/bin/third"), 0o755);
+    let v3 = sys.image();
+    sys.deploy(&v3);
+    let kver = common::system::kernel_release();
+    write(&sys.tree.join(format!("usr/lib/modules/{kver}/kernel/fs/x.ko")), b"another build of the module");
+    let v4 = sys.image();
+    sys.deploy(&v4);
+    let out = sys.run(&format!(
+        r#"
+        L apply --allow-replacement > /dev/null
+        L apply --allow-replacement --target {v3} --json > $OUT/c.json
+        findmnt -n -o SOURCE $R/usr | wc -l > $OUT/c-mounts
+        cp -a $R/usr $OUT/usr-c
+        L rollback --json > $OUT/rollback.json
+        cp -a $R/usr $OUT/usr-b
+        umount $R/usr
+        L status --json > $OUT/lost.json
+        L apply --allow-replacement --json > $OUT/back.json
+        cp -a $R/usr $OUT/usr-back
+        if L apply --allow-replacement --target {v4} > $OUT/kernel.out 2> $OUT/kernel.err; then exit 1; else echo $? > $OUT/kernel.rc; fi
+        findmnt -n -o SOURCE $R/usr > $OUT/kernel-mount
+        "#
+    ));
+    ok(&out);
+    let c = read_json(&sys.out.join("c.json"));
+    assert_eq!((c["from"].as_str(), c["to"].as_str()), (Some(v2.as_str()), Some(v3.as_str())), "{c}");
+    assert_eq!(read(&sys, "c-mounts").trim(), "1", "the previous image's mount was not detached");
+    assert_same_tree(&sys.out.join("usr-c"), &sys.tree_of(&v3).join("usr"));
+    let r = read_json(&sys.out.join("rollback.json"));
+    assert_eq!(r["outcome"]["state"], serde_json::json!({"state": "live", "commit": v2}), "{r}");
+    assert_same_tree(&sys.out.join("usr-b"), &sys.tree_of(&v2).join("usr"));
+    let lost = read_json(&sys.out.join("lost.json"));
+    assert_eq!(lost["state"], serde_json::json!({"state": "usr-lost", "commit": v2}));
+    assert_eq!(lost["usr"]["kind"], "locked");
+    assert_eq!(read_json(&sys.out.join("back.json"))["state"]["state"], "live");
+    assert_same_tree(&sys.out.join("usr-back"), &sys.tree_of(&v2).join("usr"));
+    let err = read(&sys, "kernel.err");
+    assert_eq!(read(&sys, "kernel.rc").trim(), "3", "{err}");
+    assert!(err.contains(&format!("the running kernel's modules (/usr/lib/modules/{kver}) change")), "{err}");
+    assert_eq!(read(&sys, "kernel-mount").trim(), format!("livefs:image.{v2}"));
+}
+
+/// Killed after each of its mutations, `apply` (from the booted image, and
+/// from a live one: a switch beneath) and `reset` leave `/usr` exactly one of
+/// the two images' trees; running the command again finishes it.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn killed_at_every_step_usr_is_one_image() {
+    let (mut sys, v2) = CfsSystem::with_update();
+    write(&sys.tree.join("usr/bin/third"), b"#!/bin/sh\necho third\n");
+    let v3 = sys.image();
+    sys.deploy(&v3);
+    let out = sys.run(&format!(
+        r#"
+        sweep() {{  # NAME, then the command killed and rerun; SETUP and UNDO run around each
+            local name=$1 n=1; shift
+            eval "$SETUP"
+            while LIVEFS_FAULT_AFTER=$n L "$@" > /dev/null 2>&1; [ $? -eq 137 ]; do
+                cp -a $R/usr $OUT/$name-killed-$n
+                L "$@" > /dev/null
+                cp -a $R/usr $OUT/$name-done-$n
+                eval "$UNDO"
+                eval "$SETUP"
+                n=$((n + 1))
+            done
+            eval "$UNDO"
+            echo $((n - 1)) > $OUT/$name-kills
+        }}
+        SETUP=":"; UNDO="L reset > /dev/null"
+        sweep apply apply --allow-replacement
+        SETUP="L apply --allow-replacement > /dev/null"; UNDO="L reset > /dev/null"
+        sweep beneath apply --allow-replacement --target {v3}
+        SETUP="L apply --allow-replacement > /dev/null"; UNDO=":"
+        sweep reset reset
+        "#
+    ));
+    ok(&out);
+    let kills = |name: &str| read(&sys, &format!("{name}-kills")).trim().parse::<u64>().unwrap();
+    let trees = |v: &str| snapshot(&sys.tree_of(v).join("usr"));
+    let booted = sys.booted.clone();
+    for (name, from, to) in [("apply", &booted, &v2), ("beneath", &v2, &v3), ("reset", &v2, &booted)] {
+        let n = kills(name);
+        eprintln!("{name}: killed after each of {n} mutations");
+        assert!(n >= 4, "{name}: too few crash points ({n})");
+        let (a, b) = (trees(from), trees(to));
+        for i in 1..=n {
+            let s = snapshot(&sys.out.join(format!("{name}-killed-{i}")));
+            assert!(s == a || s == b, "{name} killed after {i}: /usr is neither tree");
+            assert_same_tree(&sys.out.join(format!("{name}-done-{i}")), &sys.tree_of(to).join("usr"));
+        }
+    }
+}

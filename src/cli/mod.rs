@@ -448,12 +448,15 @@ fn diff(repo: &std::path::Path, a: &DiffArgs) -> anyhow::Result<()> {
     let repo = Repo::open(repo)?;
     let (from, to) = (open_rev(&repo, &a.from)?, open_rev(&repo, &a.to)?);
     let diff = Diff::commits(&repo, from, to)?;
+    // What it read (two whole composefs images' objects) is freed by the exit,
+    // not object by object.
+    let repo = &*Box::leak(Box::new(repo));
     if a.json {
-        let doc = DiffJson { from, to, report: diff.report(&repo)? };
+        let doc = DiffJson { from, to, report: diff.report(repo)? };
         return to_stdout(|out| render::json(&mut { out }, &doc));
     }
     if a.stat {
-        let line = diff.report(&repo)?.stat_line();
+        let line = diff.report(repo)?.stat_line();
         return to_stdout(|out| writeln!(out, "{line}"));
     }
     to_stdout(|out| diff.write_ostree_format(&mut { out }))

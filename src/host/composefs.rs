@@ -26,7 +26,12 @@ pub const OSNAME: &str = "composefs";
 /// The deployments: an image with a state directory (`SYSROOT/state/deploy/HEX`).
 fn deployments(sysroot: &Path) -> anyhow::Result<Vec<Deployment>> {
     let dir = sysroot.join(STATE);
-    let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        // No deployment at all: the booted image is named as having no state.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
     let mut out = Vec::new();
     for e in entries.flatten() {
         let Some(checksum) = e.file_name().to_str().and_then(|n| n.parse::<Checksum>().ok()) else { continue };

@@ -37,6 +37,7 @@ impl Diffs {
         if let Some((_, d)) = self.0.borrow().iter().find(|(k, _)| *k == (from, to)) {
             return Ok(d.clone());
         }
+        repo.read_ahead(&[from, to]);
         let d = Rc::new(Diff::trees(repo, usr_root(repo, from)?, usr_root(repo, to)?)?);
         self.0.borrow_mut().push(((from, to), d.clone()));
         Ok(d)

@@ -176,6 +176,15 @@ impl Repo {
         }
     }
 
+    /// Reads the commits `ids` ahead, together where that helps: a composefs
+    /// repository makes each image's objects on a thread of its own. Errors are
+    /// left to the reads that follow, which name them.
+    pub fn read_ahead(&self, ids: &[Checksum]) {
+        if let Some(store) = &self.store {
+            let _ = store.make(ids);
+        }
+    }
+
     /// The composefs repository, when this is one.
     pub fn store(&self) -> Option<&composefs::Store> {
         self.store.as_ref()

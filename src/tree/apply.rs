@@ -162,6 +162,7 @@ pub fn update_dir(
         let commit = repo.read_commit(c).with_context(|| format!("cannot read commit {c}"))?;
         TreeRoot::of_subpath(repo, &commit, subpath).with_context(|| format!("in commit {c}"))
     };
+    repo.read_ahead(&[from, to]);
     let diff = Diff::trees(repo, root_of(from)?, root_of(to)?)?;
     let plan = Plan::new(repo, &diff)?;
     let target_name = target.display().to_string();

@@ -95,6 +95,7 @@ impl Diff {
 
     /// Diffs the root trees of two commits.
     pub fn commits(repo: &Repo, from: Checksum, to: Checksum) -> anyhow::Result<Diff> {
+        repo.read_ahead(&[from, to]);
         let a = repo.read_commit(from).with_context(|| format!("cannot read commit {from}"))?;
         let b = repo.read_commit(to).with_context(|| format!("cannot read commit {to}"))?;
         Diff::trees(

@@ -149,13 +149,6 @@ impl CfsSystem {
         self.dir.path().join("root")
     }
 
-    /// Forgets everything a boot kept in /run, as a reboot does.
-    pub fn reboot(&self) {
-        let run = self.dir.path().join("run");
-        std::fs::remove_dir_all(&run).unwrap();
-        std::fs::create_dir(&run).unwrap();
-    }
-
     /// Runs `script` (bash) with the host booted in a fresh private mount
     /// namespace: $R (root), $S (the physical root), $OUT, $BOOTED, `L` (livefs
     /// with --root).

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once, cached) the disk image of the VM test of bootc's native composefs
 # backend, laid out as bootc lays it out, with composefs-rs's own tools
-# (LIVEFS_CFSCTL, LIVEFS_COMPOSEFS_SETUP_ROOT: scripts/deps.sh's
-# livefs_composefs_tools) and Debian forky's trees (rootfs.sh, trees.sh):
+# (scripts/deps.sh's livefs_composefs_tools) and Debian forky's trees
+# (rootfs.sh, trees.sh):
 #   /composefs: the repository (cfsctl init --insecure: this machine's kernel has
 #     no fs-verity), images A (version 1, booted), B (version 2: A + lighttpd
 #     serving a page from /usr) and C (B with a broken lighttpd: it exits 1);
@@ -21,7 +21,9 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${1:?usage: image-bootc.sh CACHE_DIR}
-: "${LIVEFS_CFSCTL:?run scripts/deps.sh livefs_composefs_tools}" "${LIVEFS_COMPOSEFS_SETUP_ROOT:?}"
+# composefs-rs's tools (built once, cached: what scripts/test already did).
+. "$HERE/../../scripts/deps.sh"
+livefs_composefs_tools
 bash "$HERE/rootfs.sh" "$CACHE" forky
 . "$HERE/trees.sh"
 NAME="Debian forky"

@@ -6,7 +6,9 @@
 //! dirmetas and file objects — made from the image ([`erofs`]) when it is first
 //! asked for, so that the diff, the plan, the `/etc` merge and the strategy
 //! work on either backend unchanged. The image's name (its fs-verity digest,
-//! SHA-512 by default) names its commit; the objects made from it are named by
+//! SHA-512 by default) names its commit (devices, FIFOs and sockets, which
+//! OSTree has no objects for, are left out outside `/usr`: livefs never
+//! applies them; one in `/usr` is refused); the objects made from it are named by
 //! the SHA-256 of what they hold (a file object: its metadata and its
 //! content's object, or its inline bytes), so equal subtrees of two images have
 //! equal names and the diff skips them.
@@ -37,11 +39,34 @@ pub enum Source {
 /// An object made from an image.
 #[derive(Debug, Clone)]
 enum Made {
-    Commit(Commit),
+    /// Boxed: one per image, and the largest by far.
+    Commit(Box<Commit>),
     DirTree(DirTree),
     DirMeta(DirMeta),
     File(FileMeta, Source),
 }
+
+/// A hasher for names that are digests already (uniformly distributed): their
+/// first eight bytes are the hash.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
+/// The objects made from one image, by name.
+type Objects = HashMap<Checksum, Made, std::hash::BuildHasherDefault<DigestHasher>>;
 
 /// An open composefs repository.
 #[derive(Debug)]
@@ -50,8 +75,9 @@ pub struct Store {
     dir: OwnedFd,
     /// The digest algorithm of its objects and images (`fsverity-sha512-12`).
     pub algorithm: String,
-    /// The objects made from the images read so far, by name.
-    made: std::sync::RwLock<HashMap<Checksum, Made>>,
+    /// The objects made from each image read so far (an object two images
+    /// share is in both maps, the same).
+    made: std::sync::RwLock<Vec<std::sync::Arc<Objects>>>,
 }
 
 /// Whether `path` holds a composefs repository (its `meta.json`).
@@ -95,10 +121,22 @@ impl Store {
         Ok(out)
     }
 
-    /// An image by full name, unique prefix, or ref (`images/refs/NAME`).
+    /// An image by full name, ref (`images/refs/NAME`; `refs/NAME` as cfsctl
+    /// also spells it), or unique prefix of its name — a ref first, as ostree
+    /// resolves a ref before a partial checksum.
     pub fn resolve(&self, rev: &str) -> anyhow::Result<Checksum> {
         if let Ok(c) = rev.parse::<Checksum>() {
             return Ok(c);
+        }
+        let name = rev.strip_prefix("refs/").unwrap_or(rev);
+        let valid = name.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        if !valid {
+            return Err(super::RepoError::InvalidRef(rev.to_string()).into());
+        }
+        let link = self.path.join("images/refs").join(name);
+        if let Ok(target) = std::fs::read_link(&link) {
+            let image = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            return image.parse().with_context(|| format!("ref {} names no image", link.display()));
         }
         let hex = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
         if hex(rev) {
@@ -109,18 +147,7 @@ impl Store {
                 n => return Err(super::RepoError::AmbiguousRev(rev.to_string(), n).into()),
             }
         }
-        let valid = rev.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
-        if !valid {
-            return Err(super::RepoError::InvalidRef(rev.to_string()).into());
-        }
-        let link = self.path.join("images/refs").join(rev);
-        match std::fs::read_link(&link) {
-            Ok(target) => {
-                let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.parse().with_context(|| format!("ref {} names no image", link.display()))
-            }
-            Err(_) => Err(super::RepoError::RefNotFound(rev.to_string()).into()),
-        }
+        Err(super::RepoError::RefNotFound(rev.to_string()).into())
     }
 
     /// The bytes of image `id`.
@@ -189,14 +216,15 @@ impl Store {
 
     /// Makes the objects of image `id` (once), and returns its commit.
     pub fn commit(&self, id: Checksum) -> anyhow::Result<Commit> {
-        if let Some(Made::Commit(c)) = self.made().get(&id) {
-            return Ok(c.clone());
+        if let Ok(Made::Commit(c)) = self.get(id, "image") {
+            return Ok(*c);
         }
         let bytes = self.image_bytes(id)?;
         let image = erofs::Image::open(&bytes).with_context(|| format!("image {id} is malformed"))?;
-        let mut made = HashMap::new();
+        // About one object per 256 bytes of image (inodes, dirents, names, xattrs).
+        let mut made = Objects::with_capacity_and_hasher(bytes.len() / 256, Default::default());
         let (root_tree, root_meta) =
-            make_dir(&image, image.root(), "", &mut made).with_context(|| format!("in image {id}"))?;
+            make_dir(&image, image.root(), &mut String::new(), &mut made).with_context(|| format!("in image {id}"))?;
         let version = os_version(self, &made, root_tree);
         let commit = Commit {
             parent: None,
@@ -207,19 +235,22 @@ impl Store {
             root_meta,
             metadata: version.map(|v| ("version".to_string(), objects::MetaValue::String(v))).into_iter().collect(),
         };
-        made.insert(id, Made::Commit(commit.clone()));
-        self.made.write().unwrap_or_else(|e| e.into_inner()).extend(made);
+        made.insert(id, Made::Commit(Box::new(commit.clone())));
+        self.made.write().unwrap_or_else(|e| e.into_inner()).push(std::sync::Arc::new(made));
         Ok(commit)
     }
 
-    fn made(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Checksum, Made>> {
-        self.made.read().unwrap_or_else(|e| e.into_inner())
+    /// Makes the objects of the images `ids` that are not made yet, each on
+    /// a thread of its own (a diff reads two whole images).
+    pub fn make(&self, ids: &[Checksum]) -> anyhow::Result<()> {
+        crate::parallel::map_chunks_min(ids, 2, |chunk| chunk.iter().map(|&id| self.commit(id).map(drop)).collect())
+            .map(drop)
     }
 
     fn get(&self, c: Checksum, what: &'static str) -> anyhow::Result<Made> {
-        self.made()
-            .get(&c)
-            .cloned()
+        let maps = self.made.read().unwrap_or_else(|e| e.into_inner());
+        maps.iter()
+            .find_map(|m| m.get(&c).cloned())
             .ok_or_else(|| super::RepoError::MissingObject(super::ObjectName { checksum: c, ext: what }, false).into())
     }
 
@@ -255,7 +286,7 @@ impl Store {
 
 /// The `VERSION_ID` (or `VERSION`) of the image's `usr/lib/os-release`: what
 /// `status` shows as its version.
-fn os_version(store: &Store, made: &HashMap<Checksum, Made>, root: Checksum) -> Option<String> {
+fn os_version(store: &Store, made: &Objects, root: Checksum) -> Option<String> {
     let mut tree = root;
     for part in ["usr", "lib"] {
         let Made::DirTree(t) = made.get(&tree)? else { return None };
@@ -288,8 +319,8 @@ fn name_of(tag: &str, bytes: &[u8]) -> Checksum {
 fn make_dir(
     image: &erofs::Image,
     nid: u64,
-    path: &str,
-    made: &mut HashMap<Checksum, Made>,
+    path: &mut String,
+    made: &mut Objects,
 ) -> anyhow::Result<(Checksum, Checksum)> {
     let inode = image.inode(nid)?;
     let meta = DirMeta {
@@ -305,18 +336,31 @@ fn make_dir(
     let mut entries = image.entries(&inode)?;
     // OSTree's order: bytewise by name.
     entries.sort();
+    // One buffer for every path below (only errors name a path).
+    let len = path.len();
     for (name, child) in entries {
         let name = objects::validate_name(&name).map_err(|e| anyhow::anyhow!("{path}/: {e}"))?.to_string();
-        let child_path = format!("{path}/{name}");
+        path.truncate(len);
+        path.push('/');
+        path.push_str(&name);
         let node = image.inode(child)?;
-        erofs::check_type(&node, &child_path)?;
+        if let Err(e) = erofs::check_type(&node, path) {
+            // A device, FIFO or socket: OSTree has no object for one. Outside
+            // /usr (a root file system's /dev) it is left out, as livefs never
+            // applies it; in /usr it is refused.
+            if path == "/usr" || path.starts_with("/usr/") {
+                return Err(e);
+            }
+            continue;
+        }
         if node.mode & erofs::S_IFMT == erofs::S_IFDIR {
-            let (tree, meta) = make_dir(image, child, &child_path, made)?;
+            let (tree, meta) = make_dir(image, child, path, made)?;
             dirs.push((name, tree, meta));
         } else {
-            files.push((name, make_file(image, &node, &child_path, made)?));
+            files.push((name, make_file(image, &node, path, made)?));
         }
     }
+    path.truncate(len);
     let mut key = Vec::new();
     for (name, c) in &files {
         key.extend_from_slice(name.as_bytes());
@@ -342,12 +386,7 @@ fn meta_key(m: &DirMeta) -> Vec<u8> {
 
 /// Makes the file object of `node` (at `path`): its metadata, and where its
 /// content is; returns its name.
-fn make_file(
-    image: &erofs::Image,
-    node: &erofs::Inode,
-    path: &str,
-    made: &mut HashMap<Checksum, Made>,
-) -> anyhow::Result<Checksum> {
+fn make_file(image: &erofs::Image, node: &erofs::Inode, path: &str, made: &mut Objects) -> anyhow::Result<Checksum> {
     let raw = image.xattrs(node)?;
     let xattrs = erofs::file_xattrs(&raw);
     let (kind, source) = if node.mode & erofs::S_IFMT == erofs::S_IFLNK {
@@ -365,7 +404,10 @@ fn make_file(
     let mut key = objects::content_checksum_header(&meta);
     match &source {
         Source::Inline(b) => key.extend_from_slice(b),
-        Source::Object(rel) => key.extend_from_slice(format!("object:{rel}").as_bytes()),
+        Source::Object(rel) => {
+            key.extend_from_slice(b"object:");
+            key.extend_from_slice(rel.as_bytes());
+        }
         Source::None => {}
     }
     let name = name_of("file", &key);
