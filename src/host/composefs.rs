@@ -1,10 +1,6 @@
-//! bootc's native composefs backend, as bootc finds it: no OSTree, but a
-//! composefs repository in `SYSROOT/composefs` whose images are the OS
-//! versions. The booted image is the one ROOT is mounted from — the mount
-//! source `composefs:HEX` (`transient:composefs=HEX` for a transient root),
-//! which a soft reboot into another image changes — else the kernel command
-//! line's `composefs=HEX` (`composefs=?HEX` where fs-verity is not enforced).
-//! A deployment is an image with its state in `SYSROOT/state/deploy/HEX/`
+//! bootc's native composefs backend's deployments, as bootc finds them: no
+//! OSTree, but a composefs repository in `SYSROOT/composefs` whose images are
+//! the OS versions (which one is booted: [`crate::host::booted`]). A deployment is an image with its state in `SYSROOT/state/deploy/HEX/`
 //! (its `etc`, `var`); the boot entries (`boot/loader/entries/*.conf`, Type 1,
 //! as bootc writes them) name their image with `composefs=` in `options`. The
 //! pending deployment is the staged one (`ROOT/run/composefs/staged-deployment`,
