@@ -373,6 +373,7 @@ impl ChangeArgs {
             restart: self.restart,
             activation: self.activation.request(),
             lock_wait: cli.lock_wait(),
+            ..Default::default()
         }
     }
 }

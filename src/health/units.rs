@@ -126,12 +126,17 @@ pub type Show<'a> = &'a dyn Fn(&[String], &[&str]) -> Vec<BTreeMap<String, Strin
 
 /// Polls the watched units every `poll` until `settle` is over, or until one
 /// fails (the verdict does not wait for the rest of the window). `show` asks
-/// systemd for the properties of the units, in order.
+/// systemd for the properties of the units, in order. A unit whose action
+/// failed is failed already: one look at the others, for the report, and the
+/// way back starts.
 pub fn watch(units: &[Watched], settle: Duration, poll: Duration, show: Show) -> Vec<UnitCheck> {
     let names: Vec<String> = units.iter().map(|w| w.unit.clone()).collect();
     let start = Instant::now();
     let read = || show(&names, &Props::NAMES).iter().map(Props::of).collect::<Vec<_>>();
-    let baseline: Vec<Option<u64>> = read().iter().map(|p| p.restarts).collect();
+    let baseline: Vec<Option<u64>> = match units.iter().any(|w| w.action_failed.is_some()) {
+        true => vec![None; units.len()],
+        false => read().iter().map(|p| p.restarts).collect(),
+    };
     loop {
         let at_end = start.elapsed() >= settle;
         let now = read();
@@ -284,5 +289,38 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(200));
         assert_eq!(got[0].ok, Some(true), "{got:?}");
         assert_eq!(got[0].state, "active (x)");
+    }
+
+    /// A unit whose restart failed is not waited for: systemd is asked once
+    /// (the state of each unit, for the report), and the verdict is in.
+    #[test]
+    fn a_failed_action_is_judged_at_one_look() {
+        use std::cell::Cell;
+        let calls = Cell::new(0);
+        let show = |units: &[String], _: &[&str]| {
+            calls.set(calls.get() + 1);
+            let props = [("ActiveState", "activating"), ("SubState", "auto-restart"), ("NRestarts", "1")];
+            units.iter().map(|_| props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).collect()
+        };
+        let failed = Watched {
+            unit: "web.service".into(),
+            because: "restarted".into(),
+            action_failed: Some("systemctl restart failed: Job failed".into()),
+        };
+        let other = Watched { unit: "db.service".into(), because: "restarted".into(), action_failed: None };
+        let got = watch(&[failed, other], Duration::from_secs(30), Duration::from_millis(10), &show);
+        assert_eq!(calls.get(), 1);
+        let seen: Vec<_> = got.iter().map(|c| (c.unit.as_str(), c.ok, c.reason.as_deref())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("web.service", Some(false), Some("systemctl restart failed: Job failed")),
+                (
+                    "db.service",
+                    Some(false),
+                    Some("exited and is being restarted by systemd: activating (auto-restart), Result=")
+                ),
+            ]
+        );
     }
 }

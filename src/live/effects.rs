@@ -141,25 +141,73 @@ pub fn activate_undoing(
     restarts: &Restarts,
     new_events: &UnitEvents,
     request: activation::Request,
-    undo: &BTreeMap<String, activation::Verb>,
+    undo: &activation::Undo,
     dry_run: bool,
 ) -> anyhow::Result<Activation> {
-    let mut events = activation::load_events(run)?;
+    let events = activation::load_events(run)?;
     let input = activation::Input { restarts, events: &events, new_events, request, undo };
     let mut a = activation::schedule(root, &input);
     a.dry_run = dry_run;
     if dry_run {
         return Ok(a);
     }
+    execute(run, events, &Activation::default(), a)
+}
+
+/// The way back's activation (not a dry run): the units the update acted on
+/// are undone first, judged on their own facts alone (one look at them), so
+/// that what the update took down runs the previous build again as soon as
+/// `/usr` is back; only then is what else needs acting on looked for
+/// (`restarts`) and acted on, but for the units done already. Returns the
+/// activation and what needed a restart before its second part.
+pub fn activate_going_back(
+    root: &Path,
+    run: &RunDir,
+    request: activation::Request,
+    undo: &activation::Undo,
+    restarts: impl FnOnce() -> Restarts,
+) -> anyhow::Result<(Activation, Restarts)> {
+    let none = UnitEvents::default();
+    let input = activation::Input { restarts: &Restarts::default(), events: &none, new_events: &none, request, undo };
+    let first = activation::schedule(root, &input);
+    let first = execute(run, activation::load_events(run)?, &Activation::default(), first)?;
+    let restarts = restarts();
+    let events = activation::load_events(run)?;
+    let no_undo = activation::Undo::default();
+    let input = activation::Input { restarts: &restarts, events: &events, new_events: &none, request, undo: &no_undo };
+    let mut rest = activation::schedule(root, &input);
+    let done = |unit: &str, user: &Option<String>| {
+        first.actions.iter().any(|a| a.unit == unit && a.user == *user)
+            || first.skipped.iter().any(|s| s.unit == unit && s.user == *user)
+    };
+    rest.actions.retain(|a| !done(&a.unit, &a.user));
+    rest.skipped.retain(|s| !done(&s.unit, &s.user));
+    Ok((execute(run, events, &first, rest)?, restarts))
+}
+
+/// Runs activation `a` after what `before` did (both kept as one in the
+/// progress record, for `livefs status`), and remembers in `events` what failed
+/// for the next `livefs restart`. Returns both as one.
+fn execute(run: &RunDir, mut events: UnitEvents, before: &Activation, mut a: Activation) -> anyhow::Result<Activation> {
     let pid = std::process::id();
+    let joined = |a: &Activation| {
+        let mut all = before.clone();
+        all.daemon_reload |= a.daemon_reload;
+        all.daemon_reexec |= a.daemon_reexec;
+        all.actions.extend(a.actions.iter().cloned());
+        all.skipped.extend(a.skipped.iter().cloned());
+        all.left.extend(a.left.iter().cloned());
+        all
+    };
     let mut unsaved = None;
     activation::execute(&mut a, &mut |a| {
-        let progress = activation::Progress { pid, finished: false, activation: a.clone() };
+        let progress = activation::Progress { pid, finished: false, activation: joined(a) };
         if let Err(e) = activation::save_progress(run, &progress) {
             unsaved.get_or_insert(e);
         }
     });
-    let done = activation::Progress { pid, finished: true, activation: a.clone() };
+    let all = joined(&a);
+    let done = activation::Progress { pid, finished: true, activation: all.clone() };
     let saved = match unsaved {
         Some(e) => Err(e),
         None => activation::save_progress(run, &done),
@@ -169,5 +217,5 @@ pub fn activate_undoing(
     }
     activation::remember(&mut events, &a);
     activation::save_events(run, &events)?;
-    Ok(a)
+    Ok(all)
 }

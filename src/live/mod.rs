@@ -72,10 +72,11 @@ pub fn apply(paths: &Paths, req: &ApplyRequest) -> anyhow::Result<Applied> {
     // An interrupted rollback is finished first (see `decide`): that is the
     // way back, not an update to check.
     let finishing_rollback = matches!(s.state, state::LiveState::RollingBack { .. });
-    let outcome = run_step(&mut s, Command::Apply { target }, limits, req.options)?;
+    let options = Options { restarts_later: !finishing_rollback, ..req.options };
+    let mut outcome = run_step(&mut s, Command::Apply { target }, limits, options)?;
     let after = match finishing_rollback {
         true => After::default(),
-        false => verify::after_apply(&mut s, &outcome, &req.checks, req.options, "apply")?,
+        false => verify::after_apply(&mut s, &mut outcome, &req.checks, req.options, "apply")?,
     };
     Ok(Applied { outcome, after })
 }

@@ -45,6 +45,8 @@ pub fn run(
     command: &str,
 ) -> anyhow::Result<RolledBack> {
     let start = Instant::now();
+    // The way back looks at what needs a restart itself.
+    let options = Options { restarts_later: false, ..options };
     let limits = Limits { allow_replacement: true, max_strategy: Tier::Reboot };
     let outcome = super::run_step(s, Command::Rollback { dry_run: options.dry_run }, limits, options)?;
     let seconds = start.elapsed().as_secs_f64();

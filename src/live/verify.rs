@@ -40,16 +40,29 @@ fn watched(o: &Outcome) -> Vec<Watched> {
 }
 
 /// Checks the system `s` after the apply that gave `o` (run by `command`:
-/// `apply`, `auto`), and keeps, warns or rolls back as the verdict and `checks`
-/// say. Nothing is checked when the apply changed nothing; a dry run says what
-/// would be checked.
+/// `apply`, `auto`; its transition ran with `Options::restarts_later`), and
+/// keeps, warns or rolls back as the verdict and `checks` say; then says in `o`
+/// what needs a restart now — nothing after a rollback, whose own outcome
+/// says. Nothing is checked when the apply changed nothing; a dry run says
+/// what would be checked.
 pub fn after_apply(
     s: &mut Session,
-    o: &Outcome,
+    o: &mut Outcome,
     checks: &Checks,
     options: Options,
     command: &str,
 ) -> anyhow::Result<After> {
+    let after = check(s, o, checks, options, command)?;
+    if o.restart.is_some() && !o.dry_run {
+        o.restarts = match after.rolled_back {
+            Some(_) => Default::default(),
+            None => crate::live::effects::restarts_now(&s.host.paths.root, &Default::default(), &s.host.run)?,
+        };
+    }
+    Ok(after)
+}
+
+fn check(s: &mut Session, o: &Outcome, checks: &Checks, options: Options, command: &str) -> anyhow::Result<After> {
     let mut after = After::default();
     let req = &checks.health;
     let root = s.host.paths.root.clone();

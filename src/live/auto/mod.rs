@@ -151,9 +151,10 @@ pub fn run(
     }
     let from = s.state.current(s.booted());
     let options = Options { dry_run, restart: policy.restart, lock_wait, ..Options::default() };
-    let result = super::run_step(&mut s, Command::Apply { target: None }, policy.limits(), options);
+    let later = Options { restarts_later: true, ..options };
+    let mut result = super::run_step(&mut s, Command::Apply { target: None }, policy.limits(), later);
     let checks = Checks { health: policy.checks(), confirm_within: None };
-    let after = match &result {
+    let after = match &mut result {
         Ok(o) => super::verify::after_apply(&mut s, o, &checks, options, "auto")?,
         Err(_) => After::default(),
     };

@@ -30,8 +30,10 @@ pub fn commit(s: &mut Session, p: Prepared) -> anyhow::Result<Outcome> {
     record_applying(s, &t)?;
     switch_usr(s, &plan, usr, built, &mut outcome)?;
     follow_etc(s, &t, &mut outcome)?;
+    // What starts from now on runs what `/usr` and `/etc` hold now.
+    let switched_at = needs_restart::now_monotonic_usec();
     let since_boot = record_effects(s, &t, &plan, &changed, &mut to_run, (&added, &removed), &outcome)?;
-    finish(s, &t, &plan, &to_run, &since_boot, &mut outcome)?;
+    finish(s, &t, (&plan, switched_at), &to_run, &since_boot, &mut outcome)?;
     Ok(outcome)
 }
 
@@ -223,7 +225,7 @@ struct SinceBoot {
 fn finish(
     s: &mut Session,
     t: &Transition,
-    plan: &Plan,
+    (plan, switched_at): (&Plan, u64),
     to_run: &Triggers,
     since_boot: &SinceBoot,
     outcome: &mut Outcome,
@@ -234,7 +236,8 @@ fn finish(
     }
     outcome.state = done;
     // The way back is taken: once. What the update did to units is undone below.
-    let undo = if t.etc == EtcMode::Undo { s.undo_units() } else { Default::default() };
+    let units = if t.etc == EtcMode::Undo { s.undo_units() } else { Default::default() };
+    let undo = crate::systemd::activation::Undo { units, switched_at: Some(switched_at) };
     if t.etc == EtcMode::Undo {
         crate::live::confirm::disarm(&s.host.paths.root, s.way_back.take().as_ref());
         way_back::forget(&s.host.run)?;
@@ -273,19 +276,30 @@ fn restart_units(
     s: &mut Session,
     t: &Transition,
     since_boot: &SinceBoot,
-    undo: &std::collections::BTreeMap<String, crate::systemd::activation::Verb>,
+    undo: &crate::systemd::activation::Undo,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let root = s.host.paths.root.clone();
     let report = |processes: &Processes| {
         needs_restart::report(&root, processes, &since_boot.replaced, &Default::default(), &since_boot.units)
     };
-    outcome.restarts = report(&s.processes);
-    if !t.options.restart {
-        return Ok(());
-    }
-    let (none, request) = (Default::default(), t.options.activation);
-    let a = effects::activate_undoing(&root, &s.host.run, &outcome.restarts, &none, request, undo, false)?;
+    let request = t.options.activation;
+    let a = match t.options.restart {
+        false => {
+            outcome.restarts = report(&s.processes);
+            return Ok(());
+        }
+        true if undo.units.is_empty() => {
+            outcome.restarts = report(&s.processes);
+            effects::activate(&root, &s.host.run, &outcome.restarts, &Default::default(), request, false)?
+        }
+        true => {
+            let (a, restarts) =
+                effects::activate_going_back(&root, &s.host.run, request, undo, || report(&s.processes))?;
+            outcome.restarts = restarts;
+            a
+        }
+    };
     if let Some(wb) = s.way_back.as_mut().filter(|w| t.etc == EtcMode::Merge && w.to == t.to) {
         wb.units = a
             .actions
@@ -296,7 +310,10 @@ fn restart_units(
         way_back::save(&s.host.run, wb)?;
     }
     outcome.restart = Some(a);
-    // What the activation restarted runs anew: looked at again.
-    outcome.restarts = report(&Processes::default());
+    // What the activation restarted runs anew: looked at again (or by the
+    // caller, after its checks).
+    if !t.options.restarts_later {
+        outcome.restarts = report(&Processes::default());
+    }
     Ok(())
 }

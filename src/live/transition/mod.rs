@@ -48,6 +48,10 @@ pub struct Options {
     pub activation: crate::systemd::activation::Request,
     /// How long to wait for another livefs to finish.
     pub lock_wait: std::time::Duration,
+    /// What needs a restart after the activation is left to the caller, who
+    /// looks once its health checks are over (`verify`): a failed restart is
+    /// rolled back without that look first, which would make it moot.
+    pub restarts_later: bool,
 }
 
 /// One transition: `/usr` from `from` to `to`, `/etc` following as `etc` says.
@@ -155,7 +159,9 @@ impl Prepared {
         if self.t.options.restart {
             let mut new_events = UnitEvents::default();
             crate::systemd::activation::record(&mut new_events, &self.added, &self.removed);
-            let undo = if self.t.etc == EtcMode::Undo { s.undo_units() } else { Default::default() };
+            // Nothing was switched back: every unit is judged as it runs now.
+            let units = if self.t.etc == EtcMode::Undo { s.undo_units() } else { Default::default() };
+            let undo = crate::systemd::activation::Undo { units, switched_at: None };
             o.restart = Some(crate::live::effects::activate_undoing(
                 root,
                 &s.host.run,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::{unit_file, wanted_link, Input, Left, Request, Verb};
+use super::{unit_file, wanted_link, Input, Left, Request, Undo};
 use crate::systemd::needs_restart::{self, UNIT_DIRS};
 use crate::systemd::restart_policy::{self, Policy};
 
@@ -34,7 +34,7 @@ fn opt_outs(props: &BTreeMap<String, String>) -> (bool, bool) {
     (restart, reload)
 }
 
-const PROPERTIES: [&str; 11] = [
+const PROPERTIES: [&str; 12] = [
     "Id",
     "LoadState",
     "ActiveState",
@@ -46,6 +46,7 @@ const PROPERTIES: [&str; 11] = [
     "TriggeredBy",
     "Triggers",
     "Accept",
+    "ExecMainStartTimestampMonotonic",
 ];
 
 /// What systemd (and the unit's files) say of one unit.
@@ -66,6 +67,9 @@ pub struct UnitFacts {
     pub triggers: Vec<String>,
     /// A socket that spawns one service instance per connection (`Accept=yes`).
     pub accept: bool,
+    /// While it runs (active): when its main process started (CLOCK_MONOTONIC
+    /// µs), which says which `/usr` it runs.
+    pub running_since: Option<u64>,
 }
 
 impl UnitFacts {
@@ -83,6 +87,10 @@ impl UnitFacts {
             triggered_by: get("TriggeredBy").split_whitespace().map(str::to_string).collect(),
             triggers: get("Triggers").split_whitespace().map(str::to_string).collect(),
             accept: get("Accept") == "yes",
+            running_since: match get("ActiveState") {
+                "active" => get("ExecMainStartTimestampMonotonic").parse().ok().filter(|&t| t > 0),
+                _ => None,
+            },
         }
     }
 }
@@ -113,7 +121,7 @@ pub struct Facts {
     pub request: Request,
     /// Going back: what the update being rolled back did to units, each to be
     /// done the other way (see `judge::undo`).
-    pub undo: BTreeMap<String, Verb>,
+    pub undo: Undo,
 }
 
 /// Gathers the facts about the input's restarts (the report of what runs old
@@ -169,7 +177,7 @@ pub(super) fn gather(root: &Path, input: &Input) -> Facts {
         .chain(&f.removed)
         .chain(targets)
         .chain(&f.failed)
-        .chain(f.undo.keys())
+        .chain(f.undo.units.keys())
         .cloned()
         .collect();
     let units: Vec<String> = units.into_iter().collect();
@@ -179,7 +187,7 @@ pub(super) fn gather(root: &Path, input: &Input) -> Facts {
     let related: BTreeSet<String> = f
         .restart
         .keys()
-        .chain(f.undo.keys())
+        .chain(f.undo.units.keys())
         .filter_map(|u| f.units.get(u))
         .flat_map(|u| u.triggered_by.iter().chain(&u.triggers))
         .filter(|u| !f.units.contains_key(*u))

@@ -183,10 +183,26 @@ impl Judge<'_> {
     /// stopped if it started them, started again if it stopped them (a
     /// socket-activated service is left to its socket). A unit another verdict
     /// acts on already gets the reason added; a unit's failed state is cleared
-    /// before it is acted on (see `execute`).
+    /// before it is acted on (see `execute`). A service systemd started again
+    /// after `/usr` was switched back (its `Restart=` after the new build
+    /// failed) runs the previous build already: restarting it again would
+    /// only take it down once more.
     fn undo(&self, verdicts: &mut [Verdict]) -> Vec<Verdict> {
         let mut out = Vec::new();
-        for (name, did) in &self.f.undo {
+        for (name, did) in &self.f.undo.units {
+            let since_switch = |t: u64| self.f.undo.switched_at.is_some_and(|at| t > at);
+            if *did == Verb::Restart && self.unit(name).running_since.is_some_and(since_switch) {
+                let judged = verdicts.iter().any(|v| match v {
+                    Ok(a) => a.unit == *name && a.user.is_none(),
+                    Err(s) => s.unit == *name && s.user.is_none(),
+                });
+                if !judged {
+                    out.push(
+                        self.skip(name, "systemd started it again after the switch back: it runs the previous build"),
+                    );
+                }
+                continue;
+            }
             let (verb, why) = match did {
                 Verb::Restart => (Verb::Restart, "the update rolled back restarted it: back to the previous build"),
                 Verb::Reload => (Verb::Reload, "the update rolled back reloaded it: reloaded again"),
@@ -278,7 +294,7 @@ fn refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::systemd::activation::Request;
+    use crate::systemd::activation::{Request, Undo};
     use std::collections::BTreeMap;
 
     #[test]
@@ -503,8 +519,13 @@ mod tests {
             ("sock.service".to_string(), UnitFacts { triggered_by: vec!["sock.socket".into()], ..failed.clone() }),
             ("sock.socket".to_string(), active.clone()),
             ("ssh.service".to_string(), active.clone()),
+            // Started by systemd (its Restart=) before and after /usr was switched back at 1000.
+            ("old.service".to_string(), UnitFacts { running_since: Some(999), ..active.clone() }),
+            ("back.service".to_string(), UnitFacts { running_since: Some(1001), ..active.clone() }),
+            ("both.service".to_string(), UnitFacts { running_since: Some(1001), ..active.clone() }),
+            ("rel.service".to_string(), UnitFacts { running_since: Some(1001), ..active.clone() }),
         ]);
-        let undo = BTreeMap::from([
+        let units_done = BTreeMap::from([
             // The failing new build of web.service: restarted on the previous one.
             ("web.service".to_string(), Verb::Restart),
             ("app.service".to_string(), Verb::Restart),
@@ -513,23 +534,43 @@ mod tests {
             ("gone.service".to_string(), Verb::Stop),
             ("sock.service".to_string(), Verb::Stop),
             ("ssh.service".to_string(), Verb::Restart),
+            ("old.service".to_string(), Verb::Restart),
+            // Runs the previous build already: not taken down again.
+            ("back.service".to_string(), Verb::Restart),
+            ("both.service".to_string(), Verb::Restart),
+            ("rel.service".to_string(), Verb::Reload),
         ]);
-        // app.service also runs replaced files: one action, both reasons.
-        let restart = BTreeMap::from([("app.service".to_string(), vec!["its unit files changed".to_string()])]);
-        let a = decide(Facts { units, undo, restart, ..Facts::default() });
+        // app.service also runs replaced files: one action, both reasons; so
+        // does both.service, whose unit changed since it started.
+        let restart = BTreeMap::from([
+            ("app.service".to_string(), vec!["its unit files changed".to_string()]),
+            ("both.service".to_string(), vec!["its unit files changed".to_string()]),
+        ]);
+        let undo = Undo { units: units_done, switched_at: Some(1000) };
+        let facts = Facts { units, undo, restart, ..Facts::default() };
+        let a = decide(facts.clone());
         let actions: Vec<(Verb, &str)> = a.actions.iter().map(|x| (x.verb, x.unit.as_str())).collect();
         assert_eq!(
             actions,
             [
                 (Verb::Stop, "new.service"),
                 (Verb::Reload, "cfg.service"),
+                (Verb::Reload, "rel.service"),
                 (Verb::Restart, "app.service"),
+                (Verb::Restart, "both.service"),
+                (Verb::Restart, "old.service"),
                 (Verb::Restart, "web.service"),
                 (Verb::Start, "gone.service"),
             ]
         );
         let app = a.actions.iter().find(|x| x.unit == "app.service").unwrap();
         assert_eq!(app.reasons.len(), 2, "{:?}", app.reasons);
+        let back = a.skipped.iter().find(|s| s.unit == "back.service").unwrap();
+        assert_eq!(back.reason, "systemd started it again after the switch back: it runs the previous build");
+        // Not switched back (a dry run): what runs is judged as the update left it.
+        let mut dry = facts;
+        dry.undo.switched_at = None;
+        assert!(decide(dry).actions.iter().any(|x| x.unit == "back.service" && x.verb == Verb::Restart));
         // The left-alone list holds on the way back too.
         assert!(a.skipped.iter().any(|s| s.unit == "ssh.service"), "{:?}", a.skipped);
     }

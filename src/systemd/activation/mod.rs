@@ -221,8 +221,15 @@ pub struct Input<'a> {
     pub events: &'a UnitEvents,
     pub new_events: &'a UnitEvents,
     pub request: Request,
-    /// Going back: what the update being rolled back did to units.
-    pub undo: &'a BTreeMap<String, Verb>,
+    pub undo: &'a Undo,
+}
+
+/// Going back: what the update being rolled back did to units, and when `/usr`
+/// was switched back (CLOCK_MONOTONIC µs; none in a dry run).
+#[derive(Debug, Clone, Default)]
+pub struct Undo {
+    pub units: BTreeMap<String, Verb>,
+    pub switched_at: Option<u64>,
 }
 
 /// What to do about `input` (see `facts::gather`, `judge::decide`).
