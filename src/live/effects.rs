@@ -151,7 +151,7 @@ pub fn activate_undoing(
     if dry_run {
         return Ok(a);
     }
-    execute(run, events, &Activation::default(), a)
+    run_recorded(run, events, &Activation::default(), a)
 }
 
 /// The way back's activation (not a dry run): the units the update acted on
@@ -170,7 +170,7 @@ pub fn activate_going_back(
     let none = UnitEvents::default();
     let input = activation::Input { restarts: &Restarts::default(), events: &none, new_events: &none, request, undo };
     let first = activation::schedule(root, &input);
-    let first = execute(run, activation::load_events(run)?, &Activation::default(), first)?;
+    let first = run_recorded(run, activation::load_events(run)?, &Activation::default(), first)?;
     let restarts = restarts();
     let events = activation::load_events(run)?;
     let no_undo = activation::Undo::default();
@@ -182,31 +182,27 @@ pub fn activate_going_back(
     };
     rest.actions.retain(|a| !done(&a.unit, &a.user));
     rest.skipped.retain(|s| !done(&s.unit, &s.user));
-    Ok((execute(run, events, &first, rest)?, restarts))
+    Ok((run_recorded(run, events, &first, rest)?, restarts))
 }
 
 /// Runs activation `a` after what `before` did (both kept as one in the
 /// progress record, for `livefs status`), and remembers in `events` what failed
 /// for the next `livefs restart`. Returns both as one.
-fn execute(run: &RunDir, mut events: UnitEvents, before: &Activation, mut a: Activation) -> anyhow::Result<Activation> {
+fn run_recorded(
+    run: &RunDir,
+    mut events: UnitEvents,
+    before: &Activation,
+    mut a: Activation,
+) -> anyhow::Result<Activation> {
     let pid = std::process::id();
-    let joined = |a: &Activation| {
-        let mut all = before.clone();
-        all.daemon_reload |= a.daemon_reload;
-        all.daemon_reexec |= a.daemon_reexec;
-        all.actions.extend(a.actions.iter().cloned());
-        all.skipped.extend(a.skipped.iter().cloned());
-        all.left.extend(a.left.iter().cloned());
-        all
-    };
     let mut unsaved = None;
     activation::execute(&mut a, &mut |a| {
-        let progress = activation::Progress { pid, finished: false, activation: joined(a) };
+        let progress = activation::Progress { pid, finished: false, activation: before.then(a) };
         if let Err(e) = activation::save_progress(run, &progress) {
             unsaved.get_or_insert(e);
         }
     });
-    let all = joined(&a);
+    let all = before.then(&a);
     let done = activation::Progress { pid, finished: true, activation: all.clone() };
     let saved = match unsaved {
         Some(e) => Err(e),

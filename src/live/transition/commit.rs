@@ -30,10 +30,8 @@ pub fn commit(s: &mut Session, p: Prepared) -> anyhow::Result<Outcome> {
     record_applying(s, &t)?;
     switch_usr(s, &plan, usr, built, &mut outcome)?;
     follow_etc(s, &t, &mut outcome)?;
-    // What starts from now on runs what `/usr` and `/etc` hold now.
-    let switched_at = needs_restart::now_monotonic_usec();
     let since_boot = record_effects(s, &t, &plan, &changed, &mut to_run, (&added, &removed), &outcome)?;
-    finish(s, &t, (&plan, switched_at), &to_run, &since_boot, &mut outcome)?;
+    finish(s, &t, &plan, &to_run, &since_boot, &mut outcome)?;
     Ok(outcome)
 }
 
@@ -225,11 +223,14 @@ struct SinceBoot {
 fn finish(
     s: &mut Session,
     t: &Transition,
-    (plan, switched_at): (&Plan, u64),
+    plan: &Plan,
     to_run: &Triggers,
     since_boot: &SinceBoot,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
+    // `/usr` and `/etc` are what this transition made them: what starts from
+    // now on runs them.
+    let switched_at = needs_restart::now_monotonic_usec();
     let done = LiveState::reached(t.to, s.booted());
     if done != s.state {
         s.save(done)?;
@@ -283,22 +284,18 @@ fn restart_units(
     let report = |processes: &Processes| {
         needs_restart::report(&root, processes, &since_boot.replaced, &Default::default(), &since_boot.units)
     };
+    if !t.options.restart {
+        outcome.restarts = report(&s.processes);
+        return Ok(());
+    }
     let request = t.options.activation;
-    let a = match t.options.restart {
-        false => {
-            outcome.restarts = report(&s.processes);
-            return Ok(());
-        }
-        true if undo.units.is_empty() => {
-            outcome.restarts = report(&s.processes);
-            effects::activate(&root, &s.host.run, &outcome.restarts, &Default::default(), request, false)?
-        }
-        true => {
-            let (a, restarts) =
-                effects::activate_going_back(&root, &s.host.run, request, undo, || report(&s.processes))?;
-            outcome.restarts = restarts;
-            a
-        }
+    let a = if undo.units.is_empty() {
+        outcome.restarts = report(&s.processes);
+        effects::activate(&root, &s.host.run, &outcome.restarts, &Default::default(), request, false)?
+    } else {
+        let (a, restarts) = effects::activate_going_back(&root, &s.host.run, request, undo, || report(&s.processes))?;
+        outcome.restarts = restarts;
+        a
     };
     if let Some(wb) = s.way_back.as_mut().filter(|w| t.etc == EtcMode::Merge && w.to == t.to) {
         wb.units = a

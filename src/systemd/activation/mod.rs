@@ -148,6 +148,17 @@ pub struct Activation {
 }
 
 impl Activation {
+    /// This activation followed by `next`, as one.
+    pub fn then(&self, next: &Activation) -> Activation {
+        let mut all = self.clone();
+        all.daemon_reload |= next.daemon_reload;
+        all.daemon_reexec |= next.daemon_reexec;
+        all.actions.extend(next.actions.iter().cloned());
+        all.skipped.extend(next.skipped.iter().cloned());
+        all.left.extend(next.left.iter().cloned());
+        all
+    }
+
     /// The actions that failed.
     pub fn failed(&self) -> impl Iterator<Item = &UnitAction> {
         self.actions.iter().filter(|a| a.result.as_ref().is_some_and(|r| !r.ok))
