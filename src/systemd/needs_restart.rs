@@ -402,11 +402,6 @@ pub fn devices_in_use() -> HashSet<u64> {
     out
 }
 
-/// The replaced paths process `p` runs or maps.
-///
-/// A file of a `/usr` overlay livefs switched away from (detached) shows a path
-/// relative to that `/usr` (`/libexec/foo`) on a device no longer mounted here: it
-/// is stale when `/usr/libexec/foo` was replaced.
 /// What the mounts say about the files processes map.
 struct Seen<'a> {
     /// The devices of every mount (a mapped file on another is of a detached tree).
@@ -415,6 +410,11 @@ struct Seen<'a> {
     images: bool,
 }
 
+/// The replaced paths process `p` runs or maps.
+///
+/// A file of a `/usr` overlay livefs switched away from (detached) shows a path
+/// relative to that `/usr` (`/libexec/foo`) on a device no longer mounted here: it
+/// is stale when `/usr/libexec/foo` was replaced.
 fn stale_files(
     p: &Process,
     prefix: &str,
